@@ -1,0 +1,1 @@
+"""ATEDA shared package: code used by every function (decoding, storage, catalog, events, metrics, config)."""
