@@ -1,0 +1,40 @@
+"""bronze: commit staged chunks to the Iceberg bronze tables (group commit), emit dev.ateda.bronze.committed."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from ateda.bronze import Chunk, GroupCommitter
+from ateda.config import settings
+from ateda.function import emitter, request_scope
+from ateda.metrics import m
+
+
+@functions_framework.cloud_event
+def handle(event: CloudEvent) -> None:
+    """Trigger: dev.ateda.alerts.staged. Answers only once the chunk is committed; duplicates are success."""
+    with request_scope("bronze", event["type"]):
+        chunk = Chunk.from_event(event.data)
+        result = _committer().submit(chunk)
+        if result.duplicate:
+            m().duplicates.labels("bronze").inc()
+            return
+        m().alerts.labels("bronze").inc(chunk.alerts)
+        if chunk.arrived_at:
+            m().lag.observe(max(0.0, time.time() - chunk.arrived_at))
+        if result.chunks and result.chunks[0] == chunk.chunk:  # one event per batch, sent by its first chunk
+            emitter("bronze")("dev.ateda.bronze.committed", _committed(result), str(result.snapshot_ids["alert"]))
+
+
+@functools.cache
+def _committer() -> GroupCommitter:
+    return GroupCommitter(settings())
+
+
+def _committed(result) -> dict:  # noqa: ANN001
+    return {"snapshot_ids": result.snapshot_ids, "rows": result.rows, "nights": result.nights,
+            "chunks": result.chunks, "alerts": result.batch_alerts}

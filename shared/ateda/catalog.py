@@ -1,0 +1,87 @@
+"""The Iceberg catalog and the bronze tables' definitions.
+
+``ATEDA_CATALOG_URI`` picks the catalog: ``sqlite:///...`` / ``postgresql+psycopg2://...`` -> pyiceberg SqlCatalog
+(the JDBC catalog's tables), ``http(s)://...`` -> REST (Nessie: ``http://nessie:19120/iceberg``).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.table import Table
+
+from .config import Settings
+from .errors import TransientError
+
+ALERT_BASE = pa.schema([
+    ("objectId", pa.string()), ("candid", pa.int64()), ("schemavsn", pa.string()), ("publisher", pa.string()),
+    ("night", pa.date32()), ("jd", pa.float64()), ("extra_json", pa.string()),
+    ("source_bucket", pa.string()), ("source_key", pa.string()), ("source_etag", pa.string()),
+    ("source_member", pa.string()), ("part", pa.int32()), ("ingested_at", pa.timestamp("us", tz="UTC")),
+])
+CUTOUT = pa.schema([
+    ("candid", pa.int64()), ("objectId", pa.string()), ("night", pa.date32()), ("kind", pa.string()),
+    ("file_name", pa.string()), ("stamp_data", pa.binary()),
+    ("source_bucket", pa.string()), ("source_key", pa.string()), ("source_etag", pa.string()), ("part", pa.int32()),
+])
+LEDGER = pa.schema([
+    ("source_bucket", pa.string()), ("source_key", pa.string()), ("source_etag", pa.string()), ("part", pa.int32()),
+    ("alerts", pa.int64()), ("chunk", pa.string()), ("night", pa.date32()),
+    ("arrived_at", pa.timestamp("us", tz="UTC")), ("committed_at", pa.timestamp("us", tz="UTC")),
+])
+TABLES = {"alert": ALERT_BASE, "cutout": CUTOUT, "ingest_ledger": LEDGER}
+
+
+def catalog_properties(settings: Settings) -> dict[str, str]:
+    props: dict[str, str] = {"warehouse": settings.warehouse}
+    uri = settings.catalog_uri
+    if uri.startswith(("http://", "https://")):
+        props.update(type="rest", uri=uri)
+    else:
+        props.update(type="sql", uri=uri)
+        if uri.startswith("sqlite"):
+            props["init_catalog_tables"] = "true"
+    if settings.uses_s3:
+        props.update({
+            "s3.endpoint": settings.s3_endpoint, "s3.region": settings.s3_region,
+            "s3.access-key-id": settings.s3_access_key, "s3.secret-access-key": settings.s3_secret_key,
+            "s3.path-style-access": "true",
+        })
+    return props
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    from pyiceberg.catalog import load_catalog as _load
+
+    try:
+        return _load(settings.catalog_name, **catalog_properties(settings))
+    except Exception as exc:  # connection refused, auth...: the catalog is unavailable
+        raise TransientError(f"catalog unavailable at {settings.catalog_uri}: {exc}") from exc
+
+
+def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
+    """Create the namespace and the bronze tables if needed (idempotent; safe against a concurrent creator)."""
+    ns = settings.namespace
+    try:
+        catalog.create_namespace(ns)
+    except NamespaceAlreadyExistsError:
+        pass
+    tables = {}
+    for name, schema in TABLES.items():
+        ident = f"{ns}.{name}"
+        try:
+            tables[name] = catalog.load_table(ident)
+            continue
+        except NoSuchTableError:
+            pass
+        try:
+            table = catalog.create_table(ident, schema=schema, properties={
+                "commit.retry.num-retries": "10", "write.parquet.compression-codec": "zstd"})
+            if name != "ingest_ledger":
+                with table.update_spec() as spec:
+                    spec.add_identity("night")
+            tables[name] = table
+        except TableAlreadyExistsError:
+            tables[name] = catalog.load_table(ident)
+    return tables

@@ -1,0 +1,259 @@
+"""Split: bucket objects -> staged Parquet (alert rows, cutouts), one ``alerts.staged`` event per chunk.
+
+Reads single-alert ``.avro``, multi-alert containers, and ``.tar``/``.tar.gz`` of ``.avro`` members (streamed:
+a tarball is never held in memory). Parts are deterministic (part = alert index in the object // chunk size), so
+a re-run stages the same parts, which bronze recognises as already committed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .alerts import AlertBatch, DecodedFile, Source, decode_container
+from .config import Settings
+from .errors import BadInput
+from .quarantine import quarantine
+from .storage import ObjectStore
+
+Emit = Callable[[str, dict, str], None]  # (event type, data, subject)
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream that replays bytes already read (for sniffing) before the rest of the underlying stream."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # noqa: ANN001
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _read_head(stream: IO[bytes], n: int = 512) -> bytes:
+    head = b""
+    while len(head) < n:
+        block = stream.read(n - len(head))
+        if not block:
+            break
+        head += block
+    return head
+
+
+def iter_containers(stream: IO[bytes]) -> Iterator[tuple[str | None, bytes | BadInput]]:
+    """Yield (member name or None, Avro container bytes or the BadInput for that member)."""
+    head = _read_head(stream)
+    if not head:
+        yield None, BadInput("empty_file", "zero bytes")
+        return
+    if head[:2] == b"\x1f\x8b":
+        gz = io.BufferedReader(gzip.GzipFile(fileobj=io.BufferedReader(_Prefixed(head, stream))), 1 << 20)
+        try:
+            inner = _read_head(gz)
+        except (OSError, EOFError) as exc:
+            yield None, BadInput("corrupt_gzip", str(exc))
+            return
+        yield from _dispatch(inner, gz)
+        return
+    yield from _dispatch(head, stream)
+
+
+def _dispatch(head: bytes, stream: IO[bytes]) -> Iterator[tuple[str | None, bytes | BadInput]]:
+    if head[257:262] == b"ustar":
+        yield from _tar_members(io.BufferedReader(_Prefixed(head, stream), 1 << 20))
+    elif head[:4] == b"Obj\x01":
+        yield None, head + stream.read()
+    elif not head:
+        yield None, BadInput("empty_file", "zero bytes after decompression")
+    else:
+        yield None, BadInput("not_avro", f"neither Avro nor tar (starts with {head[:8]!r})")
+
+
+def _tar_members(stream: IO[bytes]) -> Iterator[tuple[str | None, bytes | BadInput]]:
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                fh = tar.extractfile(member)
+                data = fh.read() if fh else b""
+                yield member.name, data
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        yield "<tar stream>", BadInput("truncated_tar", f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class _ObjectProgress:
+    src: Source
+    alerts: int = 0
+    rejected: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Splitter:
+    """Splits the objects of one ``object.created`` event. ``emit`` posts follow-up events."""
+
+    settings: Settings
+    bucket: ObjectStore
+    lake: ObjectStore
+    emit: Emit
+    function: str = "split"
+    batch: AlertBatch = field(default_factory=AlertBatch)
+    parts: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
+    chunks: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    arrivals: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
+
+    def run(self, bucket_name: str, objects: list[dict]) -> dict:
+        done = []
+        for obj in objects:
+            src = Source(bucket_name, obj["key"], obj.get("etag") or "", obj.get("time"))
+            self.arrivals[(src.bucket, src.key, src.etag)] = src.arrived_at
+            done.append(self._split_object(src))
+        self._flush()
+        for prog in done:
+            self._write_manifest(prog)
+        return {"chunks": self.chunks, "rejected": self.rejected,
+                "alerts": sum(p.alerts for p in done), "objects": len(done)}
+
+    # -- one object
+
+    def _split_object(self, src: Source) -> _ObjectProgress:
+        prog = _ObjectProgress(src)
+        try:
+            stream = self.bucket.open(src.key)
+        except FileNotFoundError:
+            self._reject(prog, BadInput("missing_object", "gone from the bucket before it was read"), None, None)
+            return prog
+        with stream:
+            for member, payload in iter_containers(stream):
+                if isinstance(payload, BadInput):
+                    self._reject(prog, payload, member, None)
+                    continue
+                self._split_container(prog, member, payload)
+        return prog
+
+    def _split_container(self, prog: _ObjectProgress, member: str | None, data: bytes) -> None:
+        try:
+            decoded = decode_container(data)
+        except BadInput as err:
+            self._reject(prog, err, member, data)
+            return
+        size = self.settings.chunk_alerts
+        start = 0
+        while start < len(decoded.records):
+            part = prog.alerts // size
+            n = min(len(decoded.records) - start, size - prog.alerts % size)
+            self._add(prog, decoded, decoded.records[start:start + n], part, member, data)
+            start += n
+            if prog.alerts % size == 0 and self.batch.n_alerts >= size:
+                self._flush()
+        if decoded.error is not None:
+            self._reject(prog, decoded.error, member, data, kept=len(decoded.records))
+
+    def _add(self, prog: _ObjectProgress, decoded: DecodedFile, records: list[dict], part: int,
+             member: str | None, data: bytes) -> None:
+        before = self.batch.n_alerts
+        bad = self.batch.add(decoded, records, prog.src, part, member)
+        added = self.batch.n_alerts - before
+        prog.alerts += len(records)  # malformed records still advance the index: parts stay deterministic
+        key = (prog.src.bucket, prog.src.key, prog.src.etag, part)
+        self.parts[key] = self.parts.get(key, 0) + added
+        if bad:
+            detail = "; ".join(sorted({b.detail for b in bad}))[:500]
+            self._reject(prog, BadInput(bad[0].reason, f"{len(bad)} malformed record(s): {detail}"), member, data,
+                         kept=added)
+
+    def _reject(self, prog: _ObjectProgress, err: BadInput, member: str | None, payload: bytes | None,
+                kept: int = 0) -> None:
+        from .metrics import m
+
+        record = quarantine(self.lake, prog.src, err, member, payload, kept)
+        prog.rejected.append(record)
+        self.rejected.append(record)
+        m().rejected.labels(self.function, err.reason).inc()
+        self.emit("dev.ateda.input.rejected", record, f"{prog.src.key}" + (f"#{member}" if member else ""))
+
+    # -- staging
+
+    def _flush(self) -> None:
+        if not self.parts:
+            return
+        alerts, cutouts = self.batch.tables(datetime.now(timezone.utc))
+        part_keys = sorted(self.parts)
+        chunk_id = hashlib.sha1(json.dumps(part_keys).encode()).hexdigest()[:20]
+        attempt = uuid.uuid4().hex[:8]
+        files: dict[str, list[str]] = {"alert": [], "cutout": []}
+        nights: set[str] = set()
+        for table_name, table in (("alert", alerts), ("cutout", cutouts)):
+            if table is None:
+                continue
+            for night, piece in _by_night(table):
+                nights.add(night)
+                key = f"staging/{chunk_id}/{attempt}/{table_name}-{night}.parquet"
+                files[table_name].append(self._write_parquet(key, piece, table_name))
+        data = {
+            "chunk": chunk_id,
+            "alerts": self.batch.n_alerts,
+            "cutouts": 0 if cutouts is None else cutouts.num_rows,
+            "nights": sorted(nights),
+            "sources": [{"bucket": b, "key": k, "etag": e, "part": p, "alerts": self.parts[(b, k, e, p)],
+                         "arrived_at": self.arrivals.get((b, k, e))} for b, k, e, p in part_keys],
+            "files": files,
+        }
+        self.emit("dev.ateda.alerts.staged", data, chunk_id)
+        self.chunks.append(data)
+        self.batch = AlertBatch()
+        self.parts = {}
+
+    def _write_parquet(self, key: str, table: pa.Table, table_name: str) -> str:
+        sink = io.BytesIO()
+        # stamps are already gzipped: compressing them again costs CPU for nothing
+        compression = {"stamp_data": "NONE"} if table_name == "cutout" else "zstd"
+        if isinstance(compression, dict):
+            compression = {c: compression.get(c, "zstd") for c in table.column_names}
+        pq.write_table(table, sink, compression=compression, row_group_size=50_000)
+        self.lake.put_bytes(key, sink.getvalue())
+        return self.lake.uri(key)
+
+    def _write_manifest(self, prog: _ObjectProgress) -> None:
+        src = prog.src
+        parts = -(-prog.alerts // self.settings.chunk_alerts)
+        record = {"bucket": src.bucket, "key": src.key, "etag": src.etag, "alerts": prog.alerts, "parts": parts,
+                  "rejected": [{"reason": r["reason"], "member": r["member"], "detail": r["detail"]}
+                               for r in prog.rejected],
+                  "split_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        self.lake.put_bytes(manifest_key(src), json.dumps(record).encode())
+
+
+def manifest_key(src: Source) -> str:
+    return f"manifests/{src.bucket}/{src.key}@{src.etag}.json"
+
+
+def _by_night(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+    nights = pc.unique(table["night"]).to_pylist()
+    if len(nights) == 1:
+        yield nights[0].isoformat(), table
+        return
+    for night in sorted(nights):
+        yield night.isoformat(), table.filter(pc.equal(table["night"], pa.scalar(night, pa.date32())))

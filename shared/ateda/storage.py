@@ -1,0 +1,244 @@
+"""Object stores: a local folder (embedded default) or any S3-compatible endpoint, behind one small interface.
+
+Keys are '/'-separated. ETags follow S3 for single-part uploads (hex MD5 of the content), so an identical re-upload
+has the same identity in both modes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Protocol
+
+from .config import Settings
+from .errors import TransientError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    mtime: float = 0.0
+
+
+class ObjectStore(Protocol):
+    def uri(self, key: str) -> str: ...
+    def put_bytes(self, key: str, data: bytes) -> str: ...
+    def put_file(self, key: str, path: Path) -> str: ...
+    def open(self, key: str) -> IO[bytes]: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def head(self, key: str) -> ObjectInfo | None: ...
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def delete(self, key: str) -> None: ...
+
+
+def md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class LocalStore:
+    """A folder as a bucket. Writes are atomic (temp file + rename), so a watcher never sees half a file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return hashlib.md5(data).hexdigest()
+
+    def put_file(self, key: str, path: Path) -> str:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        os.close(fd)
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+        return md5_file(dest)
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # unreadable disk, stale NFS...: worth a retry
+            raise TransientError(f"cannot open {key}: {exc}") from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as fh:
+            return fh.read()
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, md5_file(path), st.st_mtime)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix`` (no ETag: computing it costs a read; callers ask ``head`` when they need it)."""
+        base = self.root
+        if not base.exists():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(base).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = full.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, st.st_size, "", st.st_mtime)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+
+class S3Store:
+    """An S3 bucket (MinIO, moto, AWS...) with an optional key prefix."""
+
+    def __init__(self, client, bucket: str, prefix: str = "") -> None:  # noqa: ANN001 (boto3 client)
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def _call(self, fn, **kw):  # noqa: ANN001, ANN202
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kw)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(kw.get("Key", "")) from exc
+            raise TransientError(f"s3 {fn.__name__} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise TransientError(f"s3 {fn.__name__} failed: {exc}") from exc
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        resp = self._call(self.client.put_object, Key=self._key(key), Body=data)
+        return resp["ETag"].strip('"')
+
+    def put_file(self, key: str, path: Path) -> str:
+        with open(path, "rb") as fh:
+            resp = self._call(self.client.put_object, Key=self._key(key), Body=fh)
+        return resp["ETag"].strip('"')
+
+    def open(self, key: str) -> IO[bytes]:
+        return self._call(self.client.get_object, Key=self._key(key))["Body"]
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.open(key).read()
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = self._call(self.client.head_object, Key=self._key(key))
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, resp["ContentLength"], resp["ETag"].strip('"'), resp["LastModified"].timestamp())
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        token = None
+        full = self._key(prefix)
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        while True:
+            kw = {"Prefix": full, **({"ContinuationToken": token} if token else {})}
+            resp = self._call(self.client.list_objects_v2, **kw)
+            for item in resp.get("Contents", []):
+                yield ObjectInfo(item["Key"][cut:], item["Size"], item["ETag"].strip('"'),
+                                 item["LastModified"].timestamp())
+            if not resp.get("IsTruncated"):
+                return
+            token = resp["NextContinuationToken"]
+
+    def delete(self, key: str) -> None:
+        self._call(self.client.delete_object, Key=self._key(key))
+
+
+def s3_client(settings: Settings):  # noqa: ANN201
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key or None,
+        aws_secret_access_key=settings.s3_secret_key or None,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32),
+    )
+
+
+def store_for_uri(uri: str, settings: Settings) -> ObjectStore:
+    """``s3://bucket/prefix`` -> S3Store, anything else -> LocalStore on that folder."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[5:].partition("/")
+        return S3Store(s3_client(settings), bucket, prefix)
+    return LocalStore(Path(uri))
+
+
+def bucket_store(settings: Settings, bucket: str | None = None) -> ObjectStore:
+    """The source bucket: on S3 when an endpoint is set, else a folder under ``$ATEDA_HOME/bucket``."""
+    name = bucket or settings.bucket
+    if settings.uses_s3:
+        return S3Store(s3_client(settings), name)
+    return LocalStore(settings.bucket_root / name)
+
+
+def lake_store(settings: Settings) -> ObjectStore:
+    return store_for_uri(settings.lake, settings)
+
+
+def arrow_filesystem(uri: str, settings: Settings):  # noqa: ANN201
+    """A pyarrow filesystem and path for ``uri`` (a local path or s3://bucket/key)."""
+    from pyarrow import fs
+
+    if uri.startswith("s3://"):
+        return _s3_fs(settings), uri[5:]
+    return fs.LocalFileSystem(), uri
+
+
+@functools.cache
+def _s3_fs(settings: Settings):  # noqa: ANN202
+    from pyarrow import fs
+
+    return fs.S3FileSystem(
+            endpoint_override=settings.s3_endpoint or None, region=settings.s3_region,
+            access_key=settings.s3_access_key or None, secret_key=settings.s3_secret_key or None,
+            scheme="https" if settings.s3_endpoint.startswith("https") else "http",
+        )
