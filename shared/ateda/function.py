@@ -79,3 +79,4 @@ def request_scope(function: str, event_type: str) -> Iterator[None]:
 def configure_logging() -> None:
     logging.basicConfig(level=os.environ.get("ATEDA_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pyiceberg").setLevel(logging.WARNING)

@@ -1,0 +1,197 @@
+"""The local broker: a CloudEvents HTTP ingress that routes by the Trigger manifests, with Knative's delivery rules.
+
+* Ingress ``POST /<namespace>/<broker>`` (binary or structured mode) -> 202 once the event is spooled to disk for
+  every matching Trigger (so an accepted event survives a restart: at-least-once, like a persistent broker).
+* Delivery: per Trigger, worker threads POST the event (binary mode) to the subscriber; 2xx acks; network errors,
+  5xx, 404, 408, 409, 429 are retried with the Trigger's backoff; other codes fail at once. Failed events are
+  written to the dead-letter folder ``<lake>/dead-letter/<trigger>/`` with Knative's error extensions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from . import events
+from .metrics import m
+from .routing import Trigger
+from .storage import ObjectStore
+
+log = logging.getLogger(__name__)
+RETRYABLE = {404, 408, 409, 429}
+
+
+class Broker:
+    def __init__(self, triggers: list[Trigger], subscribers: dict[str, str], spool: Path, lake: ObjectStore,
+                 parallelism: dict[str, int] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.triggers = triggers
+        self.subscribers = subscribers
+        self.spool = Path(spool)
+        self.lake = lake
+        self.parallelism = parallelism or {}
+        self._queues: dict[str, queue.Queue] = {t.name: queue.Queue() for t in triggers}
+        self._busy: dict[str, int] = {t.name: 0 for t in triggers}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.server = ThreadingHTTPServer((host, port), _handler(self))
+        self.server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- lifecycle
+
+    def start(self) -> "Broker":
+        for t in self.triggers:
+            (self.spool / t.name).mkdir(parents=True, exist_ok=True)
+            for path in sorted((self.spool / t.name).glob("*.json")):  # accepted before a restart
+                self._queues[t.name].put(path)
+            for i in range(self.parallelism.get(t.subscriber, 4)):
+                th = threading.Thread(target=self._deliver_loop, args=(t,), name=f"deliver-{t.name}-{i}", daemon=True)
+                th.start()
+                self._threads.append(th)
+        th = threading.Thread(target=self.server.serve_forever, name="broker-ingress", daemon=True)
+        th.start()
+        self._threads.append(th)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def backlog(self) -> dict[str, int]:
+        """Events accepted but not yet acknowledged or dead-lettered, per Trigger."""
+        with self._lock:
+            return {name: q.qsize() + self._busy[name] for name, q in self._queues.items()}
+
+    def idle(self) -> bool:
+        return not any(self.backlog().values())
+
+    # -- ingress
+
+    def accept(self, event: dict) -> int:
+        """Spool ``event`` for every matching Trigger; returns how many matched."""
+        matched = [t for t in self.triggers if t.matches(event)]
+        blob = json.dumps(event).encode()
+        for t in matched:
+            path = self.spool / t.name / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(blob)
+            tmp.replace(path)
+            with self._lock:
+                self._queues[t.name].put(path)
+        return len(matched)
+
+    # -- delivery
+
+    def _deliver_loop(self, trigger: Trigger) -> None:
+        session = requests.Session()
+        q = self._queues[trigger.name]
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    path = q.get_nowait()
+                    self._busy[trigger.name] += 1
+            except queue.Empty:
+                time.sleep(0.01)
+                continue
+            try:
+                self._deliver(trigger, session, path)
+            except Exception:  # never lose the worker
+                log.exception("delivery loop error on %s", path)
+            finally:
+                with self._lock:
+                    self._busy[trigger.name] -= 1
+
+    def _deliver(self, trigger: Trigger, session: requests.Session, path: Path) -> None:
+        event = json.loads(path.read_bytes())
+        headers, body = events.to_binary(event)
+        url = self.subscribers[trigger.subscriber]
+        code, error = 0, ""
+        for attempt in range(trigger.delivery.retry + 1):
+            if attempt:
+                time.sleep(trigger.delivery.delay(attempt))
+            try:
+                resp = session.post(url, data=body, headers=headers, timeout=300)
+                code, error = resp.status_code, resp.text[:1000]
+            except requests.RequestException as exc:
+                code, error = 0, f"{type(exc).__name__}: {exc}"
+            if 200 <= code < 300:
+                m().deliveries.labels(trigger.name, "ok").inc()
+                path.unlink(missing_ok=True)
+                return
+            m().deliveries.labels(trigger.name, "retry" if _retryable(code) else "failed").inc()
+            if not _retryable(code):
+                break
+        self._dead_letter(trigger, event, url, code, error)
+        path.unlink(missing_ok=True)
+
+    def _dead_letter(self, trigger: Trigger, event: dict, url: str, code: int, error: str) -> None:
+        event = dict(event, knativeerrordest=url, knativeerrorcode=str(code),
+                     knativeerrordata=base64.b64encode(error.encode()).decode())
+        key = f"dead-letter/{trigger.name}/{time.strftime('%Y%m%dT%H%M%S')}-{event['id']}.json"
+        self.lake.put_bytes(key, json.dumps(event, indent=1).encode())
+        m().dead_letters.labels(trigger.name).inc()
+        log.warning("dead-lettered %s on %s after HTTP %s: %s", event["id"], trigger.name, code, error[:200])
+
+
+def _retryable(code: int) -> bool:
+    return code == 0 or code >= 500 or code in RETRYABLE
+
+
+def _handler(broker: Broker):  # noqa: ANN202
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            try:
+                event = events.from_http(dict(self.headers), body)
+            except (ValueError, json.JSONDecodeError) as exc:
+                self._reply(400, str(exc).encode())
+                return
+            broker.accept(event)
+            self._reply(202, b"")
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._reply(200, json.dumps({"backlog": broker.backlog()}).encode(), "application/json")
+
+        def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    return Handler
+
+
+def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None) -> int:
+    """Re-send dead-lettered events to the broker (their error extensions stripped); returns how many."""
+    sent = 0
+    for info in list(lake.list("dead-letter/")):
+        if not info.key.endswith(".json") or (trigger and f"/{trigger}/" not in f"/{info.key}"):
+            continue
+        event = json.loads(lake.get_bytes(info.key))
+        for ext in ("knativeerrordest", "knativeerrorcode", "knativeerrordata"):
+            event.pop(ext, None)
+        events.post(broker_url, event)
+        lake.delete(info.key)
+        sent += 1
+    return sent

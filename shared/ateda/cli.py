@@ -1,0 +1,188 @@
+"""``ateda``: run the platform on one machine, ingest files, look at what landed."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from .config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    from .function import configure_logging
+
+    configure_logging()
+    return args.func(args, Settings.from_env()) or 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ateda", description=__doc__)
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="run the runtime (functions, broker, bucket watcher) until stopped")
+    up.set_defaults(func=cmd_up)
+    ing = sub.add_parser("ingest", help="put files in the bucket and wait until they are in bronze")
+    ing.add_argument("paths", nargs="+", type=Path)
+    ing.add_argument("--prefix", default="", help="key prefix in the bucket")
+    ing.add_argument("--json", action="store_true", help="machine-readable summary")
+    ing.add_argument("--timeout", type=float, default=3600)
+    ing.set_defaults(func=cmd_ingest)
+    st = sub.add_parser("status", help="tables, row counts, snapshots, backlog, dead letters, quarantine")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    cut = sub.add_parser("cutout", help="write an alert's three stamps as FITS files")
+    cut.add_argument("candid", type=int)
+    cut.add_argument("-o", "--out", type=Path, default=Path("."))
+    cut.set_defaults(func=cmd_cutout)
+    rep = sub.add_parser("replay", help="re-send dead-lettered events to the broker")
+    rep.add_argument("--trigger", default=None)
+    rep.add_argument("--broker", default=None, help="broker URL (default: the running local runtime)")
+    rep.set_defaults(func=cmd_replay)
+    demo = sub.add_parser("demo", help="generate a synthetic night and ingest it, offline")
+    demo.add_argument("-n", type=int, default=2000, help="alerts")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    bench = sub.add_parser("bench", help="decoding ceiling vs end-to-end ingestion, single files and a tarball")
+    bench.add_argument("-n", type=int, default=20_000, help="alerts")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_up(args, settings: Settings) -> int:  # noqa: ANN001
+    from .runtime import Runtime
+
+    with Runtime(settings) as rt:
+        print(f"ateda up: broker {rt.sink}; bucket {settings.bucket_root / settings.bucket if not settings.uses_s3 else settings.bucket}; "
+              f"home {settings.home}. Ctrl-C to stop.", flush=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def ensure_runtime(settings: Settings):  # noqa: ANN201
+    """The running runtime if ``ateda up`` runs on this home, else one started for the caller's duration."""
+    from .runtime import Runtime, running_runtime
+
+    return nullcontext() if running_runtime(settings) else Runtime(settings)
+
+
+def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout: float = 3600,
+               quiet: bool = False):  # noqa: ANN201
+    from tqdm import tqdm
+
+    from .ingest import expand, iceberg_commits, summarise, upload, wait_committed
+
+    files = expand(paths)
+    with ensure_runtime(settings):
+        commits0 = iceberg_commits(settings)
+        start = time.perf_counter()
+        with tqdm(total=len(files), desc="upload", unit="file", disable=quiet, file=sys.stderr) as bar:
+            uploaded = upload(settings, files, prefix, bar.update)
+        with tqdm(total=len(files), desc="commit", unit="file", disable=quiet, file=sys.stderr) as bar:
+            manifests = wait_committed(settings, uploaded, timeout, bar.update)
+        seconds = time.perf_counter() - start
+    return summarise(settings, uploaded, manifests, seconds, iceberg_commits(settings) - commits0)
+
+
+def cmd_ingest(args, settings: Settings) -> int:  # noqa: ANN001
+    summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json)
+    _print_summary(summary, args.json)
+    return 0
+
+
+def _print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
+    if as_json:
+        print(json.dumps(summary.as_dict(), indent=1, default=str))
+        return
+    s = summary
+    print(f"{s.files} file(s), {s.bytes / 1e6:.1f} MB -> {s.alerts} alerts of {s.objects} objects "
+          f"on {len(s.nights)} night(s) {', '.join(s.nights[:5])}{' ...' if len(s.nights) > 5 else ''}")
+    print(f"{s.seconds:.1f} s, {s.alerts_per_second:.0f} alerts/s, {s.commits} Iceberg commit(s)")
+    if s.rejected:
+        print(f"{len(s.rejected)} rejected (quarantined):")
+        for r in s.rejected:
+            member = f" [{r['member']}]" if r.get("member") else ""
+            print(f"  {r['key']}{member}: {r['reason']} - {r['detail'][:120]}")
+
+
+def cmd_status(args, settings: Settings) -> int:  # noqa: ANN001
+    from .status import status
+
+    info = status(settings)
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    print(f"home {settings.home}  catalog {settings.catalog_uri}")
+    for name, t in info["tables"].items():
+        print(f"  {name:<24} {t['rows']:>10} rows  {t['snapshots']:>5} snapshots  {t['data_files']:>6} files")
+    print(f"  backlog: {info['backlog'] if info['backlog'] is not None else 'runtime not running'}")
+    print(f"  dead letters: {info['dead_letters']}  quarantined: {info['quarantined']}")
+    return 0
+
+
+def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
+    from .status import cutouts_of
+
+    rows = cutouts_of(settings, args.candid)
+    if not rows:
+        print(f"no cutouts for candid {args.candid}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    for kind, data in rows.items():
+        path = args.out / f"{args.candid}_{kind}.fits"
+        path.write_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+        print(path)
+    return 0
+
+
+def cmd_replay(args, settings: Settings) -> int:  # noqa: ANN001
+    from .broker import replay
+    from .runtime import running_runtime
+    from .storage import lake_store
+
+    url = args.broker or (running_runtime(settings) or {}).get("broker")
+    if not url:
+        print("no broker: start `ateda up` or pass --broker URL", file=sys.stderr)
+        return 1
+    print(f"replayed {replay(lake_store(settings), url, args.trigger)} event(s) to {url}")
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
+    from .synth import write_single_files, write_tarball
+
+    src = settings.home / "demo-input"
+    tar_n = args.n // 2
+    print(f"generating a synthetic night: {args.n - tar_n} single-alert files and a tarball of {tar_n} alerts "
+          f"in {src}", file=sys.stderr)
+    write_single_files(src / "singles", args.n - tar_n, seed=args.seed)
+    write_tarball(src / "ztf_public_20261120.tar.gz", tar_n, seed=args.seed + 1)
+    summary = run_ingest(settings, [src / "singles", src / "ztf_public_20261120.tar.gz"], quiet=args.json)
+    _print_summary(summary, args.json)
+    if not args.json:
+        print(f"\nnext: `ateda status`, `ateda cutout CANDID`; data in {settings.home}")
+    return 0
+
+
+def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
+    from .bench import run_bench
+
+    result = run_bench(args.n, keep=args.keep)
+    print(json.dumps(result, indent=1) if args.json else result["text"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""``ateda ingest``: put files in the bucket, wait until every one is committed to bronze (or rejected), summarise."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from .alerts import Source
+from .catalog import ensure_tables, load_catalog
+from .config import Settings
+from .split import manifest_key
+from .storage import bucket_store, lake_store
+
+
+@dataclass
+class Uploaded:
+    key: str
+    etag: str
+    size: int
+
+
+@dataclass
+class IngestSummary:
+    files: int = 0
+    bytes: int = 0
+    alerts: int = 0
+    objects: int = 0
+    nights: list[str] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    commits: int = 0
+
+    @property
+    def alerts_per_second(self) -> float:
+        return self.alerts / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "alerts_per_second": round(self.alerts_per_second, 1)}
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Files named, and the files inside folders named (sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        out.extend(sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
+    return out
+
+
+def upload(settings: Settings, files: list[Path], prefix: str = "", progress=None) -> list[Uploaded]:  # noqa: ANN001
+    """Copy ``files`` into the bucket under ``prefix``; returns their keys and ETags."""
+    store = bucket_store(settings)
+    done = []
+    for f in files:
+        key = f"{prefix}{f.name}"
+        etag = store.put_file(key, f)
+        done.append(Uploaded(key, etag, f.stat().st_size))
+        if progress:
+            progress(1)
+    return done
+
+
+def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float = 3600.0,
+                   progress=None, idle=None) -> dict[tuple[str, str], dict]:  # noqa: ANN001
+    """Block until each object has a split manifest and all its parts are in the ledger. Returns the manifests."""
+    lake = lake_store(settings)
+    pending = {(u.key, u.etag) for u in uploaded}
+    manifests: dict[tuple[str, str], dict] = {}
+    deadline = time.monotonic() + timeout
+    tables = None
+    while pending and time.monotonic() < deadline:
+        for key, etag in list(pending):
+            if (key, etag) not in manifests:
+                try:
+                    manifests[(key, etag)] = json.loads(lake.get_bytes(manifest_key(Source(settings.bucket, key, etag))))
+                except FileNotFoundError:
+                    continue
+        waiting = [k for k in pending if k in manifests and manifests[k]["parts"] > 0]
+        done_now = {k for k in pending if k in manifests and manifests[k]["parts"] == 0}
+        if waiting:
+            tables = tables or ensure_tables(load_catalog(settings), settings)
+            committed = _committed_parts(tables["ingest_ledger"].refresh(), settings.bucket)
+            done_now |= {k for k in waiting if all((k[0], k[1], p) in committed for p in range(manifests[k]["parts"]))}
+        pending -= done_now
+        if progress and done_now:
+            progress(len(done_now))
+        if pending:
+            time.sleep(0.25)
+    if pending:
+        raise TimeoutError(f"{len(pending)} object(s) not committed after {timeout:.0f}s, e.g. {sorted(pending)[:3]}")
+    return manifests
+
+
+def _committed_parts(ledger, bucket: str) -> set[tuple[str, str, int]]:  # noqa: ANN001
+    rows = ledger.scan(selected_fields=("source_bucket", "source_key", "source_etag", "part")).to_arrow()
+    rows = rows.filter(pc.equal(rows["source_bucket"], bucket))
+    return set(zip(rows["source_key"].to_pylist(), rows["source_etag"].to_pylist(), rows["part"].to_pylist()))
+
+
+def summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, seconds: float,
+              commits: int) -> IngestSummary:
+    tables = ensure_tables(load_catalog(settings), settings)
+    alerts = tables["alert"].scan(selected_fields=("objectId", "night", "source_key", "source_etag")).to_arrow()
+    mine = {(u.key, u.etag) for u in uploaded}
+    mask = [k in mine for k in zip(alerts["source_key"].to_pylist(), alerts["source_etag"].to_pylist())]
+    alerts = alerts.filter(mask) if alerts.num_rows else alerts
+    rejected = [{"key": key, **r} for (key, _), m in manifests.items() for r in m["rejected"]]
+    return IngestSummary(
+        files=len(uploaded), bytes=sum(u.size for u in uploaded), alerts=alerts.num_rows,
+        objects=len(set(alerts["objectId"].drop_null().to_pylist())),
+        nights=sorted({str(n) for n in alerts["night"].to_pylist()}),
+        rejected=rejected, seconds=seconds, commits=commits)
+
+
+def iceberg_commits(settings: Settings) -> int:
+    """Snapshots across the bronze tables (each commit adds one)."""
+    tables = ensure_tables(load_catalog(settings), settings)
+    return sum(len(t.refresh().metadata.snapshots) for t in tables.values())

@@ -1,0 +1,149 @@
+"""The embedded default runtime: the same functions and Triggers as in the cluster, on one machine.
+
+Starts the functions as real functions-framework HTTP servers (gunicorn; split with several worker processes),
+the local broker (routing by ``knative/`` Triggers) and the bucket watcher. ``ateda up`` runs it until stopped;
+``ateda ingest`` starts one for its own duration when none is running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from .broker import Broker
+from .config import Settings
+from .routing import knative_dir, load_triggers
+from .storage import lake_store
+from .watcher import BucketWatcher
+
+
+def functions_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "functions"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    service: str  # Knative Service name (what Triggers reference)
+    folder: str
+    signature: str = "cloudevent"
+    workers: int = 1
+    threads: int = 8
+    parallelism: int = 4  # concurrent deliveries from the local broker
+
+
+def default_functions(split_workers: int | None = None) -> list[FunctionSpec]:
+    """split: one worker process per core (decoding is CPU-bound); bronze: one process so requests share commits."""
+    workers = split_workers or max(2, os.cpu_count() or 2)
+    return [
+        FunctionSpec("ateda-split", "split", workers=workers, threads=1, parallelism=workers * 2),
+        FunctionSpec("ateda-bronze", "bronze", workers=1, threads=64, parallelism=64),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    functions: list[FunctionSpec] = field(default_factory=default_functions)
+    watch: bool = True
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    broker: Broker | None = None
+    watcher: BucketWatcher | None = None
+
+    def start(self) -> "Runtime":
+        home = Path(self.settings.home)
+        home.mkdir(parents=True, exist_ok=True)
+        lake = lake_store(self.settings)
+        triggers = load_triggers(knative_dir())
+        self.broker = Broker(triggers, self.urls, home / "broker" / "spool", lake,
+                             parallelism={f.service: f.parallelism for f in self.functions})
+        sink = f"{self.broker.url}/ateda/ateda"
+        for spec in self.functions:
+            self.urls[spec.service] = self._spawn(spec, sink)
+        for url in self.urls.values():
+            _wait_http(url)
+        self.broker.start()
+        if self.watch:
+            self.watcher = BucketWatcher(self.settings, sink).start()
+        (home / "runtime.json").write_text(json.dumps({"pid": os.getpid(), "broker": sink, "functions": self.urls}))
+        return self
+
+    @property
+    def sink(self) -> str:
+        assert self.broker is not None
+        return f"{self.broker.url}/ateda/ateda"
+
+    def _spawn(self, spec: FunctionSpec, sink: str) -> str:
+        port = free_port()
+        metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{spec.folder}-", dir=self.settings.home)
+        env = {**os.environ, **self.settings.as_env(), "K_SINK": sink, "WORKERS": str(spec.workers),
+               "THREADS": str(spec.threads), "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+               "ATEDA_METRICS_PORT": os.environ.get(f"ATEDA_METRICS_PORT_{spec.folder.upper()}", "0")}
+        log = open(Path(self.settings.home) / f"{spec.folder}.log", "ab")
+        cmd = [sys.executable, "-m", "functions_framework", "--target", "handle",
+               "--source", str(functions_dir() / spec.folder / "main.py"),
+               "--signature-type", spec.signature, "--host", "127.0.0.1", "--port", str(port)]
+        self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        return f"http://127.0.0.1:{port}"
+
+    def idle(self) -> bool:
+        return self.broker is not None and self.broker.idle()
+
+    def stop(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+        if self.broker:
+            self.broker.stop()
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        (Path(self.settings.home) / "runtime.json").unlink(missing_ok=True)
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.stop()
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"function at {url} did not start in {timeout:.0f}s")
+
+
+def running_runtime(settings: Settings) -> dict | None:
+    """The runtime another process (``ateda up``) runs on this ATEDA_HOME, if it answers."""
+    path = Path(settings.home) / "runtime.json"
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    try:
+        requests.get(info["broker"], timeout=1)
+    except requests.RequestException:
+        return None
+    return info
