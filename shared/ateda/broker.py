@@ -32,12 +32,17 @@ RETRYABLE = {404, 408, 409, 429}
 
 class Broker:
     def __init__(self, triggers: list[Trigger], subscribers: dict[str, str], spool: Path, lake: ObjectStore,
-                 parallelism: dict[str, int] | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+                 parallelism: dict[str, int] | None = None, host: str = "127.0.0.1", port: int = 0,
+                 backoff_scale: float = 1.0, duplicate: bool = False) -> None:
+        """``backoff_scale`` shrinks the Triggers' backoff (tests); ``duplicate`` delivers every event twice, as an
+        at-least-once transport may (a chaos switch that proves the functions idempotent)."""
         self.triggers = triggers
         self.subscribers = subscribers
         self.spool = Path(spool)
         self.lake = lake
         self.parallelism = parallelism or {}
+        self.backoff_scale = backoff_scale
+        self.duplicate = duplicate
         self._queues: dict[str, queue.Queue] = {t.name: queue.Queue() for t in triggers}
         self._busy: dict[str, int] = {t.name: 0 for t in triggers}
         self._lock = threading.Lock()
@@ -123,7 +128,7 @@ class Broker:
         code, error = 0, ""
         for attempt in range(trigger.delivery.retry + 1):
             if attempt:
-                time.sleep(trigger.delivery.delay(attempt))
+                time.sleep(trigger.delivery.delay(attempt) * self.backoff_scale)
             try:
                 resp = session.post(url, data=body, headers=headers, timeout=300)
                 code, error = resp.status_code, resp.text[:1000]
@@ -131,6 +136,8 @@ class Broker:
                 code, error = 0, f"{type(exc).__name__}: {exc}"
             if 200 <= code < 300:
                 m().deliveries.labels(trigger.name, "ok").inc()
+                if self.duplicate:
+                    session.post(url, data=body, headers=headers, timeout=300)
                 path.unlink(missing_ok=True)
                 return
             m().deliveries.labels(trigger.name, "retry" if _retryable(code) else "failed").inc()

@@ -16,9 +16,7 @@ chunks are filtered and rewritten. Each data commit also names its chunks in the
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -26,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.table import Table
 
+from .batching import MicroBatcher
 from .catalog import LEDGER, ensure_tables, load_catalog
 from .config import Settings
 from .errors import TransientError
@@ -76,57 +75,26 @@ class GroupCommitter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._queue: list[tuple[Chunk, Future]] = []
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._batcher: MicroBatcher[Chunk, CommitResult] = MicroBatcher(
+            self._commit_or_reset, settings.commit_window_ms / 1000.0, settings.commit_max_alerts,
+            weight=lambda c: c.alerts, name="bronze-committer")
         self._tables: dict[str, Table] | None = None
         self._ledger: set[PartKey] = set()
         self._ledger_snapshot: int | None = -1
         self._merged_schemas: set[str] = set()
 
-    # -- API
-
     def submit(self, chunk: Chunk, timeout: float = 280.0) -> CommitResult:
-        fut: Future = Future()
-        with self._cond:
-            self._queue.append((chunk, fut))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="bronze-committer", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-        return fut.result(timeout=timeout)
+        return self._batcher.submit(chunk, timeout)
 
-    # -- committer thread
-
-    def _loop(self) -> None:
-        while True:
-            batch = self._take_batch()
-            try:
-                results = self._commit(batch)
-            except Exception as exc:  # everything in the batch is retried by the broker
-                log.exception("bronze commit failed")
-                err = exc if isinstance(exc, TransientError) else TransientError(f"commit failed: {exc}")
-                for _, fut in batch:
-                    fut.set_exception(err)
-                self._tables = None  # reload the catalog next time
-                continue
-            for (_, fut), res in zip(batch, results):
-                fut.set_result(res)
-
-    def _take_batch(self) -> list[tuple[Chunk, Future]]:
-        window = self.settings.commit_window_ms / 1000.0
-        with self._cond:
-            while not self._queue:
-                self._cond.wait()
-            deadline = time.monotonic() + window
-            while True:
-                total = sum(c.alerts for c, _ in self._queue)
-                left = deadline - time.monotonic()
-                if total >= self.settings.commit_max_alerts or left <= 0:
-                    break
-                self._cond.wait(left)
-            batch, self._queue = self._queue, []
-        return batch
+    def _commit_or_reset(self, chunks: list[Chunk]) -> list[CommitResult]:
+        try:
+            return self._commit(chunks)
+        except Exception as exc:  # everything in the batch is retried by the broker
+            log.exception("bronze commit failed")
+            self._tables = None  # reload the catalog next time
+            if isinstance(exc, TransientError):
+                raise
+            raise TransientError(f"commit failed: {exc}") from exc
 
     def _ensure(self) -> dict[str, Table]:
         if self._tables is None:
@@ -148,11 +116,11 @@ class GroupCommitter:
 
     # -- one batch
 
-    def _commit(self, batch: list[tuple[Chunk, Future]]) -> list[CommitResult]:
+    def _commit(self, batch: list[Chunk]) -> list[CommitResult]:
         tables = self._ensure()
         self._load_ledger(tables["ingest_ledger"])
         plan = _Plan()
-        for chunk, _ in batch:
+        for chunk in batch:
             plan.classify(chunk, self._ledger)
         snapshot_ids: dict[str, int | None] = {}
         rows: dict[str, int] = {}
@@ -160,7 +128,7 @@ class GroupCommitter:
             rows[name], snapshot_ids[name] = self._commit_data(tables[name], name, plan)
         rows["ingest_ledger"], snapshot_ids["ingest_ledger"] = self._commit_ledger(tables["ingest_ledger"], plan)
         m().batch_size.observe(sum(c.alerts for c in plan.todo))
-        return [plan.result(chunk, snapshot_ids, rows) for chunk, _ in batch]
+        return [plan.result(chunk, snapshot_ids, rows) for chunk in batch]
 
     def _commit_data(self, table: Table, name: str, plan: "_Plan") -> tuple[int, int | None]:
         done = _chunks_in_summaries(table)  # committed before a crash that lost the ledger rows

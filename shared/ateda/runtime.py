@@ -60,6 +60,8 @@ class Runtime:
     settings: Settings
     functions: list[FunctionSpec] = field(default_factory=default_functions)
     watch: bool = True
+    backoff_scale: float = 1.0
+    duplicate_deliveries: bool = False
     procs: list[subprocess.Popen] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     broker: Broker | None = None
@@ -71,7 +73,8 @@ class Runtime:
         lake = lake_store(self.settings)
         triggers = load_triggers(knative_dir())
         self.broker = Broker(triggers, self.urls, home / "broker" / "spool", lake,
-                             parallelism={f.service: f.parallelism for f in self.functions})
+                             parallelism={f.service: f.parallelism for f in self.functions},
+                             backoff_scale=self.backoff_scale, duplicate=self.duplicate_deliveries)
         sink = f"{self.broker.url}/ateda/ateda"
         for spec in self.functions:
             self.urls[spec.service] = self._spawn(spec, sink)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import gzip
+import hashlib
 import io
 import math
 import tarfile
@@ -252,7 +253,7 @@ def _reference(rng: np.random.Generator, kind: str, ra: float, dec: float) -> di
     """Nearest source in the reference image (distnr arcsec, magnr mag) or the -999 no-match values."""
     u = rng.random(6).tolist()
     if kind == "var":
-        dist, mag = 0.05 + 0.45 * u[1], 14.5 + 4.5 * u[2]
+        dist, mag = 0.05 + 0.45 * u[1], 15.5 + 4.0 * u[2]
     elif kind == "sn" and u[0] < 0.8:
         dist, mag = 0.4 + 2.6 * u[1], 17.5 + 4.0 * u[2]
     elif kind == "bogus" and u[0] < 0.5:
@@ -357,7 +358,8 @@ def _make_object(rng: np.random.Generator, letters: str, spec: tuple[str, int, l
     obj = _Object("", kind, fld, rcid, round(ra, 7), round(dec, 7), xpos, ypos, tblid, static, lc)
     obj.ncov = int(rng.integers(150, 1200))
     if kind == "var":
-        obj.ndet, obj.jdstart = int(rng.integers(20, 600)), round(2458200.7 + (jd0 - 2458300.0) * float(rng.random()), 7)
+        obj.ndet = int(rng.integers(20, 600))
+        obj.jdstart = round(2458200.7 + (jd0 - 2458300.0) * float(rng.random()), 7)  # first seen since 2018
     first_year = year if obj.jdstart is None else dt.date.fromordinal(int(obj.jdstart - 1721424.5)).year
     obj.oid = f"ZTF{first_year % 100:02d}{letters}"
     for visit in fld.past:
@@ -379,15 +381,16 @@ def _exposure(obj: _Object, visit: _Visit, archive: bool) -> dict[str, Any]:
     return {"jd": visit.jd, "fid": visit.fid, "pid": _pid(visit, obj.rcid), "diffmaglim": visit.maglim,
             "pdiffimfilename": name, "programpi": "Kulkarni", "programid": 1, "nid": visit.nid,
             "rcid": obj.rcid, "field": obj.fld.field, "magzpsci": visit.zp, "magzpsciunc": visit.zpunc,
-            "magzpscirms": visit.zprms, "clrcoeff": visit.clrcoeff, "clrcounc": visit.clrcounc, "rbversion": "t17_f5_c3"}
+            "magzpscirms": visit.zprms, "clrcoeff": visit.clrcoeff, "clrcounc": visit.clrcounc,
+            "rbversion": "t17_f5_c3"}
 
 
 def _reference_image(obj: _Object, fid: int) -> dict[str, Any]:
     """Reference-image fields (deterministic per field, filter and quadrant); jd in days."""
     h = (obj.fld.field * 7919 + fid * 104729 + obj.rcid * 1299709) % 1000
     start = round(2458150.6 + 0.25 * h, 6)
-    return {"rfid": _rfid(obj.fld.field, fid, obj.rcid), "jdstartref": start, "jdendref": round(start + 60 + h % 150, 6),
-            "nframesref": 15 + h % 26}
+    return {"rfid": _rfid(obj.fld.field, fid, obj.rcid), "jdstartref": start,
+            "jdendref": round(start + 60 + h % 150, 6), "nframesref": 15 + h % 26}
 
 
 def _quality(obj: _Object, visit: _Visit, u: list[float]) -> dict[str, Any]:
@@ -399,7 +402,8 @@ def _quality(obj: _Object, visit: _Visit, u: list[float]) -> dict[str, Any]:
     rb = 0.28 * u[3] if bogus else 0.45 + 0.55 * u[3] ** 0.5
     drb = 0.1 * u[4] if bogus else 0.999 - 0.2 * u[4] ** 4
     return {"fwhm": fwhm, "elong": elong, "bimage": b, "aimage": b * elong, "bimagerat": b / fwhm,
-            "aimagerat": b * elong / fwhm, "rb": rb, "drb": drb, "classtar": (0.3 + 0.5 * u[5]) if bogus else 0.95 + 0.05 * u[5],
+            "aimagerat": b * elong / fwhm, "rb": rb, "drb": drb,
+            "classtar": (0.3 + 0.5 * u[5]) if bogus else 0.95 + 0.05 * u[5],
             "nneg": 5 + int(15 * u[6]) if bogus else int(5 * u[6]), "nbad": int(5 * u[7]) if bogus else 0,
             "sumrat": 0.3 + 0.5 * u[8] if bogus else 0.9 + 0.1 * u[8], "seeratio": 0.8 + 1.2 * u[9]}
 
@@ -434,7 +438,7 @@ def _candidate(rng: np.random.Generator, obj: _Object, visit: _Visit, mag: float
     if obj.static["distnr"] > 0:
         c["distnr"] = obj.static["distnr"] * (0.9 + 0.2 * u[13])
     c["dsdiff"] = c["dsnrms"] - c["ssnrms"]
-    return _round_f32(c, "candidate")
+    return _round_f32({k: c[k] for k in field_names("candidate")}, "candidate")
 
 
 @functools.cache
@@ -466,7 +470,7 @@ def _forced_phot(rng: np.random.Generator, obj: _Object, visit: _Visit) -> dict[
               forcediffimflux=flux, forcediffimfluxunc=unc, procstatus="56" if u[3] < 0.02 else "0", **ref)
     if u[2] < 0.07:  # failed measurement: ZTF writes the sentinel into every measured field
         fp.update(dict.fromkeys(("forcediffimflux", "forcediffimfluxunc", *ref), FP_NONE), procstatus="61")
-    return _round_f32(fp, "fp_hist")
+    return _round_f32({k: fp[k] for k in field_names("fp_hist")}, "fp_hist")
 
 
 def _observe(rng: np.random.Generator, obj: _Object, visit: _Visit, alert: bool,
@@ -641,12 +645,17 @@ def generate_alerts(n: int, seed: int = 0, night: dt.date = dt.date(2026, 11, 20
 # ---------------------------------------------------------------- writers
 
 
+def _sync_marker(key: str) -> bytes:
+    """A 16-byte Avro sync marker derived from ``key``, so written files are byte-for-byte reproducible."""
+    return hashlib.md5(f"ateda.synth:{key}".encode()).digest()
+
+
 def _avro_bytes(alert: dict[str, Any]) -> bytes:
     """One alert as a single-record Avro container (null codec)."""
     import fastavro
 
     buf = io.BytesIO()
-    fastavro.writer(buf, parsed_alert_schema(), [alert], codec="null")
+    fastavro.writer(buf, parsed_alert_schema(), [alert], codec="null", sync_marker=_sync_marker(str(alert["candid"])))
     return buf.getvalue()
 
 
@@ -669,7 +678,9 @@ def write_container(path: str | Path, n: int, seed: int = 0, **kw: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
-        fastavro.writer(fh, parsed_alert_schema(), generate_alerts(n, seed=seed, **kw), codec="null")
+        marker = _sync_marker(f"{n}:{seed}:{sorted(kw.items())}")
+        alerts = generate_alerts(n, seed=seed, **kw)
+        fastavro.writer(fh, parsed_alert_schema(), alerts, codec="null", sync_marker=marker)
     return path
 
 

@@ -215,7 +215,7 @@ _TABLES = {
 
 
 class Field(NamedTuple):
-    """One field of a record: its name, its Avro type token (primitive, record name, or ``record[]``) and nullability."""
+    """One field of a record: name, Avro type token (primitive, record name or ``record[]``), nullability."""
 
     name: str
     type: str
@@ -236,7 +236,7 @@ def _parse(table: str) -> tuple[Field, ...]:
 
 @functools.cache
 def record_fields(record: str) -> tuple[Field, ...]:
-    """Ordered ``(name, type, nullable)`` fields of one record ("alert", "candidate", "prv_candidate", "fp_hist", "cutout")."""
+    """Ordered ``(name, type, nullable)`` fields of one record (one of :data:`RECORD_NAMES`)."""
     return _parse(_TABLES[record])
 
 
@@ -265,7 +265,10 @@ def _record_schema(record: str, defined: set[str]) -> dict[str, Any]:
     fields = []
     for f in record_fields(record):
         t = _avro_type(f.type, defined)
-        fields.append({"name": f.name, "type": ["null", t], "default": None} if f.nullable else {"name": f.name, "type": t})
+        if f.nullable:
+            fields.append({"name": f.name, "type": ["null", t], "default": None})
+        else:
+            fields.append({"name": f.name, "type": t})
     namespace = NAMESPACE if record == "alert" else SUB_NAMESPACE
     return {"type": "record", "name": record, "namespace": namespace, "version": SCHEMA_VERSION, "fields": fields}
 

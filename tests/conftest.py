@@ -1,0 +1,106 @@
+"""Shared fixtures. Real data only: the ZTF alerts are read from ../shared/data/ztf at test time."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from ateda import events
+from ateda.config import Settings, settings
+
+REPO = Path(__file__).resolve().parents[1]
+ZTF = REPO.parent / "shared" / "data" / "ztf"
+ALERTS = ZTF / "alerts"
+NOT_ZTF = {"astrolabsoftware_fink-client_fink-broker-sample-alert-2.avro",
+           "astrolabsoftware_fink-client_fink-broker-sample-alert-4.avro"}  # prv_candidates is a map of strings
+DAMAGED_TAIL = "AmpelAstro_Ampel-ZTF-archive_schema_4.02.avro"
+
+
+def alert_files() -> list[Path]:
+    files = sorted(ALERTS.glob("*.avro"))
+    assert len(files) == 475, f"expected the 475 real alerts in {ALERTS}"
+    return files
+
+
+def expected_alerts(files: list[Path]) -> dict[str, list[int]]:
+    """Independent count: file name -> candids of its ZTF alerts, straight from fastavro (good records only)."""
+    out = {}
+    for f in files:
+        if f.name in NOT_ZTF:
+            continue
+        candids = []
+        with open(f, "rb") as fh:
+            try:
+                for rec in fastavro.reader(fh):
+                    candids.append(rec["candidate"]["candid"])
+            except EOFError:
+                assert f.name == DAMAGED_TAIL
+        out[f.name] = candids
+    return out
+
+
+class Sink:
+    """A real HTTP server standing in for K_SINK: collects the CloudEvents functions post."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        received = self.events
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received.append(events.from_http(dict(self.headers), body))
+                self.send_response(202)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *a) -> None:  # noqa: ANN002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ateda/ateda"
+
+    def of(self, type_: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == type_]
+
+
+@pytest.fixture
+def sink():
+    s = Sink()
+    yield s
+    s.server.shutdown()
+
+
+@pytest.fixture
+def env_settings(tmp_path, monkeypatch, sink):
+    """Settings for in-process handler tests: ATEDA_HOME in tmp, K_SINK = the capture server."""
+    monkeypatch.setenv("ATEDA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("K_SINK", sink.url)
+    monkeypatch.setenv("ATEDA_METRICS_PORT", "0")
+    monkeypatch.setenv("ATEDA_COMMIT_WINDOW_MS", "50")
+    settings.cache_clear()
+    yield settings()
+    settings.cache_clear()
+
+
+def validate_all(evts: list[dict]) -> None:
+    assert evts, "no events to validate"
+    for e in evts:
+        events.validate(e)
+
+
+def put_alerts(s: Settings, files: list[Path]) -> list[dict]:
+    from ateda.storage import bucket_store
+
+    store = bucket_store(s)
+    return [{"key": f.name, "etag": store.put_bytes(f.name, f.read_bytes())} for f in files]
+
+
+def dump(obj) -> str:  # noqa: ANN001
+    return json.dumps(obj, indent=1, default=str)
