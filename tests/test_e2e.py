@@ -15,6 +15,7 @@ from ateda.catalog import ensure_tables, load_catalog
 from ateda.cli import run_ingest
 from ateda.config import Settings
 from ateda.runtime import Runtime
+from ateda.storage import lake_store
 from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
 
 OTHER_SCHEMA = {"type": "record", "name": "Weather", "fields": [{"name": "city", "type": "string"},
@@ -98,7 +99,8 @@ def check_cutouts(s: Settings, files: list[Path]) -> None:
 
 @pytest.fixture
 def local_settings(tmp_path) -> Settings:
-    return Settings(home=tmp_path / "home", commit_window_ms=300).resolved()
+    # small chunks: the test tarball (42 members) fans out into parts, single files make many chunks
+    return Settings(home=tmp_path / "home", commit_window_ms=300, chunk_alerts=16).resolved()
 
 
 def test_local_end_to_end_every_real_alert_bad_input_and_duplicates(local_settings, tmp_path):
@@ -113,6 +115,7 @@ def test_local_end_to_end_every_real_alert_bad_input_and_duplicates(local_settin
     with Runtime(s, duplicate_deliveries=True) as rt:  # every event is delivered twice
         summary = run_ingest(s, [*files, tar, tmp_path / "bad"], quiet=True)
         check_bronze(s, expected, tar.name, tar_files)
+        assert len(list(lake_store(s).list("staging/raw/"))) == 3, "the 42-member tarball fans out in 3 parts"
         assert summary.alerts == sum(len(c) for c in expected.values()) + sum(len(expected[f.name]) for f in tar_files)
         reasons = {(r["key"] + ("#" + r["member"] if r["member"] else "")): r["reason"] for r in summary.rejected}
         for name, reason in bad.items():
@@ -128,16 +131,19 @@ def test_local_end_to_end_every_real_alert_bad_input_and_duplicates(local_settin
         # everything ingested again: identical files re-uploaded under the same keys
         again = run_ingest(s, [*files, tar], quiet=True)
         assert again.alerts == summary.alerts - 0  # the summary counts what bronze holds for these objects
+        announced = rt.watcher.announced_count
         for f in files[:50]:  # and touched files are announced again by the watcher
             os.utime(s.bucket_root / s.bucket / f.name)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while rt.watcher.announced_count < announced + 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rt.watcher.announced_count >= announced + 50
         wait_idle(rt)
         assert {n: t.scan().count() for n, t in bronze(s).items()} == counts
 
 
 def test_transient_failure_retries_dead_letters_and_replays(tmp_path):
     from ateda.broker import replay
-    from ateda.storage import lake_store
 
     good = Settings(home=tmp_path / "home", commit_window_ms=100).resolved()
     down = Settings(home=good.home, lake=good.lake, warehouse=good.warehouse,

@@ -236,12 +236,22 @@ def _plan_for(schema_id: str, schema_json: str) -> SchemaPlan:
 # ---------------------------------------------------------------- records -> Arrow tables
 
 class AlertBatch:
-    """Accumulates normalised alert and cutout rows; ``tables()`` turns them into Arrow tables."""
+    """Accumulates normalised alert and cutout rows as Arrow tables.
 
-    def __init__(self) -> None:
+    Rows are converted to Arrow every ``flush_every`` alerts, so the Python objects of at most that many decoded
+    alerts are alive at once whatever the chunk size (memory stays bounded on big chunks).
+    """
+
+    def __init__(self, flush_every: int = 250) -> None:
         self._groups: dict[str, tuple[SchemaPlan, list[dict], list[dict]]] = {}
+        self._alert_tables: list[pa.Table] = []
+        self._cutout_tables: list[pa.Table] = []
         self.cutout_cols: dict[str, list] = {k: [] for k in _CUTOUT_COLUMNS}
         self.n_alerts = 0
+        self.n_cutouts = 0
+        self._pending = 0
+        self._flush_every = flush_every
+        self._ingested_at = datetime_now()
 
     def add(self, decoded: DecodedFile, records: Iterable[dict], src: Source, part: int,
             member: str | None) -> list[BadInput]:
@@ -261,6 +271,9 @@ class AlertBatch:
             group[2].append(rec)
             self._add_cutouts(rec, row, meta)
             self.n_alerts += 1
+            self._pending += 1
+        if self._pending >= self._flush_every:
+            self._materialise()
         return bad
 
     def _add_cutouts(self, rec: dict, row: dict, meta: dict) -> None:
@@ -277,16 +290,32 @@ class AlertBatch:
             cols["stamp_data"].append(cut["stampData"])
             for k in ("source_bucket", "source_key", "source_etag", "part"):
                 cols[k].append(meta[k])
+            self.n_cutouts += 1
 
-    def tables(self, ingested_at: dt.datetime) -> tuple[pa.Table | None, pa.Table | None]:
-        parts = [_group_table(plan, rows, recs, ingested_at) for plan, rows, recs in self._groups.values() if rows]
-        alerts = None
-        if parts:
-            alerts = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
-        cutouts = None
+    def _materialise(self) -> None:
+        for plan, rows, recs in self._groups.values():
+            if rows:
+                self._alert_tables.append(_group_table(plan, rows, recs, self._ingested_at))
+                rows.clear()
+                recs.clear()
         if self.cutout_cols["candid"]:
-            cutouts = pa.table({k: pa.array(v, type=_CUTOUT_COLUMNS[k]) for k, v in self.cutout_cols.items()})
+            self._cutout_tables.append(
+                pa.table({k: pa.array(v, type=_CUTOUT_COLUMNS[k]) for k, v in self.cutout_cols.items()}))
+            self.cutout_cols = {k: [] for k in _CUTOUT_COLUMNS}
+        self._pending = 0
+
+    def tables(self) -> tuple[pa.Table | None, pa.Table | None]:
+        self._materialise()
+        alerts = cutouts = None
+        if self._alert_tables:
+            alerts = pa.concat_tables(self._alert_tables, promote_options="permissive")
+        if self._cutout_tables:
+            cutouts = pa.concat_tables(self._cutout_tables)
         return alerts, cutouts
+
+
+def datetime_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 _CUTOUT_COLUMNS = {

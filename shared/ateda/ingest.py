@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from .alerts import Source
 from .catalog import ensure_tables, load_catalog
 from .config import Settings
-from .split import manifest_key
 from .storage import bucket_store, lake_store
 
 
@@ -64,26 +62,25 @@ def upload(settings: Settings, files: list[Path], prefix: str = "", progress=Non
 
 
 def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float = 3600.0,
-                   progress=None, idle=None) -> dict[tuple[str, str], dict]:  # noqa: ANN001
-    """Block until each object has a split manifest and all its parts are in the ledger. Returns the manifests."""
+                   progress=None) -> dict[tuple[str, str], dict]:  # noqa: ANN001
+    """Block until each object's part count is known (split manifests) and all its parts are in the ledger.
+
+    Returns, per (key, etag), ``{"parts": n, "rejected": [...]}`` merged over every manifest that names it.
+    """
     lake = lake_store(settings)
     pending = {(u.key, u.etag) for u in uploaded}
-    manifests: dict[tuple[str, str], dict] = {}
+    objects: dict[tuple[str, str], dict] = {}
+    read: set[str] = set()
     deadline = time.monotonic() + timeout
     tables = None
     while pending and time.monotonic() < deadline:
-        for key, etag in list(pending):
-            if (key, etag) not in manifests:
-                try:
-                    manifests[(key, etag)] = json.loads(lake.get_bytes(manifest_key(Source(settings.bucket, key, etag))))
-                except FileNotFoundError:
-                    continue
-        waiting = [k for k in pending if k in manifests and manifests[k]["parts"] > 0]
-        done_now = {k for k in pending if k in manifests and manifests[k]["parts"] == 0}
-        if waiting:
+        _read_manifests(lake, settings.bucket, read, objects)
+        known = {k: objects[k]["parts"] for k in pending if objects.get(k, {}).get("parts") is not None}
+        done_now = {k for k, n in known.items() if n == 0}
+        if len(done_now) < len(known):
             tables = tables or ensure_tables(load_catalog(settings), settings)
             committed = _committed_parts(tables["ingest_ledger"].refresh(), settings.bucket)
-            done_now |= {k for k in waiting if all((k[0], k[1], p) in committed for p in range(manifests[k]["parts"]))}
+            done_now |= {k for k, n in known.items() if all((k[0], k[1], p) in committed for p in range(n))}
         pending -= done_now
         if progress and done_now:
             progress(len(done_now))
@@ -91,7 +88,19 @@ def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float 
             time.sleep(0.25)
     if pending:
         raise TimeoutError(f"{len(pending)} object(s) not committed after {timeout:.0f}s, e.g. {sorted(pending)[:3]}")
-    return manifests
+    return {(u.key, u.etag): objects[(u.key, u.etag)] for u in uploaded}
+
+
+def _read_manifests(lake, bucket: str, read: set[str], objects: dict) -> None:  # noqa: ANN001
+    for info in lake.list(f"manifests/{bucket}/"):
+        if info.key in read or not info.key.endswith(".json"):
+            continue
+        read.add(info.key)
+        for obj in json.loads(lake.get_bytes(info.key))["objects"]:
+            entry = objects.setdefault((obj["key"], obj["etag"]), {"parts": None, "rejected": []})
+            if obj["parts"] is not None:
+                entry["parts"] = obj["parts"]
+            entry["rejected"].extend(r for r in obj["rejected"] if r not in entry["rejected"])
 
 
 def _committed_parts(ledger, bucket: str) -> set[tuple[str, str, int]]:  # noqa: ANN001

@@ -105,7 +105,9 @@ def _tar_members(stream: IO[bytes]) -> Iterator[tuple[str | None, bytes | BadInp
 @dataclass
 class _ObjectProgress:
     src: Source
+    fixed_part: int | None = None  # set when this is one part of a fanned-out tarball
     alerts: int = 0
+    fanned_parts: int = 0
     rejected: list[dict] = field(default_factory=list)
 
 
@@ -127,31 +129,67 @@ class Splitter:
     def run(self, bucket_name: str, objects: list[dict]) -> dict:
         done = []
         for obj in objects:
-            src = Source(bucket_name, obj["key"], obj.get("etag") or "", obj.get("time"))
+            part_of = obj.get("part_of")
+            if part_of:  # a part of a big tarball, re-emitted by the split that read the tarball
+                src = Source(part_of["bucket"], part_of["key"], part_of["etag"], obj.get("time"))
+                prog = _ObjectProgress(src, fixed_part=int(part_of["part"]))
+                self.parts[(src.bucket, src.key, src.etag, prog.fixed_part)] = 0  # committed even if all junk
+                self._split_stream(prog, self.lake, obj["key"])
+            else:
+                src = Source(bucket_name, obj["key"], obj.get("etag") or "", obj.get("time"))
+                prog = _ObjectProgress(src)
+                self._split_stream(prog, self.bucket, src.key)
             self.arrivals[(src.bucket, src.key, src.etag)] = src.arrived_at
-            done.append(self._split_object(src))
+            done.append(prog)
         self._flush()
-        for prog in done:
-            self._write_manifest(prog)
+        self._write_manifest(done)
         return {"chunks": self.chunks, "rejected": self.rejected,
                 "alerts": sum(p.alerts for p in done), "objects": len(done)}
 
     # -- one object
 
-    def _split_object(self, src: Source) -> _ObjectProgress:
-        prog = _ObjectProgress(src)
+    def _split_stream(self, prog: _ObjectProgress, store: ObjectStore, key: str) -> None:
         try:
-            stream = self.bucket.open(src.key)
+            stream = store.open(key)
         except FileNotFoundError:
-            self._reject(prog, BadInput("missing_object", "gone from the bucket before it was read"), None, None)
-            return prog
+            self._reject(prog, BadInput("missing_object", "gone from the store before it was read"), None, None)
+            return
+        members: list[tuple[str, bytes]] = []  # tar members held back until we know the tarball's size
         with stream:
             for member, payload in iter_containers(stream):
                 if isinstance(payload, BadInput):
                     self._reject(prog, payload, member, None)
-                    continue
+                elif member is None or prog.fixed_part is not None:
+                    self._split_container(prog, member, payload)
+                else:
+                    members.append((member, payload))
+                    if len(members) == self.settings.chunk_alerts:  # a big tarball: fan its parts out
+                        self._fan_out(prog, members)
+                        members = []
+        if prog.fanned_parts and members:
+            self._fan_out(prog, members)
+        else:
+            for member, payload in members:
                 self._split_container(prog, member, payload)
-        return prog
+        if prog.alerts == 0 and not prog.rejected and not prog.fanned_parts:
+            self._reject(prog, BadInput("no_alerts", "no Avro alert found in the object"), None, None)
+
+    def _fan_out(self, prog: _ObjectProgress, members: list[tuple[str, bytes]]) -> None:
+        """Write one part of a tarball as a plain tar in the lake and emit it as its own object.created, so the
+        parts of one tarball are decoded by many split instances at once."""
+        src, part = prog.src, prog.fanned_parts
+        key = f"staging/raw/{hashlib.sha1(f'{src.bucket}/{src.key}@{src.etag}'.encode()).hexdigest()[:20]}/part-{part:06d}.tar"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        self.lake.put_bytes(key, buf.getvalue())
+        obj = {"key": key, "etag": "", "store": "lake", "time": src.arrived_at,
+               "part_of": {"bucket": src.bucket, "key": src.key, "etag": src.etag, "part": part}}
+        self.emit("dev.ateda.object.created", {"bucket": src.bucket, "objects": [obj]}, f"{src.key}#part-{part}")
+        prog.fanned_parts += 1
 
     def _split_container(self, prog: _ObjectProgress, member: str | None, data: bytes) -> None:
         try:
@@ -159,6 +197,16 @@ class Splitter:
         except BadInput as err:
             self._reject(prog, err, member, data)
             return
+        size = self.settings.chunk_alerts
+        if prog.fixed_part is not None:
+            self._add(prog, decoded, decoded.records, prog.fixed_part, member, data)
+        else:
+            self._split_records(prog, decoded, member, data)
+        if decoded.error is not None:
+            self._reject(prog, decoded.error, member, data, kept=len(decoded.records))
+
+    def _split_records(self, prog: _ObjectProgress, decoded: DecodedFile, member: str | None, data: bytes) -> None:
+        """Parts are deterministic: part = alert index in the object // chunk size; flush at part boundaries."""
         size = self.settings.chunk_alerts
         start = 0
         while start < len(decoded.records):
@@ -168,8 +216,6 @@ class Splitter:
             start += n
             if prog.alerts % size == 0 and self.batch.n_alerts >= size:
                 self._flush()
-        if decoded.error is not None:
-            self._reject(prog, decoded.error, member, data, kept=len(decoded.records))
 
     def _add(self, prog: _ObjectProgress, decoded: DecodedFile, records: list[dict], part: int,
              member: str | None, data: bytes) -> None:
@@ -199,7 +245,7 @@ class Splitter:
     def _flush(self) -> None:
         if not self.parts:
             return
-        alerts, cutouts = self.batch.tables(datetime.now(timezone.utc))
+        alerts, cutouts = self.batch.tables()
         part_keys = sorted(self.parts)
         chunk_id = hashlib.sha1(json.dumps(part_keys).encode()).hexdigest()[:20]
         attempt = uuid.uuid4().hex[:8]
@@ -236,18 +282,26 @@ class Splitter:
         self.lake.put_bytes(key, sink.getvalue())
         return self.lake.uri(key)
 
-    def _write_manifest(self, prog: _ObjectProgress) -> None:
-        src = prog.src
-        parts = -(-prog.alerts // self.settings.chunk_alerts)
-        record = {"bucket": src.bucket, "key": src.key, "etag": src.etag, "alerts": prog.alerts, "parts": parts,
-                  "rejected": [{"reason": r["reason"], "member": r["member"], "detail": r["detail"]}
-                               for r in prog.rejected],
+    def _write_manifest(self, done: list[_ObjectProgress]) -> None:
+        """One manifest per request: how many parts each object has (None for a part of a fanned-out tarball,
+        whose count the tarball's own manifest gives) and what was rejected. ``ateda ingest`` waits on these."""
+        objects = []
+        for prog in done:
+            src = prog.src
+            if prog.fixed_part is not None:
+                parts = None
+            elif prog.fanned_parts:
+                parts = prog.fanned_parts
+            else:
+                parts = -(-prog.alerts // self.settings.chunk_alerts)
+            objects.append({"key": src.key, "etag": src.etag, "parts": parts, "part": prog.fixed_part,
+                            "rejected": [{"reason": r["reason"], "member": r["member"], "detail": r["detail"]}
+                                         for r in prog.rejected]})
+        record = {"bucket": done[0].src.bucket if done else "", "objects": objects,
                   "split_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
-        self.lake.put_bytes(manifest_key(src), json.dumps(record).encode())
-
-
-def manifest_key(src: Source) -> str:
-    return f"manifests/{src.bucket}/{src.key}@{src.etag}.json"
+        blob = json.dumps(record).encode()
+        key = f"manifests/{record['bucket']}/{hashlib.sha1(blob).hexdigest()[:20]}.json"
+        self.lake.put_bytes(key, blob)
 
 
 def _by_night(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,26 @@ def md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_XATTR = "user.ateda.etag"
+
+
+def _remember_etag(path: str | Path, etag: str) -> None:
+    """Cache the MD5 ETag with the size and mtime it belongs to (so a later change invalidates it)."""
+    try:
+        st = os.stat(path)
+        os.setxattr(path, _XATTR, f"{etag}:{st.st_size}:{st.st_mtime_ns}".encode())
+    except OSError:  # a filesystem without user xattrs: the ETag is recomputed when asked
+        pass
+
+
+def _cached_etag(path: Path, st: os.stat_result) -> str | None:
+    try:
+        etag, size, mtime = os.getxattr(path, _XATTR).decode().split(":")
+    except (OSError, ValueError):
+        return None
+    return etag if (int(size), int(mtime)) == (st.st_size, st.st_mtime_ns) else None
+
+
 class LocalStore:
     """A folder as a bucket. Writes are atomic (temp file + rename), so a watcher never sees half a file."""
 
@@ -59,22 +78,26 @@ class LocalStore:
         return str(self._path(key))
 
     def put_bytes(self, key: str, data: bytes) -> str:
+        return self._put(key, [data])
+
+    def put_file(self, key: str, path: Path) -> str:
+        with open(path, "rb") as src:
+            return self._put(key, iter(lambda: src.read(1 << 20), b""))
+
+    def _put(self, key: str, blocks) -> str:  # noqa: ANN001
+        """Write atomically (temp file + rename), hashing on the way; the ETag is cached in an xattr."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        h = hashlib.md5()
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for block in blocks:
+                h.update(block)
+                fh.write(block)
+        etag = h.hexdigest()
+        _remember_etag(tmp, etag)
         os.replace(tmp, path)
-        return hashlib.md5(data).hexdigest()
-
-    def put_file(self, key: str, path: Path) -> str:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
-        return md5_file(dest)
+        return etag
 
     def open(self, key: str) -> IO[bytes]:
         try:
@@ -94,7 +117,31 @@ class LocalStore:
             st = path.stat()
         except FileNotFoundError:
             return None
-        return ObjectInfo(key, st.st_size, md5_file(path), st.st_mtime)
+        return ObjectInfo(key, st.st_size, _cached_etag(path, st) or md5_file(path), st.st_mtime)
+
+    def names(self) -> Iterator[str]:
+        """Keys only (no stat): the cheap way to notice new objects in a big folder."""
+        stack = [self.root]
+        while stack:
+            try:
+                entries = list(os.scandir(stack.pop()))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                else:
+                    yield os.path.relpath(e.path, self.root).replace(os.sep, "/")
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and mtime (no ETag)."""
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, "", st.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (no ETag: computing it costs a read; callers ask ``head`` when they need it)."""

@@ -13,19 +13,22 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from . import events
 from .config import Settings
-from .storage import ObjectInfo, ObjectStore, bucket_store
+from .storage import LocalStore, ObjectInfo, ObjectStore, bucket_store
 
 log = logging.getLogger(__name__)
 
 
 class BucketWatcher:
-    def __init__(self, settings: Settings, sink: str, interval: float = 0.2) -> None:
+    def __init__(self, settings: Settings, sink: str, interval: float = 0.2, full_every: float = 2.0) -> None:
         self.settings = settings
         self.sink = sink
         self.interval = interval
+        self.full_every = full_every
+        self._last_full = 0.0
         self.store: ObjectStore = bucket_store(settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,11 +58,26 @@ class BucketWatcher:
                 log.exception("bucket scan failed (will retry)")
             self._stop.wait(self.interval)
 
+    def _candidates(self) -> Iterator[ObjectInfo]:
+        """Objects worth a look: on a folder, only names not yet announced are stat'ed, except on a full pass
+        (every ``full_every`` s) that also notices re-uploads; an S3 listing carries everything anyway."""
+        if not isinstance(self.store, LocalStore):
+            yield from self.store.list()
+            return
+        full = time.monotonic() - self._last_full > self.full_every
+        if full:
+            self._last_full = time.monotonic()
+        for key in self.store.names():
+            if full or key not in self._announced:
+                info = self.store.stat(key)
+                if info is not None:
+                    yield info
+
     def scan(self) -> int:
         """One pass: announce every new, stable object. Returns how many were announced."""
         ready: list[ObjectInfo] = []
         now = time.time()
-        for info in self.store.list():
+        for info in self._candidates():
             if self._announced.get(info.key) == info.mtime:
                 continue  # a re-upload (new mtime) is announced again; bronze knows identical content
             before = self._seen.get(info.key)

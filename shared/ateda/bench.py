@@ -1,0 +1,169 @@
+"""``ateda bench``: the single-process fastavro decoding ceiling vs end-to-end ingestion, same alerts, one run.
+
+For N synthetic alerts, written both as N single-alert files and as one nightly tarball:
+* ceiling: bare ``fastavro.reader`` over every record of the same bytes, in this one process;
+* end to end: a fresh embedded runtime with its default worker count; the clock runs from the first file put in
+  the bucket until every part is committed to bronze (cutouts included).
+Reported: alerts/s, ratio to the ceiling, Iceberg commits per 1 000 alerts, p50/p95 latency from a file's
+arrival in the bucket to its commit (from the ingest ledger), and the peak RSS summed over all processes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import statistics
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import fastavro
+
+from .config import Settings
+
+
+def _ceiling_files(files: list[Path]) -> float:
+    start = time.perf_counter()
+    n = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            for _ in fastavro.reader(fh):
+                n += 1
+    return n / (time.perf_counter() - start)
+
+
+def _ceiling_tar(path: Path) -> float:
+    start = time.perf_counter()
+    n = 0
+    with tarfile.open(path, "r|gz") as tar:
+        for member in tar:
+            fh = tar.extractfile(member)
+            if fh is None:
+                continue
+            for _ in fastavro.reader(io.BytesIO(fh.read())):
+                n += 1
+    return n / (time.perf_counter() - start)
+
+
+def _make_tarball(files: list[Path], path: Path) -> None:
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w|") as tar:
+            for f in files:
+                tar.add(f, arcname=f.name)
+
+
+class RssSampler:
+    """Peak of the summed RSS of this process and all its descendants, sampled every 0.2 s."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self._stop.wait(0.2)
+
+
+def _tree_rss(root: int) -> int:
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            status = (d / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid, ppid = int(d.name), int(fields.get("PPid", "0").strip())
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def _end_to_end(home: Path, inputs: list[Path]) -> dict:
+    from .catalog import ensure_tables, load_catalog
+    from .ingest import iceberg_commits
+    from .cli import run_ingest
+    from .runtime import Runtime
+
+    settings = Settings(home=home).resolved()
+    with RssSampler() as rss, Runtime(settings):
+        summary = run_ingest(settings, inputs, quiet=True)
+    ledger = ensure_tables(load_catalog(settings), settings)["ingest_ledger"].scan().to_arrow()
+    lat = sorted((c - a).total_seconds() for a, c in zip(ledger["arrived_at"].to_pylist(),
+                                                          ledger["committed_at"].to_pylist()) if a and c)
+    return {
+        "alerts": summary.alerts, "seconds": round(summary.seconds, 2),
+        "alerts_per_s": round(summary.alerts_per_second, 1),
+        "iceberg_commits": iceberg_commits(settings),
+        "commits_per_1000_alerts": round(1000 * iceberg_commits(settings) / max(summary.alerts, 1), 3),
+        "latency_p50_s": round(statistics.median(lat), 2) if lat else None,
+        "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None,
+        "peak_rss_mb": round(rss.peak / 2**20, 1),
+        "rejected": len(summary.rejected),
+    }
+
+
+def run_bench(n: int = 20_000, keep: bool = False, seed: int = 7) -> dict:
+    from .runtime import default_functions
+    from .synth import write_single_files
+
+    work = Path(tempfile.mkdtemp(prefix="ateda-bench-"))
+    try:
+        t0 = time.perf_counter()
+        singles = sorted(write_single_files(work / "singles", n, seed=seed, unique_cutouts=False))
+        tarball = work / "ztf_public_20261120.tar.gz"
+        _make_tarball(singles, tarball)
+        gen_s = time.perf_counter() - t0
+        ceiling_single = _ceiling_files(singles)
+        ceiling_tar = _ceiling_tar(tarball)
+        tar_e2e = _end_to_end(work / "home-tar", [tarball])
+        single_e2e = _end_to_end(work / "home-single", [work / "singles"])
+        result = {
+            "n_alerts": n, "cpus": os.cpu_count(), "generate_s": round(gen_s, 1),
+            "split_workers": default_functions()[0].workers,
+            "tarball_mb": round(tarball.stat().st_size / 2**20, 1),
+            "ceiling_single_alerts_per_s": round(ceiling_single, 1),
+            "ceiling_tarball_alerts_per_s": round(ceiling_tar, 1),
+            "tarball": {**tar_e2e, "ratio_to_ceiling": round(tar_e2e["alerts_per_s"] / ceiling_tar, 2)},
+            "single_files": {**single_e2e, "ratio_to_ceiling": round(single_e2e["alerts_per_s"] / ceiling_single, 2)},
+        }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["workdir"] = str(work) if keep else None
+    result["text"] = _text(result)
+    return result
+
+
+def _text(r: dict) -> str:
+    lines = [f"ateda bench: {r['n_alerts']} alerts, {r['cpus']} CPUs, {r['split_workers']} split workers "
+             f"(tarball {r['tarball_mb']} MB)",
+             f"  ceiling (fastavro, 1 process): single files {r['ceiling_single_alerts_per_s']:.0f} alerts/s, "
+             f"tarball {r['ceiling_tarball_alerts_per_s']:.0f} alerts/s"]
+    for name in ("tarball", "single_files"):
+        x = r[name]
+        lines.append(f"  {name:<12} {x['alerts_per_s']:>8.0f} alerts/s  {x['ratio_to_ceiling']:.2f}x ceiling  "
+                     f"{x['commits_per_1000_alerts']:.2f} commits/1000  p50 {x['latency_p50_s']} s  "
+                     f"p95 {x['latency_p95_s']} s  peak RSS {x['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
