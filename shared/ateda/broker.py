@@ -48,6 +48,8 @@ class Broker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        for t in triggers:
+            (self.spool / t.name).mkdir(parents=True, exist_ok=True)
         self.server = ThreadingHTTPServer((host, port), _handler(self))
         self.server.daemon_threads = True
 
@@ -60,7 +62,6 @@ class Broker:
 
     def start(self) -> "Broker":
         for t in self.triggers:
-            (self.spool / t.name).mkdir(parents=True, exist_ok=True)
             for path in sorted((self.spool / t.name).glob("*.json")):  # accepted before a restart
                 self._queues[t.name].put(path)
             for i in range(self.parallelism.get(t.subscriber, 4)):
