@@ -183,3 +183,9 @@ def test_cutouts_are_gzipped_63x63_fits(night: list[dict[str, Any]]) -> None:
     for alert in synth.generate_alerts(4, seed=9, unique_cutouts=True):
         _check_stamps(alert)
         assert "CRVAL1" in _fits_header(alert["cutoutScience"]["stampData"])
+
+
+def test_candids_are_unique_over_a_big_night():
+    """A bench-sized night: every alert has its own candid (file names and bronze rows depend on it)."""
+    candids = [a["candid"] for a in synth.generate_alerts(20_000, seed=7, unique_cutouts=False)]
+    assert len(set(candids)) == len(candids)

@@ -347,7 +347,10 @@ def _make_object(rng: np.random.Generator, letters: str, spec: tuple[str, int, l
     kind, f, _ = spec
     fld = fields[f]
     ra, dec, rcid, xpos, ypos = _place(rng, fld)
-    fld.nobj[rcid] = tblid = fld.nobj.get(rcid, 0) + 1
+    # tblid counts objects per readout quadrant over every field: visits of two fields can share a pid's
+    # time-of-day and rcid, and candid = pid * 1e6 + 1e4 + tblid must stay unique
+    counter = fields[0].nobj
+    counter[rcid] = tblid = counter.get(rcid, 0) + 1
     ref = _reference(rng, kind, ra, dec)
     static = {**ref, **_ps1(rng, kind, ra, dec, ref), **_gaia(rng, ref)}
     static.update(ssdistnr=NONE, ssmagnr=NONE, ssnamenr="null")
