@@ -42,7 +42,7 @@ def test_split_then_bronze_every_real_alert_once(env_settings, sink):
     validate_all(staged + rejected)
     reasons = {e["data"]["source"]["key"]: e["data"] for e in rejected}
     assert set(reasons) == NOT_ZTF | {DAMAGED_TAIL}
-    assert reasons[DAMAGED_TAIL]["reason"] == "truncated_avro" and reasons[DAMAGED_TAIL]["alerts_kept"] == 1
+    assert reasons[DAMAGED_TAIL]["reason"] == "corrupt_avro" and reasons[DAMAGED_TAIL]["alerts_kept"] == 1
     assert all(reasons[k]["reason"] == "not_ztf_alert" for k in NOT_ZTF)
     after = REGISTRY.get_sample_value("ateda_rejected_total", {"function": "split", "reason": "not_ztf_alert"})
     assert after - before == 2

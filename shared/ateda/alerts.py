@@ -17,10 +17,12 @@ import functools
 import hashlib
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import fastavro
+from fastavro.read import HEADER_SCHEMA
 import pyarrow as pa
 
 from .errors import BadInput
@@ -64,32 +66,87 @@ class DecodedFile:
 # ---------------------------------------------------------------- Avro containers
 
 def decode_container(data: bytes) -> DecodedFile:
-    """Decode every record of one Avro container. A damaged tail keeps the records before it and sets ``error``."""
+    """Decode every record of one Avro container. A damaged tail keeps the records before it and sets ``error``.
+
+    The writer schema (~20 KB of JSON in every ZTF file) is parsed once per distinct schema and cached; blocks
+    are decoded with fastavro's schemaless reader. Codecs other than null/deflate/snappy go through
+    ``fastavro.reader``.
+    """
     if not data:
         raise BadInput("empty_file", "zero bytes")
     if data[:4] != b"Obj\x01":
         raise BadInput("not_avro", f"no Avro magic (starts with {data[:8]!r})")
+    buf = io.BytesIO(data)
     try:
-        reader = fastavro.reader(io.BytesIO(data))
+        header = fastavro.schemaless_reader(buf, _HEADER, None)
+        meta = header["meta"]
+        schema_json = meta["avro.schema"].decode()
+        codec = meta.get("avro.codec", b"null").decode()
+        schema_id = _schema_id(schema_json)
+        schema, parsed = _parsed_schema(schema_id, schema_json)
     except Exception as exc:  # fastavro raises many types for a bad header
         raise BadInput("truncated_avro", f"unreadable header: {type(exc).__name__}: {exc}") from exc
-    schema = reader.writer_schema
-    schema_json = reader.metadata.get("avro.schema") or json.dumps(schema)
-    schema_id = _schema_id(schema_json)
     _check_ztf_shape(schema_id, schema)
     records: list[dict] = []
     error = None
     try:
-        for rec in reader:
-            records.append(rec)
+        if codec in _BLOCK_CODECS:
+            _read_blocks(data, buf.tell(), header["sync"], _BLOCK_CODECS[codec], parsed, records)
+        else:
+            records.extend(fastavro.reader(io.BytesIO(data)))
     except Exception as exc:
-        error = BadInput("truncated_avro" if isinstance(exc, EOFError) else "corrupt_avro",
+        error = BadInput("truncated_avro" if isinstance(exc, (EOFError, IndexError)) else "corrupt_avro",
                          f"{len(records)} good record(s) before: {type(exc).__name__}: {exc}")
     if not records and error is None:
         raise BadInput("no_alerts", "a valid container with no records")
     if not records:
         raise error  # type: ignore[misc]
     return DecodedFile(records, schema_id, schema_json, error)
+
+
+_HEADER = fastavro.parse_schema(HEADER_SCHEMA)
+
+
+def _snappy(block: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.snappy.decompress_raw(block[:-4]))  # the last 4 bytes are a CRC32
+
+
+_BLOCK_CODECS = {"null": lambda b: b, "deflate": lambda b: zlib.decompress(b, -15), "snappy": _snappy}
+
+
+def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    b = buf[pos]
+    n, shift, pos = b & 0x7F, 7, pos + 1
+    while b & 0x80:
+        b = buf[pos]
+        n |= (b & 0x7F) << shift
+        shift, pos = shift + 7, pos + 1
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _read_blocks(data: bytes, pos: int, sync: bytes, decompress, parsed, out: list[dict]) -> None:  # noqa: ANN001
+    """Avro object container blocks: count, size, (compressed) records, sync marker."""
+    end = len(data)
+    while pos < end:
+        count, pos = _read_long(data, pos)
+        size, pos = _read_long(data, pos)
+        if count < 0 or size < 0 or pos + size + 16 > end:
+            raise EOFError(f"block of {size} bytes at offset {pos} runs past the end ({end} bytes)")
+        block = io.BytesIO(decompress(data[pos:pos + size]))
+        pos += size
+        if data[pos:pos + 16] != sync:
+            raise ValueError(f"sync marker mismatch at offset {pos}")
+        pos += 16
+        for _ in range(count):
+            out.append(fastavro.schemaless_reader(block, parsed, None))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_schema(schema_id: str, schema_json: str) -> tuple[dict, Any]:
+    schema = json.loads(schema_json)
+    return schema, fastavro.parse_schema(schema)
 
 
 def _schema_id(schema_json: str | bytes) -> str:

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .catalog import ensure_tables, load_catalog
 from .config import Settings
-from .storage import bucket_store, lake_store
+from .storage import arrow_filesystem, bucket_store, lake_store
 
 
 @dataclass
@@ -66,26 +67,26 @@ def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float 
     """Block until each object's part count is known (split manifests) and all its parts are in the ledger.
 
     Returns, per (key, etag), ``{"parts": n, "rejected": [...]}`` merged over every manifest that names it.
+    Polling is incremental: only manifests and ledger data files not seen before are read.
     """
     lake = lake_store(settings)
     pending = {(u.key, u.etag) for u in uploaded}
     objects: dict[tuple[str, str], dict] = {}
     read: set[str] = set()
+    ledger = _LedgerFollower(settings)
     deadline = time.monotonic() + timeout
-    tables = None
     while pending and time.monotonic() < deadline:
         _read_manifests(lake, settings.bucket, read, objects)
         known = {k: objects[k]["parts"] for k in pending if objects.get(k, {}).get("parts") is not None}
         done_now = {k for k, n in known.items() if n == 0}
         if len(done_now) < len(known):
-            tables = tables or ensure_tables(load_catalog(settings), settings)
-            committed = _committed_parts(tables["ingest_ledger"].refresh(), settings.bucket)
+            committed = ledger.parts()
             done_now |= {k for k, n in known.items() if all((k[0], k[1], p) in committed for p in range(n))}
         pending -= done_now
         if progress and done_now:
             progress(len(done_now))
         if pending:
-            time.sleep(0.25)
+            time.sleep(0.5)
     if pending:
         raise TimeoutError(f"{len(pending)} object(s) not committed after {timeout:.0f}s, e.g. {sorted(pending)[:3]}")
     return {(u.key, u.etag): objects[(u.key, u.etag)] for u in uploaded}
@@ -103,10 +104,35 @@ def _read_manifests(lake, bucket: str, read: set[str], objects: dict) -> None:  
             entry["rejected"].extend(r for r in obj["rejected"] if r not in entry["rejected"])
 
 
-def _committed_parts(ledger, bucket: str) -> set[tuple[str, str, int]]:  # noqa: ANN001
-    rows = ledger.scan(selected_fields=("source_bucket", "source_key", "source_etag", "part")).to_arrow()
-    rows = rows.filter(pc.equal(rows["source_bucket"], bucket))
-    return set(zip(rows["source_key"].to_pylist(), rows["source_etag"].to_pylist(), rows["part"].to_pylist()))
+class _LedgerFollower:
+    """The committed parts of one bucket, reading each ledger data file once (the ledger is append-only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._table = None
+        self._snapshot: int | None = None
+        self._files: set[str] = set()
+        self._parts: set[tuple[str, str, int]] = set()
+
+    def parts(self) -> set[tuple[str, str, int]]:
+        if self._table is None:
+            self._table = ensure_tables(load_catalog(self.settings), self.settings)["ingest_ledger"]
+        table = self._table.refresh()
+        snap = table.current_snapshot()
+        if snap is None or snap.snapshot_id == self._snapshot:
+            return self._parts
+        self._snapshot = snap.snapshot_id
+        for task in table.scan().plan_files():
+            path = task.file.file_path
+            if path in self._files:
+                continue
+            self._files.add(path)
+            fs, local = arrow_filesystem(path, self.settings)
+            rows = pq.read_table(local, filesystem=fs, columns=["source_bucket", "source_key", "source_etag", "part"])
+            rows = rows.filter(pc.equal(rows["source_bucket"], self.settings.bucket))
+            self._parts.update(zip(rows["source_key"].to_pylist(), rows["source_etag"].to_pylist(),
+                                   rows["part"].to_pylist()))
+        return self._parts
 
 
 def summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, seconds: float,

@@ -68,8 +68,9 @@ def _cached_etag(path: Path, st: os.stat_result) -> str | None:
 class LocalStore:
     """A folder as a bucket. Writes are atomic (temp file + rename), so a watcher never sees half a file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, etags: bool = True) -> None:
         self.root = Path(root)
+        self.etags = etags  # the lake needs no ETags: skip hashing what only the functions write
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -89,13 +90,15 @@ class LocalStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        h = hashlib.md5()
+        h = hashlib.md5() if self.etags else None
         with os.fdopen(fd, "wb") as fh:
             for block in blocks:
-                h.update(block)
+                if h:
+                    h.update(block)
                 fh.write(block)
-        etag = h.hexdigest()
-        _remember_etag(tmp, etag)
+        etag = h.hexdigest() if h else ""
+        if h:
+            _remember_etag(tmp, etag)
         os.replace(tmp, path)
         return etag
 
@@ -251,12 +254,12 @@ def s3_client(settings: Settings):  # noqa: ANN201
     )
 
 
-def store_for_uri(uri: str, settings: Settings) -> ObjectStore:
+def store_for_uri(uri: str, settings: Settings, etags: bool = True) -> ObjectStore:
     """``s3://bucket/prefix`` -> S3Store, anything else -> LocalStore on that folder."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[5:].partition("/")
         return S3Store(s3_client(settings), bucket, prefix)
-    return LocalStore(Path(uri))
+    return LocalStore(Path(uri), etags=etags)
 
 
 def bucket_store(settings: Settings, bucket: str | None = None) -> ObjectStore:
@@ -268,7 +271,7 @@ def bucket_store(settings: Settings, bucket: str | None = None) -> ObjectStore:
 
 
 def lake_store(settings: Settings) -> ObjectStore:
-    return store_for_uri(settings.lake, settings)
+    return store_for_uri(settings.lake, settings, etags=False)
 
 
 def arrow_filesystem(uri: str, settings: Settings):  # noqa: ANN201

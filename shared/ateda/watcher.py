@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class BucketWatcher:
-    def __init__(self, settings: Settings, sink: str, interval: float = 0.2, full_every: float = 2.0) -> None:
+    def __init__(self, settings: Settings, sink: str, interval: float = 0.2, full_every: float = 10.0) -> None:
         self.settings = settings
         self.sink = sink
         self.interval = interval
