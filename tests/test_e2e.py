@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -97,6 +101,23 @@ def check_cutouts(s: Settings, files: list[Path]) -> None:
     assert n > 1000
 
 
+def check_cli(s: Settings, files: list[Path], tmp_path: Path) -> None:
+    """`ateda cutout` writes FITS byte-identical to the decompressed stamps; `ateda status --json` is true."""
+    env = {**os.environ, "ATEDA_HOME": str(s.home)}
+    alert = next(fastavro.reader(open(files[-1], "rb")))
+    candid = alert["candidate"]["candid"]
+    run = subprocess.run([sys.executable, "-m", "ateda.cli", "cutout", str(candid), "-o", str(tmp_path / "fits")],
+                         env=env, capture_output=True, text=True, check=True)
+    assert len(run.stdout.split()) == 3
+    for field, kind in (("cutoutScience", "science"), ("cutoutDifference", "difference")):
+        fits = (tmp_path / "fits" / f"{candid}_{kind}.fits").read_bytes()
+        assert fits == gzip.decompress(alert[field]["stampData"])
+    status = json.loads(subprocess.run([sys.executable, "-m", "ateda.cli", "status", "--json"], env=env,
+                                       capture_output=True, text=True, check=True).stdout)
+    assert status["tables"]["bronze.alert"]["rows"] == bronze(s)["alert"].scan().count()
+    assert status["backlog"] is not None and status["quarantined"] >= 8
+
+
 @pytest.fixture
 def local_settings(tmp_path) -> Settings:
     # small chunks: the test tarball (42 members) fans out into parts, single files make many chunks
@@ -126,6 +147,7 @@ def test_local_end_to_end_every_real_alert_bad_input_and_duplicates(local_settin
         versions = set(bronze(s)["alert"].scan(selected_fields=("schemavsn",)).to_arrow()["schemavsn"].to_pylist())
         assert {None, "2.0", "3.0", "3.1", "3.2", "3.3", "3.5", "4.01", "4.02"} <= versions
         check_cutouts(s, files)
+        check_cli(s, files, tmp_path)
         counts = {n: t.scan().count() for n, t in bronze(s).items()}
 
         # everything ingested again: identical files re-uploaded under the same keys

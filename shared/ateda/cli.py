@@ -54,12 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
     bench.set_defaults(func=cmd_bench)
+    from .science import register; register(sub)  # noqa: E702
     return p
 
 
 def cmd_up(args, settings: Settings) -> int:  # noqa: ANN001
+    import signal
+
     from .runtime import Runtime
 
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     with Runtime(settings) as rt:
         print(f"ateda up: broker {rt.sink}; bucket {settings.bucket_root / settings.bucket if not settings.uses_s3 else settings.bucket}; "
               f"home {settings.home}. Ctrl-C to stop.", flush=True)
@@ -69,6 +73,10 @@ def cmd_up(args, settings: Settings) -> int:  # noqa: ANN001
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def ensure_runtime(settings: Settings):  # noqa: ANN201

@@ -43,7 +43,7 @@ class Settings:
     sink: str = ""  # K_SINK: where follow-up events are posted
     bridge_token: str = ""
     chunk_alerts: int = 1000
-    commit_window_ms: int = 1000
+    commit_window_ms: int = 2000
     commit_max_alerts: int = 50_000
     batch_window_ms: int = 200
     batch_max_objects: int = 256
@@ -67,7 +67,7 @@ class Settings:
             sink=env.get("K_SINK") or "",
             bridge_token=env.get("ATEDA_BRIDGE_TOKEN") or "",
             chunk_alerts=_int(env, "ATEDA_CHUNK_ALERTS", 1000),
-            commit_window_ms=_int(env, "ATEDA_COMMIT_WINDOW_MS", 1000),
+            commit_window_ms=_int(env, "ATEDA_COMMIT_WINDOW_MS", 2000),
             commit_max_alerts=_int(env, "ATEDA_COMMIT_MAX_ALERTS", 50_000),
             batch_window_ms=_int(env, "ATEDA_BATCH_WINDOW_MS", 200),
             batch_max_objects=_int(env, "ATEDA_BATCH_MAX_OBJECTS", 256),

@@ -101,7 +101,8 @@ class Runtime:
         cmd = [sys.executable, "-m", "functions_framework", "--target", "handle",
                "--source", str(functions_dir() / spec.folder / "main.py"),
                "--signature-type", spec.signature, "--host", "127.0.0.1", "--port", str(port)]
-        self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           preexec_fn=_die_with_parent))
         return f"http://127.0.0.1:{port}"
 
     def idle(self) -> bool:
@@ -126,6 +127,17 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the runtime's process dies, so no function server is orphaned."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: `stop()` still terminates the children on a normal exit
+        pass
 
 
 def _wait_http(url: str, timeout: float = 60.0) -> None:
