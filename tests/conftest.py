@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -45,17 +46,21 @@ def expected_alerts(files: list[Path]) -> dict[str, list[int]]:
 
 
 class Sink:
-    """A real HTTP server standing in for K_SINK: collects the CloudEvents functions post."""
+    """A real HTTP server standing in for K_SINK or a subscriber: records the CloudEvents posted to it (with the
+    time of each call) and answers with scripted status codes (then 202)."""
 
-    def __init__(self) -> None:
+    def __init__(self, codes: list[int] | None = None) -> None:
         self.events: list[dict] = []
-        received = self.events
+        self.calls: list[float] = []
+        self.codes = list(codes or [])
+        sink = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                received.append(events.from_http(dict(self.headers), body))
-                self.send_response(202)
+                sink.calls.append(time.monotonic())
+                sink.events.append(events.from_http(dict(self.headers), body))
+                self.send_response(sink.codes.pop(0) if sink.codes else 202)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -64,7 +69,8 @@ class Sink:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ateda/ateda"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.base}/ateda/ateda"
 
     def of(self, type_: str) -> list[dict]:
         return [e for e in self.events if e["type"] == type_]

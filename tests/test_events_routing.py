@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -15,7 +13,7 @@ from ateda import events
 from ateda.broker import Broker
 from ateda.routing import Delivery, Trigger, iso_seconds, knative_dir, load_triggers
 from ateda.storage import LocalStore
-from conftest import REPO
+from conftest import REPO, Sink
 
 
 def test_catalogue_schemas_and_examples_agree():
@@ -69,36 +67,12 @@ def test_delivery_backoff_as_knative_computes_it():
     assert Delivery(backoff_policy="linear", backoff_delay=0.5).delay(3) == 1.5
 
 
-class Subscriber:
-    """A subscriber over real HTTP answering with a scripted list of status codes."""
-
-    def __init__(self, codes: list[int]) -> None:
-        self.codes, self.calls = list(codes), []
-        sub = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers["content-length"]))
-                sub.calls.append((time.monotonic(), self.headers["ce-type"]))
-                code = sub.codes.pop(0) if sub.codes else 200
-                self.send_response(code)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *a) -> None:  # noqa: ANN002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
 def _broker(tmp_path, codes, retry=2):  # noqa: ANN001, ANN202
-    sub = Subscriber(codes)
+    sub = Sink(codes)
     trig = Trigger("to-sub", "ateda", "svc", ({"exact": {"type": "t.x"}},),
                    Delivery(retry=retry, backoff_delay=0.05, dead_letter_sink="dl"))
     lake = LocalStore(tmp_path / "lake")
-    return Broker([trig], {"svc": sub.url}, tmp_path / "spool", lake).start(), sub, lake
+    return Broker([trig], {"svc": sub.base}, tmp_path / "spool", lake).start(), sub, lake
 
 
 def _send(broker: Broker, type_: str = "t.x") -> None:
@@ -118,7 +92,7 @@ def test_broker_retries_5xx_with_backoff_then_delivers(tmp_path):
     _send(broker, "other.type")  # matches no Trigger: dropped
     _wait(broker)
     assert len(sub.calls) == 3
-    gaps = [b[0] - a[0] for a, b in zip(sub.calls, sub.calls[1:])]
+    gaps = [b - a for a, b in zip(sub.calls, sub.calls[1:])]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19  # 0.05 * 2^1, 0.05 * 2^2
     assert not list(lake.list("dead-letter/"))
     broker.stop()
@@ -137,13 +111,13 @@ def test_broker_dead_letters_after_retries_and_at_once_on_400(tmp_path):
 
 
 def test_broker_spool_survives_a_restart(tmp_path):
-    sub = Subscriber([])
+    sub = Sink()
     trig = Trigger("to-sub", "ateda", "svc", ({"exact": {"type": "t.x"}},), Delivery())
     lake = LocalStore(tmp_path / "lake")
     first = Broker([trig], {"svc": "http://127.0.0.1:9"}, tmp_path / "spool", lake)  # never started delivering
     first.accept(events.make_event("t.x", "/test", {"n": 1}))
     first.server.server_close()
-    second = Broker([trig], {"svc": sub.url}, tmp_path / "spool", lake).start()
+    second = Broker([trig], {"svc": sub.base}, tmp_path / "spool", lake).start()
     _wait(second)
     assert len(sub.calls) == 1
     second.stop()

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build the function images (one Dockerfile, one build per function) and/or load them into the Kind cluster.
+#   deploy/scripts/images.sh build|load|push [function...]
+# Images: ${ATEDA_IMAGE_REGISTRY:-kind.local}/ateda-<function>:${ATEDA_IMAGE_TAG:-0.1.0} (the names knative/*.yaml use).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+REGISTRY="${ATEDA_IMAGE_REGISTRY:-kind.local}"
+TAG="${ATEDA_IMAGE_TAG:-0.1.0}"
+CLUSTER="${KIND_CLUSTER:-ateda}"
+# image name -> functions/ folder and functions-framework signature type (as in knative/2*-svc-*.yaml)
+FUNCTIONS=(
+  "minio-bridge:minio_bridge:http"
+  "split:split:cloudevent"
+  "bronze:bronze:cloudevent"
+  "dead-letter:dead_letter:cloudevent"
+)
+
+action="${1:?usage: $0 build|load|push [function...]}"; shift || true
+wanted=("$@")
+
+for spec in "${FUNCTIONS[@]}"; do
+  IFS=: read -r name folder signature <<<"$spec"
+  if [ "${#wanted[@]}" -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
+  image="$REGISTRY/ateda-$name:$TAG"
+  case "$action" in
+    build)
+      echo ">> build $image (functions/$folder, $signature)"
+      docker build -f docker/Dockerfile \
+        --build-arg "FUNCTION_NAME=$folder" --build-arg "FUNCTION_SIGNATURE_TYPE=$signature" \
+        -t "$image" .
+      ;;
+    load)
+      echo ">> kind load $image -> $CLUSTER"
+      kind load docker-image "$image" --name "$CLUSTER"
+      ;;
+    push)
+      echo ">> push $image"
+      docker push "$image"
+      ;;
+    *) echo "unknown action $action" >&2; exit 2 ;;
+  esac
+done
