@@ -274,12 +274,14 @@ class Splitter:
 
     def _write_parquet(self, key: str, table: pa.Table, table_name: str) -> str:
         sink = io.BytesIO()
-        # stamps are already gzipped: compressing them again costs CPU for nothing
-        compression = {"stamp_data": "NONE"} if table_name == "cutout" else "zstd"
-        if isinstance(compression, dict):
-            compression = {c: compression.get(c, "zstd") for c in table.column_names}
-        pq.write_table(table, sink, compression=compression, row_group_size=50_000)
-        self.lake.put_bytes(key, sink.getvalue())
+        if table_name == "cutout":
+            # stamps are gzipped FITS already: no compression, no dictionary, no min/max statistics on them
+            others = [c for c in table.column_names if c != "stamp_data"]
+            pq.write_table(table, sink, compression={c: "zstd" for c in others} | {"stamp_data": "NONE"},
+                           use_dictionary=others, write_statistics=others, row_group_size=50_000)
+        else:
+            pq.write_table(table, sink, compression="zstd", row_group_size=50_000)
+        self.lake.put_bytes(key, sink.getbuffer())
         return self.lake.uri(key)
 
     def _write_manifest(self, done: list[_ObjectProgress]) -> None:
