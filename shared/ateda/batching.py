@@ -20,16 +20,21 @@ log = logging.getLogger(__name__)
 class MicroBatcher(Generic[T, R]):
     """``submit(item)`` blocks until ``process(batch)`` (run on one background thread) returned its result.
 
-    A batch closes ``window_s`` after its first item, or as soon as its weight reaches ``max_weight``; while a
-    batch is processed, new items queue for the next one. ``process`` returns one result per item, or raises,
-    in which case every caller of that batch gets the exception.
+    A batch closes ``window_s`` after its first item, as soon as its weight reaches ``max_weight``, or, once it
+    weighs at least ``enough``, when no item has arrived for ``quiet_s`` (the stream paused: no point waiting).
+    While a batch is processed, new items queue for the next one. ``process`` returns one result per item, or
+    raises, in which case every caller of that batch gets the exception.
     """
 
     def __init__(self, process: Callable[[list[T]], list[R]], window_s: float, max_weight: float,
-                 weight: Callable[[T], float] = lambda _: 1.0, name: str = "batcher") -> None:
+                 weight: Callable[[T], float] = lambda _: 1.0, name: str = "batcher",
+                 enough: float | None = None, quiet_s: float = 0.25) -> None:
         self._process = process
         self._window = window_s
         self._max = max_weight
+        self._enough = max_weight if enough is None else enough
+        self._quiet = quiet_s
+        self._last_arrival = 0.0
         self._weight = weight
         self._name = name
         self._queue: list[tuple[T, Future]] = []
@@ -40,6 +45,7 @@ class MicroBatcher(Generic[T, R]):
         fut: Future = Future()
         with self._cond:
             self._queue.append((item, fut))
+            self._last_arrival = time.monotonic()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
@@ -64,9 +70,16 @@ class MicroBatcher(Generic[T, R]):
                 self._cond.wait()
             deadline = time.monotonic() + self._window
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or sum(self._weight(i) for i, _ in self._queue) >= self._max:
+                now = time.monotonic()
+                left = deadline - now
+                weight = sum(self._weight(i) for i, _ in self._queue)
+                if left <= 0 or weight >= self._max:
                     break
+                if weight >= self._enough:
+                    quiet_left = self._last_arrival + self._quiet - now
+                    if quiet_left <= 0:
+                        break
+                    left = min(left, quiet_left)
                 self._cond.wait(left)
             batch, self._queue = self._queue, []
         return batch

@@ -5,7 +5,8 @@ For N synthetic alerts, written both as N single-alert files and as one nightly 
 * end to end: a fresh embedded runtime with its default worker count; the clock runs from the first file put in
   the bucket until every part is committed to bronze (cutouts included).
 Reported: alerts/s, ratio to the ceiling, Iceberg commits per 1 000 alerts, p50/p95 latency from a file's
-arrival in the bucket to its commit (from the ingest ledger), and the peak RSS summed over all processes.
+arrival in the bucket to its commit (from the ingest ledger), and peak memory summed over all processes
+(RSS, and PSS which counts pages shared by forked workers once).
 """
 
 from __future__ import annotations
@@ -57,10 +58,16 @@ def _make_tarball(files: list[Path], path: Path) -> None:
 
 
 class RssSampler:
-    """Peak of the summed RSS of this process and all its descendants, sampled every 0.2 s."""
+    """Peak memory of this process and all its descendants, sampled every 0.2 s.
+
+    ``peak_rss``: the sum of every process's RSS (counts pages shared between forked workers once per process:
+    an upper bound). ``peak_pss``: the sum of proportional set sizes (shared pages split between their users:
+    what the tree really holds).
+    """
 
     def __init__(self) -> None:
-        self.peak = 0
+        self.peak_rss = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -74,30 +81,64 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            rss, pss = _tree_memory(os.getpid())
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self._stop.wait(0.2)
 
 
-def _tree_rss(root: int) -> int:
+def _tree_memory(root: int) -> tuple[int, int]:
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            status = (d / "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        pid, ppid = int(d.name), int(fields.get("PPid", "0").strip())
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-    total, stack = 0, [root]
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    rss = pss = 0
+    stack = [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
         stack.extend(children.get(pid, []))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1]) * 1024
+    return rss, pss
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants still alive."""
+    total, stack, tick = 0.0, [pid], os.sysconf("SC_CLK_TCK")
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                kids.setdefault(int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    while stack:
+        p = stack.pop()
+        stack.extend(kids.get(p, []))
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def _cpu_by_role(rt) -> dict[str, float]:  # noqa: ANN001
+    """CPU seconds per function server (with its workers) and for this process (broker, watcher, ingest)."""
+    me = os.times()
+    out = {spec.folder: _cpu_seconds(proc.pid) for spec, proc in zip(rt.functions, rt.procs)}
+    out["broker+watcher+ingest"] = me.user + me.system
+    return out
 
 
 def _end_to_end(home: Path, inputs: list[Path]) -> dict:
@@ -107,8 +148,10 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
     from .runtime import Runtime
 
     settings = Settings(home=home).resolved()
-    with RssSampler() as rss, Runtime(settings):
+    with RssSampler() as rss, Runtime(settings) as rt:
+        before = _cpu_by_role(rt)
         summary = run_ingest(settings, inputs, quiet=True)
+        after = _cpu_by_role(rt)
     ledger = ensure_tables(load_catalog(settings), settings)["ingest_ledger"].scan().to_arrow()
     lat = sorted((c - a).total_seconds() for a, c in zip(ledger["arrived_at"].to_pylist(),
                                                           ledger["committed_at"].to_pylist()) if a and c)
@@ -119,8 +162,10 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
         "commits_per_1000_alerts": round(1000 * iceberg_commits(settings) / max(summary.alerts, 1), 3),
         "latency_p50_s": round(statistics.median(lat), 2) if lat else None,
         "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None,
-        "peak_rss_mb": round(rss.peak / 2**20, 1),
+        "peak_rss_mb": round(rss.peak_rss / 2**20, 1),
+        "peak_pss_mb": round(rss.peak_pss / 2**20, 1),
         "rejected": len(summary.rejected),
+        "cpu_s": {role: round(after[role] - before[role], 1) for role in after},
     }
 
 
@@ -165,5 +210,6 @@ def _text(r: dict) -> str:
         x = r[name]
         lines.append(f"  {name:<12} {x['alerts_per_s']:>8.0f} alerts/s  {x['ratio_to_ceiling']:.2f}x ceiling  "
                      f"{x['commits_per_1000_alerts']:.2f} commits/1000  p50 {x['latency_p50_s']} s  "
-                     f"p95 {x['latency_p95_s']} s  peak RSS {x['peak_rss_mb']:.0f} MB")
+                     f"p95 {x['latency_p95_s']} s  peak RSS {x['peak_rss_mb']:.0f} MB (PSS {x['peak_pss_mb']:.0f} MB)")
+        lines.append("               CPU s: " + ", ".join(f"{k} {v}" for k, v in x["cpu_s"].items()))
     return "\n".join(lines)

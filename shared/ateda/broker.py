@@ -44,7 +44,7 @@ class Broker:
         self.backoff_scale = backoff_scale
         self.duplicate = duplicate
         self._queues: dict[str, queue.Queue] = {t.name: queue.Queue() for t in triggers}
-        self._busy: dict[str, int] = {t.name: 0 for t in triggers}
+        self._pending: dict[str, int] = {t.name: 0 for t in triggers}  # accepted, not yet acked or dead-lettered
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -63,7 +63,7 @@ class Broker:
     def start(self) -> "Broker":
         for t in self.triggers:
             for path in sorted((self.spool / t.name).glob("*.json")):  # accepted before a restart
-                self._queues[t.name].put(path)
+                self._enqueue(t.name, path)
             for i in range(self.parallelism.get(t.subscriber, 4)):
                 th = threading.Thread(target=self._deliver_loop, args=(t,), name=f"deliver-{t.name}-{i}", daemon=True)
                 th.start()
@@ -81,7 +81,7 @@ class Broker:
     def backlog(self) -> dict[str, int]:
         """Events accepted but not yet acknowledged or dead-lettered, per Trigger."""
         with self._lock:
-            return {name: q.qsize() + self._busy[name] for name, q in self._queues.items()}
+            return dict(self._pending)
 
     def idle(self) -> bool:
         return not any(self.backlog().values())
@@ -97,9 +97,13 @@ class Broker:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(blob)
             tmp.replace(path)
-            with self._lock:
-                self._queues[t.name].put(path)
+            self._enqueue(t.name, path)
         return len(matched)
+
+    def _enqueue(self, trigger: str, path: Path) -> None:
+        with self._lock:
+            self._pending[trigger] += 1
+        self._queues[trigger].put(path)
 
     # -- delivery
 
@@ -108,11 +112,8 @@ class Broker:
         q = self._queues[trigger.name]
         while not self._stop.is_set():
             try:
-                with self._lock:
-                    path = q.get_nowait()
-                    self._busy[trigger.name] += 1
+                path = q.get(timeout=0.5)
             except queue.Empty:
-                time.sleep(0.01)
                 continue
             try:
                 self._deliver(trigger, session, path)
@@ -120,7 +121,7 @@ class Broker:
                 log.exception("delivery loop error on %s", path)
             finally:
                 with self._lock:
-                    self._busy[trigger.name] -= 1
+                    self._pending[trigger.name] -= 1
 
     def _deliver(self, trigger: Trigger, session: requests.Session, path: Path) -> None:
         event = json.loads(path.read_bytes())

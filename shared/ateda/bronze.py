@@ -33,6 +33,9 @@ from .metrics import m
 log = logging.getLogger(__name__)
 PartKey = tuple[str, str, str, int]
 SUMMARY_KEY = "ateda.chunks"
+# a batch this big commits as soon as staged chunks stop arriving: 3 commits (alert, cutout, ledger) per 1 500
+# alerts keeps to <= 2 Iceberg commits per 1 000 alerts; smaller batches wait for the window to fill them
+COMMIT_ENOUGH_ALERTS = 1500
 
 
 @dataclass
@@ -77,7 +80,7 @@ class GroupCommitter:
         self.settings = settings
         self._batcher: MicroBatcher[Chunk, CommitResult] = MicroBatcher(
             self._commit_or_reset, settings.commit_window_ms / 1000.0, settings.commit_max_alerts,
-            weight=lambda c: c.alerts, name="bronze-committer")
+            weight=lambda c: c.alerts, name="bronze-committer", enough=COMMIT_ENOUGH_ALERTS)
         self._tables: dict[str, Table] | None = None
         self._ledger: set[PartKey] = set()
         self._ledger_snapshot: int | None = -1

@@ -124,19 +124,20 @@ class LocalStore:
 
     def names(self) -> Iterator[str]:
         """Keys only (no stat): the cheap way to notice new objects in a big folder."""
-        stack = [self.root]
+        stack = [""]
         while stack:
+            prefix = stack.pop()
             try:
-                entries = list(os.scandir(stack.pop()))
+                entries = list(os.scandir(self.root / prefix if prefix else self.root))
             except FileNotFoundError:
                 continue
             for e in entries:
                 if e.name.startswith("."):
                     continue
                 if e.is_dir(follow_symlinks=False):
-                    stack.append(Path(e.path))
+                    stack.append(f"{prefix}{e.name}/")
                 else:
-                    yield os.path.relpath(e.path, self.root).replace(os.sep, "/")
+                    yield prefix + e.name
 
     def stat(self, key: str) -> ObjectInfo | None:
         """Size and mtime (no ETag)."""

@@ -1,0 +1,382 @@
+"""The science warehouse: bronze (Iceberg) -> DuckDB views -> dbt (silver, gold).
+
+Local target (DuckDB, the default): before each dbt run, :func:`prepare_bronze` plans the current Iceberg snapshot
+with pyiceberg and creates, in the DuckDB file, the views
+
+* ``bronze.alert`` / ``bronze.cutout``: every data file of the snapshot, read with ``read_parquet(union_by_name)``
+  (files of different schema versions line up by name; no DuckDB extension needed);
+* ``bronze.alert_delta``: the same rows restricted to the files that no successful refresh has processed yet
+  (``ateda_meta.processed_file``). The incremental models read it, so a refresh costs in proportion to the new
+  data and the objects it touches; with no new data it is empty and nothing changes.
+
+:func:`refresh` runs dbt in-process (``dbtRunner``) and, only when the run succeeded, records the files as
+processed. A failed run leaves the state alone, so the next refresh sees the same delta again (the incremental
+models are idempotent). One refresh at a time per home (a file lock).
+
+Cluster target (StarRocks): bronze is read through the Iceberg external catalog; new rows are those with
+``ingested_at`` after the previous successful refresh's start (minus a margin), passed as the dbt var
+``bronze_since``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .config import Settings
+from .errors import AtedaError, ConfigError
+
+DBT_DIR = Path(__file__).resolve().parents[2] / "dbt"
+BRONZE_TABLES = ("alert", "cutout")
+CLUSTER_LOOKBACK = dt.timedelta(minutes=15)  # rows committed while the previous cluster run was reading
+
+
+class WarehouseError(AtedaError):
+    """dbt failed, or the warehouse cannot be prepared."""
+
+
+@dataclass
+class RefreshResult:
+    """What one refresh did: dbt's verdict per model and the row count of every silver/gold table."""
+
+    target: str
+    success: bool
+    seconds: float
+    new_files: int = 0
+    models: dict[str, dict] = field(default_factory=dict)  # name -> {status, rows_affected, seconds}
+    rows: dict[str, int] = field(default_factory=dict)  # schema.table -> rows
+    tests: dict[str, str] = field(default_factory=dict)  # test name -> status (dbt build only)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"target": self.target, "success": self.success, "seconds": round(self.seconds, 3),
+                "new_files": self.new_files, "models": self.models, "rows": self.rows, "tests": self.tests,
+                "errors": self.errors}
+
+
+# ---------------------------------------------------------------- locations
+
+def warehouse_dir(settings: Settings) -> Path:
+    return settings.home / "warehouse"
+
+
+def duckdb_path(settings: Settings) -> Path:
+    """The local warehouse file: ``ATEDA_DUCKDB_PATH`` or ``$ATEDA_HOME/warehouse/ateda.duckdb``."""
+    raw = os.environ.get("ATEDA_DUCKDB_PATH")
+    return Path(raw).absolute() if raw else warehouse_dir(settings) / "ateda.duckdb"
+
+
+# ---------------------------------------------------------------- bronze -> DuckDB views
+
+def bronze_files(settings: Settings) -> dict[str, list[str]]:
+    """Table name -> local paths of the data files of its current snapshot (S3 files mirrored locally once)."""
+    from .catalog import ensure_tables, load_catalog
+
+    tables = ensure_tables(load_catalog(settings), settings)
+    out: dict[str, list[str]] = {}
+    for name in BRONZE_TABLES:
+        table = tables[name]
+        paths = []
+        for task in table.scan().plan_files():
+            if task.delete_files:
+                raise WarehouseError(f"bronze.{name} has delete files (merge-on-read), which DuckDB views cannot "
+                                     "apply; rewrite the table (copy-on-write) first")
+            paths.append(_local_copy(task.file.file_path, table, settings))
+        out[name] = sorted(paths)
+    return out
+
+
+def _local_copy(uri: str, table, settings: Settings) -> str:  # noqa: ANN001
+    """A path DuckDB can read without extensions. Iceberg data files never change, so a copy is made once."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    if "://" not in uri:
+        return uri
+    target = warehouse_dir(settings) / "bronze-cache" / uri.split("://", 1)[1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".part")
+        with table.io.new_input(uri).open() as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        tmp.replace(target)
+    return str(target)
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def prepare_bronze(con, settings: Settings) -> tuple[dict[str, list[str]], dict[str, list[str]]]:  # noqa: ANN001
+    """Create/refresh the bronze views in the DuckDB connection ``con``.
+
+    Returns (table -> the snapshot's files, table -> those no successful refresh has processed yet).
+    """
+    from .catalog import ensure_tables, load_catalog
+
+    files = bronze_files(settings)
+    con.execute("create schema if not exists bronze")
+    con.execute("create schema if not exists ateda_meta")
+    con.execute("create table if not exists ateda_meta.processed_file (table_name varchar, file_path varchar)")
+    con.execute("create table if not exists ateda_meta.refresh_log (refreshed_at timestamptz, target varchar, "
+                "new_files integer, seconds double, success boolean)")
+    done = {(t, p) for t, p in con.execute("select table_name, file_path from ateda_meta.processed_file").fetchall()}
+    tables = None
+    new: dict[str, list[str]] = {}
+    for name, paths in files.items():
+        new[name] = [p for p in paths if (name, p) not in done]
+        for view in (f"{name}_delta", name, f"{name}_files"):
+            con.execute(f"drop view if exists bronze.{view}")
+            con.execute(f"drop table if exists bronze.{view}")
+        if paths:
+            scan = f"read_parquet({_sql_list(paths)}, union_by_name = true, filename = true)"
+            columns = _normalised_columns(paths) if name == "alert" else "*"
+            con.execute(f"create view bronze.{name}_files as select {columns} from {scan}")
+            con.execute(f"create view bronze.{name} as select * exclude (filename) from bronze.{name}_files")
+            # a constant IN list on `filename` is pushed down: DuckDB opens only the new files' data
+            where = f"filename in ({_sql_list(new[name])[1:-1]})" if new[name] else "false"
+            con.execute(f"create view bronze.{name}_delta as "
+                        f"select * exclude (filename) from bronze.{name}_files where {where}")
+        else:  # an empty table: typed from the Iceberg schema, so the models still bind
+            tables = tables or ensure_tables(load_catalog(settings), settings)
+            empty = tables[name].schema().as_arrow().empty_table()  # noqa: F841 (read by DuckDB by name)
+            columns = _normalised_columns([], empty.schema) if name == "alert" else "*"
+            con.execute(f"create table bronze.{name} as select {columns} from empty")
+            con.execute(f"create view bronze.{name}_delta as select * from bronze.{name}")
+    return files, new
+
+
+_NESTED = {"candidate": ("candidate", False), "prv_candidates": ("prv_candidate", True),
+           "fp_hists": ("fp_hist", True)}
+_DUCK_TYPES = {"int": "BIGINT", "long": "BIGINT", "float": "DOUBLE", "double": "DOUBLE", "string": "VARCHAR",
+               "boolean": "BOOLEAN", "bytes": "BLOB"}
+
+
+def _normalised_columns(paths: list[str], schema=None) -> str:  # noqa: ANN001
+    """The alert view's select list: the nested columns hold at least every field of ZTF's 4.02 layout.
+
+    Bronze's schema is the union of the alerts seen so far, so a lake holding only old alerts has no
+    ``candidate.drb`` and no ``fp_hists`` at all; the missing fields become typed NULLs, so the models bind on
+    any lake. Field names are read from the Parquet footers (metadata only).
+    """
+    import pyarrow.parquet as pq
+
+    from .ztf_layout import canonical_field_types
+
+    present: dict[str, set[str]] = {}
+    for s in ([schema] if schema is not None else (pq.read_schema(p) for p in paths)):
+        for top in _NESTED:
+            if top in s.names:
+                t = s.field(top).type
+                t = t.value_type if hasattr(t, "value_type") else t
+                present.setdefault(top, set()).update(t.field(i).name for i in range(t.num_fields))
+    canon = canonical_field_types()
+    exprs, replaced = [], []
+    for top, (kind, is_list) in _NESTED.items():
+        fields = canon.get(kind, {})
+        if top not in present:
+            struct = "STRUCT(" + ", ".join(f'"{f}" {_DUCK_TYPES.get(t, "VARCHAR")}' for f, t in fields.items()) + ")"
+            exprs.append(f"CAST(NULL AS {struct}{'[]' if is_list else ''}) AS {top}")
+            continue
+        missing = [f for f in fields if f not in present[top]]
+        if not missing:
+            continue
+        replaced.append(top)
+        inserts = ", ".join(f'"{f}" := CAST(NULL AS {_DUCK_TYPES.get(fields[f], "VARCHAR")})' for f in missing)
+        if is_list:
+            exprs.append(f"list_transform({top}, x -> struct_insert(x, {inserts})) AS {top}")
+        else:
+            exprs.append(f"struct_insert({top}, {inserts}) AS {top}")
+    head = f"* exclude ({', '.join(replaced)})" if replaced else "*"
+    return ", ".join([head, *exprs])
+
+
+def _mark_processed(con, files: dict[str, list[str]]) -> None:  # noqa: ANN001
+    con.execute("delete from ateda_meta.processed_file")
+    rows = [(t, p) for t, paths in files.items() for p in paths]
+    if rows:
+        con.executemany("insert into ateda_meta.processed_file values (?, ?)", rows)
+
+
+# ---------------------------------------------------------------- dbt
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """dbt reads its env vars from os.environ: set them for the duration of one invocation."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
+    env = {"ATEDA_HOME": str(settings.home), "ATEDA_DUCKDB_PATH": str(duckdb_path(settings)),
+           "ATEDA_DBT_TARGET": target, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}
+    return env
+
+
+def run_dbt(settings: Settings, args: list[str], target: str = "local"):  # noqa: ANN201
+    """Run one dbt command in-process on this home's project/profile; returns dbt's ``dbtRunnerResult``.
+
+    The compiled files and logs go under ``$ATEDA_HOME/warehouse/dbt`` (never into the repository).
+    """
+    from dbt.cli.main import dbtRunner
+
+    out = warehouse_dir(settings) / "dbt"
+    out.mkdir(parents=True, exist_ok=True)
+    full = [*args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target", target,
+            "--target-path", str(out / f"target-{target}"), "--log-path", str(out / "logs")]
+    if args and args[0] in ("run", "build", "test", "compile"):
+        full.append("--quiet")
+    with _env(dbt_env(settings, target)):
+        try:
+            return dbtRunner().invoke(full)
+        finally:
+            _release_duckdb()
+
+
+def _release_duckdb() -> None:
+    """dbt-duckdb keeps its DuckDB instance open after an invocation; close it so that this process (and others)
+    can open the warehouse again, read-only included."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
+        return
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+    if env is not None:
+        env.close()
+
+
+@contextlib.contextmanager
+def _refresh_lock(settings: Settings, target: str) -> Iterator[None]:
+    """Never two refreshes of the same target from this home at once (the second waits)."""
+    path = warehouse_dir(settings) / f"refresh-{target}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def refresh(settings: Settings, target: str = "local", full_refresh: bool = False, test: bool = False,
+            select: str | None = None) -> RefreshResult:
+    """Bring silver and gold up to date with bronze; ``test=True`` runs ``dbt build`` (models and their tests).
+
+    Returns the models' statuses and the tables' row counts. Raises :class:`WarehouseError` when dbt fails.
+    """
+    if target not in ("local", "cluster"):
+        raise ConfigError(f"unknown dbt target {target!r} (local or cluster)")
+    with _refresh_lock(settings, target):
+        if target == "cluster":
+            return _refresh_cluster(settings, full_refresh, test, select)
+        return _refresh_local(settings, full_refresh, test, select)
+
+
+def _dbt_args(command: str, full_refresh: bool, select: str | None, vars_: dict | None = None) -> list[str]:
+    args = [command]
+    if full_refresh:
+        args.append("--full-refresh")
+    if select:
+        args += ["--select", select]
+    if vars_:
+        args += ["--vars", json.dumps(vars_)]
+    return args
+
+
+def _refresh_local(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
+    import duckdb
+
+    start = time.perf_counter()
+    path = duckdb_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as con:
+        files, new = prepare_bronze(con, settings)
+    n_new = sum(len(v) for v in new.values())
+    res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select), "local")
+    result = _result("local", res, time.perf_counter() - start, n_new)
+    with duckdb.connect(str(path)) as con:
+        if result.success:
+            _mark_processed(con, files)
+        result.rows = _row_counts(con)
+        con.execute("insert into ateda_meta.refresh_log values (now(), 'local', ?, ?, ?)",
+                    [n_new, result.seconds, result.success])
+    if not result.success:
+        raise WarehouseError("dbt failed: " + "; ".join(result.errors or ["see the dbt log"])) from res.exception
+    return result
+
+
+def _row_counts(con) -> dict[str, int]:  # noqa: ANN001
+    rows = {}
+    for schema, name, kind in con.execute(
+            "select table_schema, table_name, table_type from information_schema.tables "
+            "where table_schema in ('silver', 'gold') order by 1, 2").fetchall():
+        rows[f"{schema}.{name}"] = con.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
+    return rows
+
+
+def _result(target: str, res, seconds: float, n_new: int) -> RefreshResult:  # noqa: ANN001
+    out = RefreshResult(target=target, success=bool(res.success), seconds=seconds, new_files=n_new)
+    if res.exception is not None:
+        out.errors.append(f"{type(res.exception).__name__}: {res.exception}")
+    for r in getattr(res.result, "results", None) or []:
+        node = r.node
+        status = str(getattr(r.status, "value", r.status))
+        if node.resource_type == "model":
+            resp = r.adapter_response or {}
+            out.models[node.name] = {"status": status, "rows_affected": resp.get("rows_affected"),
+                                     "seconds": round(r.execution_time or 0.0, 3)}
+        elif node.resource_type == "test":
+            out.tests[node.name] = status
+        if status in ("error", "fail"):
+            out.errors.append(f"{node.name}: {status}: {(r.message or '').strip()[:300]}")
+    return out
+
+
+def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
+    state_path = warehouse_dir(settings) / "cluster-state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    started = dt.datetime.now(dt.timezone.utc)
+    since = state.get("bronze_since", "1970-01-01 00:00:00")
+    start = time.perf_counter()
+    res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select, {"bronze_since": since}),
+                  "cluster")
+    result = _result("cluster", res, time.perf_counter() - start, 0)
+    if not result.success:
+        raise WarehouseError("dbt failed: " + "; ".join(result.errors or ["see the dbt log"])) from res.exception
+    next_since = (started - CLUSTER_LOOKBACK).strftime("%Y-%m-%d %H:%M:%S")
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({"bronze_since": next_since}))
+    result.rows = {k: v["rows_affected"] for k, v in result.models.items() if v.get("rows_affected") is not None}
+    return result
+
+
+# ---------------------------------------------------------------- reading the warehouse
+
+def connect(settings: Settings, read_only: bool = True):  # noqa: ANN201
+    """A DuckDB connection to the local warehouse (read-only by default). Raises if there is none yet."""
+    import duckdb
+
+    path = duckdb_path(settings)
+    if not path.exists():
+        raise WarehouseError(f"no warehouse at {path}: run `ateda refresh` first")
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:  # another process (a refresh) holds the write lock
+        raise WarehouseError(f"warehouse {path} is busy: {exc}") from exc
