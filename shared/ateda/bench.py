@@ -2,8 +2,9 @@
 
 For N synthetic alerts, written both as N single-alert files and as one nightly tarball:
 * ceiling: bare ``fastavro.reader`` over every record of the same bytes, in this one process;
-* end to end: a fresh embedded runtime with its default worker count; the clock runs from the first file put in
-  the bucket until every part is committed to bronze (cutouts included).
+* end to end: a fresh embedded runtime with its default worker count; the clock runs from the first file's
+  arrival in the bucket (its time there, as the ledger records it) to the last commit to bronze (cutouts
+  included). ``ingest_command_s`` is the whole ``ateda ingest`` (copying the input into the bucket included).
 Reported: alerts/s, ratio to the ceiling, Iceberg commits per 1 000 alerts, p50/p95 latency from a file's
 arrival in the bucket to its commit (from the ingest ledger), and peak memory summed over all processes
 (RSS, and PSS which counts pages shared by forked workers once).
@@ -153,11 +154,13 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
         summary = run_ingest(settings, inputs, quiet=True)
         after = _cpu_by_role(rt)
     ledger = ensure_tables(load_catalog(settings), settings)["ingest_ledger"].scan().to_arrow()
-    lat = sorted((c - a).total_seconds() for a, c in zip(ledger["arrived_at"].to_pylist(),
-                                                          ledger["committed_at"].to_pylist()) if a and c)
+    arrived, committed = ledger["arrived_at"].to_pylist(), ledger["committed_at"].to_pylist()
+    lat = sorted((c - a).total_seconds() for a, c in zip(arrived, committed) if a and c)
+    # file in the bucket -> bronze committed: first arrival to last commit (the upload itself is not timed)
+    seconds = (max(committed) - min(a for a in arrived if a)).total_seconds()
     return {
-        "alerts": summary.alerts, "seconds": round(summary.seconds, 2),
-        "alerts_per_s": round(summary.alerts_per_second, 1),
+        "alerts": summary.alerts, "seconds": round(seconds, 2), "ingest_command_s": round(summary.seconds, 2),
+        "alerts_per_s": round(summary.alerts / seconds, 1),
         "iceberg_commits": iceberg_commits(settings),
         "commits_per_1000_alerts": round(1000 * iceberg_commits(settings) / max(summary.alerts, 1), 3),
         "latency_p50_s": round(statistics.median(lat), 2) if lat else None,
