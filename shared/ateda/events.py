@@ -85,8 +85,10 @@ def post(sink: str, event: dict, timeout: float = 30.0) -> None:
 
 
 def catalog_dir() -> Path:
-    """``events/`` at the repository root."""
-    return Path(__file__).resolve().parents[2] / "events"
+    """The event catalogue: ``ATEDA_EVENTS_DIR`` (set in the image), else ``events/`` at the repository root."""
+    import os
+
+    return Path(os.environ.get("ATEDA_EVENTS_DIR") or Path(__file__).resolve().parents[2] / "events")
 
 
 def validator(type_: str):  # noqa: ANN201
