@@ -49,7 +49,7 @@ def test_s3_and_postgres_end_to_end(tmp_path, s3_endpoint, pg_catalog_uri):
     files = alert_files()
     expected = expected_alerts(files)
     with Runtime(s):
-        summary = run_ingest(s, files, quiet=True)
+        summary = run_ingest(s, files, quiet=True, timeout=300)
     check_bronze(s, expected, None, [])
     check_cutouts(s, files)
     assert summary.alerts == sum(len(c) for c in expected.values())

@@ -94,18 +94,26 @@ def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout:
 
     files = expand(paths)
     with ensure_runtime(settings):
-        commits0 = iceberg_commits(settings)
+        commits0 = iceberg_commits(settings)  # None while the catalog is unreachable
         start = time.perf_counter()
         with tqdm(total=len(files), desc="upload", unit="file", disable=quiet, file=sys.stderr) as bar:
             uploaded = upload(settings, files, prefix, bar.update)
         with tqdm(total=len(files), desc="commit", unit="file", disable=quiet, file=sys.stderr) as bar:
             manifests = wait_committed(settings, uploaded, timeout, bar.update)
         seconds = time.perf_counter() - start
-    return summarise(settings, uploaded, manifests, seconds, iceberg_commits(settings) - commits0)
+    commits1 = iceberg_commits(settings)
+    return summarise(settings, uploaded, manifests, seconds,
+                     None if commits0 is None or commits1 is None else commits1 - commits0)
 
 
 def cmd_ingest(args, settings: Settings) -> int:  # noqa: ANN001
-    summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json)
+    from .ingest import IngestFailed
+
+    try:
+        summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json)
+    except (IngestFailed, TimeoutError) as exc:
+        print(f"ateda ingest: {exc}", file=sys.stderr)
+        return 2
     _print_summary(summary, args.json)
     return 0
 
@@ -117,7 +125,8 @@ def _print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
     s = summary
     print(f"{s.files} file(s), {s.bytes / 1e6:.1f} MB -> {s.alerts} alerts of {s.objects} objects "
           f"on {len(s.nights)} night(s) {', '.join(s.nights[:5])}{' ...' if len(s.nights) > 5 else ''}")
-    print(f"{s.seconds:.1f} s, {s.alerts_per_second:.0f} alerts/s, {s.commits} Iceberg commit(s)")
+    commits = "?" if s.commits is None else s.commits
+    print(f"{s.seconds:.1f} s, {s.alerts_per_second:.0f} alerts/s, {commits} Iceberg commit(s)")
     if s.rejected:
         print(f"{len(s.rejected)} rejected (quarantined):")
         for r in s.rejected:

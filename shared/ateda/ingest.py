@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 
 from .catalog import ensure_tables, load_catalog
 from .config import Settings
+from .errors import TransientError
 from .storage import arrow_filesystem, bucket_store, lake_store
 
 
@@ -31,7 +33,7 @@ class IngestSummary:
     nights: list[str] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-    commits: int = 0
+    commits: int | None = 0
 
     @property
     def alerts_per_second(self) -> float:
@@ -74,13 +76,18 @@ def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float 
     objects: dict[tuple[str, str], dict] = {}
     read: set[str] = set()
     ledger = _LedgerFollower(settings)
+    letters = _DeadLetters(lake)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
+        letters.check()
         _read_manifests(lake, settings.bucket, read, objects)
         known = {k: objects[k]["parts"] for k in pending if objects.get(k, {}).get("parts") is not None}
         done_now = {k for k, n in known.items() if n == 0}
         if len(done_now) < len(known):
-            committed = ledger.parts()
+            try:
+                committed = ledger.parts()
+            except TransientError:  # the catalog is down: keep waiting (the broker retries), or time out
+                committed = set()
             done_now |= {k for k, n in known.items() if all((k[0], k[1], p) in committed for p in range(n))}
         pending -= done_now
         if progress and done_now:
@@ -102,6 +109,33 @@ def _read_manifests(lake, bucket: str, read: set[str], objects: dict) -> None:  
             if obj["parts"] is not None:
                 entry["parts"] = obj["parts"]
             entry["rejected"].extend(r for r in obj["rejected"] if r not in entry["rejected"])
+
+
+class IngestFailed(RuntimeError):
+    """Events of this ingest were dead-lettered: waiting longer cannot help (fix, then ``ateda replay``)."""
+
+
+class _DeadLetters:
+    """Dead letters that appear while an ingest waits (checked every few seconds)."""
+
+    def __init__(self, lake) -> None:  # noqa: ANN001
+        self.lake = lake
+        self.seen = self._keys()
+        self.next_check = 0.0
+
+    def _keys(self) -> set[str]:
+        return {i.key for i in self.lake.list("dead-letter/") if i.key.endswith(".json")}
+
+    def check(self) -> None:
+        if time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + 2.0
+        new = sorted(self._keys() - self.seen)
+        if new:
+            letter = json.loads(self.lake.get_bytes(new[0]))
+            error = base64.b64decode(letter.get("knativeerrordata", "")).decode(errors="replace")[:300]
+            raise IngestFailed(f"{len(new)} event(s) dead-lettered, e.g. {new[0]}: HTTP "
+                               f"{letter.get('knativeerrorcode')} {error}. Fix the cause, then `ateda replay`.")
 
 
 class _LedgerFollower:
@@ -150,7 +184,10 @@ def summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, sec
         rejected=rejected, seconds=seconds, commits=commits)
 
 
-def iceberg_commits(settings: Settings) -> int:
-    """Snapshots across the bronze tables (each commit adds one)."""
-    tables = ensure_tables(load_catalog(settings), settings)
+def iceberg_commits(settings: Settings) -> int | None:
+    """Snapshots across the bronze tables (each commit adds one); None if the catalog is unreachable."""
+    try:
+        tables = ensure_tables(load_catalog(settings), settings)
+    except TransientError:
+        return None
     return sum(len(t.refresh().metadata.snapshots) for t in tables.values())

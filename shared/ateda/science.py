@@ -460,7 +460,11 @@ def _draw_cutout(ax, image, label: str, diverging: bool, scale_bar: bool = False
         return
     data = np.where(np.isfinite(image), image, np.nanmedian(image))
     if diverging:  # symmetric about zero: positive (brighter than the reference) red, negative blue
-        lim = float(np.percentile(np.abs(data), 99.5)) or 1.0
+        cy, cx = (np.array(data.shape) - 1) // 2
+        centre = data[cy - 4:cy + 5, cx - 4:cx + 5]  # the candidate's own pixels, 3x3-smoothed: not a hot pixel
+        peak = float(np.max(np.abs(np.lib.stride_tricks.sliding_window_view(centre, (3, 3)).mean(axis=(-1, -2)))))
+        noise = 1.4826 * float(np.median(np.abs(data - np.median(data))))
+        lim = max(peak, 5 * noise) or 1.0
         ax.imshow(data, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
     else:
         norm = ImageNormalize(data, interval=ZScaleInterval(), stretch=LinearStretch())

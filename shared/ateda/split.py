@@ -281,7 +281,7 @@ class Splitter:
                            use_dictionary=others, write_statistics=others, row_group_size=50_000)
         else:
             pq.write_table(table, sink, compression="zstd", row_group_size=50_000)
-        self.lake.put_bytes(key, sink.getbuffer())
+        self.lake.put_bytes(key, sink.getvalue())
         return self.lake.uri(key)
 
     def _write_manifest(self, done: list[_ObjectProgress]) -> None:

@@ -1,0 +1,96 @@
+{#-
+  Bronze access and "what is new since the last refresh".
+
+  DuckDB (local): ateda.warehouse creates, before each run, the views bronze.alert (every data file of the
+  current Iceberg snapshot) and bronze.alert_delta (the files not yet processed by a successful refresh).
+  StarRocks (cluster): bronze is read through the Iceberg external catalog; new rows are those ingested after
+  var('bronze_since'), which ateda.warehouse passes from its refresh state.
+-#}
+
+{#- True when the model is being updated rather than built from scratch. `dbt compile` offline cannot ask the
+    warehouse, so `--vars '{ateda_assume_incremental: true|false}'` forces either branch. -#}
+{% macro ateda_is_incremental() %}
+    {%- set forced = var('ateda_assume_incremental', none) -%}
+    {%- if forced is not none -%}
+        {{ return(forced in (true, 'true', 'True', 1, '1')) }}
+    {%- endif -%}
+    {{ return(is_incremental()) }}
+{% endmacro %}
+
+{#- The bronze alert rows a model reads: all of them on a full build, only the new ones on an incremental run. -#}
+{% macro bronze_alerts() %}
+    {%- if ateda_is_incremental() -%}
+        {{ bronze_alert_delta() }}
+    {%- else -%}
+        {{ source('bronze', 'alert') }}
+    {%- endif -%}
+{% endmacro %}
+
+{% macro bronze_alert_delta() %}
+    {{- return(adapter.dispatch('bronze_alert_delta', 'ateda')()) -}}
+{% endmacro %}
+
+{% macro default__bronze_alert_delta() -%}
+    {{ source('bronze', 'alert_delta') }}
+{%- endmacro %}
+
+{% macro starrocks__bronze_alert_delta() -%}
+    (select * from {{ source('bronze', 'alert') }}
+     where ingested_at > cast('{{ var("bronze_since") }}' as datetime))
+{%- endmacro %}
+
+{#- Objects with new bronze rows: what an incremental run recomputes. -#}
+{% macro touched_objects() -%}
+    (select distinct objectId from {{ bronze_alert_delta() }} as d where objectId is not null)
+{%- endmacro %}
+
+{#- on-run-start: StarRocks caches Iceberg metadata, so refresh it before reading bronze. -#}
+{% macro ateda_before_run() %}
+    {{- return(adapter.dispatch('ateda_before_run', 'ateda')()) -}}
+{% endmacro %}
+
+{% macro default__ateda_before_run() -%}
+{%- endmacro %}
+
+{% macro starrocks__ateda_before_run() -%}
+    refresh external table {{ source('bronze', 'alert') }}
+{%- endmacro %}
+
+{#- The order that picks one bronze copy of a row among several (best first): an alert's own candidate before a
+    copy in another alert's history, then the latest carrying alert, then the newest schema version, then the
+    source object's key, member and part, then `tiebreak` (copies inside one alert: a model's own columns).
+    Independent of arrival order. -#}
+{% macro source_rank_order(tiebreak=none) -%}
+    case when src_kind = 'alert' then 0 else 1 end, src_alert_jd desc, src_schema_version desc,
+    src_key, coalesce(src_member, ''), src_part{% if tiebreak %}, {{ tiebreak }}{% endif %}
+{%- endmacro %}
+
+{#- The lineage/rank columns every silver row built from bronze carries, read from the carrying alert `a`. -#}
+{% macro source_columns(alias, kind) -%}
+    '{{ kind }}' as src_kind,
+    {{ alias }}.candid as src_alert_candid,
+    {{ alias }}.jd as src_alert_jd,
+    coalesce({{ try_double(alias ~ '.schemavsn') }}, 0.0) as src_schema_version,
+    {{ alias }}.source_key as src_key,
+    {{ alias }}.source_member as src_member,
+    {{ alias }}.part as src_part,
+    {{ alias }}.ingested_at as ingested_at
+{%- endmacro %}
+
+{% macro source_column_list() -%}
+    src_kind, src_alert_candid, src_alert_jd, src_schema_version, src_key, src_member, src_part, ingested_at
+{%- endmacro %}
+
+{#- Alerts with new bronze rows (candid-scoped models). -#}
+{% macro touched_candids() -%}
+    (select distinct candid from {{ bronze_alert_delta() }} as d)
+{%- endmacro %}
+
+{#- `where` clause limiting an object-scoped model's input to the touched objects on an incremental run. -#}
+{% macro where_touched_objects(column='objectId') -%}
+    {%- if ateda_is_incremental() %} where {{ column }} in {{ touched_objects() }}{% endif -%}
+{%- endmacro %}
+
+{% macro where_touched_candids(column='candid') -%}
+    {%- if ateda_is_incremental() %} where {{ column }} in {{ touched_candids() }}{% endif -%}
+{%- endmacro %}

@@ -1,0 +1,43 @@
+{#- Small SQL differences between DuckDB (default__) and StarRocks (starrocks__). -#}
+
+{#- Join each row of `list_expr` as `alias`(`col`): a lateral unnest. -#}
+{% macro unnest_join(list_expr, alias, col) %}
+    {{- return(adapter.dispatch('unnest_join', 'ateda')(list_expr, alias, col)) -}}
+{% endmacro %}
+{% macro default__unnest_join(list_expr, alias, col) -%}
+    cross join unnest({{ list_expr }}) as {{ alias }}({{ col }})
+{%- endmacro %}
+{% macro starrocks__unnest_join(list_expr, alias, col) -%}
+    , unnest({{ list_expr }}) as {{ alias }}({{ col }})
+{%- endmacro %}
+
+{% macro list_length(expr) %}
+    {{- return(adapter.dispatch('list_length', 'ateda')(expr)) -}}
+{% endmacro %}
+{% macro default__list_length(expr) -%} coalesce(len({{ expr }}), 0) {%- endmacro %}
+{% macro starrocks__list_length(expr) -%} coalesce(array_length({{ expr }}), 0) {%- endmacro %}
+
+{#- Median with interpolation between the two middle values (numpy's median). -#}
+{% macro median(expr) %}
+    {{- return(adapter.dispatch('median', 'ateda')(expr)) -}}
+{% endmacro %}
+{% macro default__median(expr) -%} median({{ expr }}) {%- endmacro %}
+{% macro starrocks__median(expr) -%} percentile_cont({{ expr }}, 0.5) {%- endmacro %}
+
+{#- A string as a number, NULL when it is not one. -#}
+{% macro try_double(expr) %}
+    {{- return(adapter.dispatch('try_double', 'ateda')(expr)) -}}
+{% endmacro %}
+{% macro default__try_double(expr) -%} try_cast({{ expr }} as double) {%- endmacro %}
+{% macro starrocks__try_double(expr) -%} cast({{ expr }} as double) {%- endmacro %}
+
+{#- The UT date of the Palomar night holding `jd` (it changes at local noon, 20:00 UTC), as bronze's `night`. -#}
+{% macro jd_to_night(jd) %}
+    {{- return(adapter.dispatch('jd_to_night', 'ateda')(jd)) -}}
+{% endmacro %}
+{% macro default__jd_to_night(jd) -%}
+    cast(date '1970-01-01' + cast(floor({{ jd }} - 2440587.5 + 4.0 / 24.0) as integer) as date)
+{%- endmacro %}
+{% macro starrocks__jd_to_night(jd) -%}
+    cast(days_add(cast('1970-01-01' as date), cast(floor({{ jd }} - 2440587.5 + 4.0 / 24.0) as int)) as date)
+{%- endmacro %}

@@ -1,0 +1,56 @@
+{{ config(unique_key='objectId', keys=['objectId', 'fid', 'mjd_ms'], distributed_by=['objectId']) }}
+{#- Grain: one row per upper limit (objectId, fid, mjd): prv_candidates entries without a candid.
+    Consecutive alerts of an object repeat them: one copy is kept (source_rank_order()). mjd_ms (the same instant
+    in whole milliseconds) stands in for mjd in StarRocks' primary key, which cannot be floating point.
+    An alert repeating one (objectId, fid, jd) in its own history keeps the deepest limit. -#}
+{%- set raw = ['objectId', 'fid', 'jd', 'pid', 'field', 'rcid', 'diffmaglim', source_column_list()] -%}
+
+with incoming as (
+    select
+        a.objectId as objectId,
+        p.fid as fid,
+        p.jd as jd,
+        p.pid as pid,
+        p.field as field,
+        p.rcid as rcid,
+        p.diffmaglim as diffmaglim,
+        {{ source_columns('a', 'prv_candidate') }}
+    from {{ bronze_alerts() }} as a
+    {{ unnest_join('a.prv_candidates', 'h', 'p') }}
+    where a.objectId is not null and p.candid is null and p.jd is not null and p.fid is not null
+),
+
+candidates as (
+    select {{ raw | join(', ') }} from incoming
+    {%- if ateda_is_incremental() %}
+    union all
+    select {{ raw | join(', ') }} from {{ this }}
+    where objectId in (select objectId from incoming)
+    {%- endif %}
+),
+
+best as (
+    select {{ raw | join(', ') }}
+    from (
+        select *, row_number() over (
+            partition by objectId, fid, jd order by {{ source_rank_order('diffmaglim desc, pid') }}
+        ) as copy_rank
+        from candidates
+    ) as ranked
+    where copy_rank = 1
+)
+
+select
+    objectId,
+    fid,
+    cast(round({{ mjd('jd') }} * 86400000) as bigint) as mjd_ms,
+    {{ mjd('jd') }} as mjd,
+    jd,
+    {{ jd_to_night('jd') }} as night,
+    {{ band('fid') }} as band,
+    pid,
+    field,
+    rcid,
+    diffmaglim,
+    {{ source_column_list() }}
+from best
