@@ -134,7 +134,8 @@ def test_local_end_to_end_every_real_alert_bad_input_and_duplicates(local_settin
     tar_reasons = nightly_tarball(tar, tar_files)
     bad = bad_inputs(tmp_path / "bad")
     expected = expected_alerts(files)
-    with Runtime(s, duplicate_deliveries=True) as rt:  # every event is delivered twice
+    # every event is delivered twice, and every event any function emits is validated against events/
+    with Runtime(s, duplicate_deliveries=True, validate_events=True) as rt:
         summary = run_ingest(s, [*files, tar, tmp_path / "bad"], quiet=True, timeout=300)
         check_bronze(s, expected, tar.name, tar_files)
         assert len(list(lake_store(s).list("staging/raw/"))) == 3, "the 42-member tarball fans out in 3 parts"

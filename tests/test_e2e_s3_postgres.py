@@ -48,7 +48,7 @@ def test_s3_and_postgres_end_to_end(tmp_path, s3_endpoint, pg_catalog_uri):
         client.create_bucket(Bucket=bucket)
     files = alert_files()
     expected = expected_alerts(files)
-    with Runtime(s):
+    with Runtime(s, validate_events=True):
         summary = run_ingest(s, files, quiet=True, timeout=300)
     check_bronze(s, expected, None, [])
     check_cutouts(s, files)

@@ -121,3 +121,14 @@ def test_broker_spool_survives_a_restart(tmp_path):
     _wait(second)
     assert len(sub.calls) == 1
     second.stop()
+
+
+def test_validating_broker_refuses_events_outside_the_catalogue(tmp_path):
+    trig = Trigger("to-sub", "ateda", "svc", ({"exact": {"type": events.ALERTS_STAGED}},), Delivery())
+    broker = Broker([trig], {"svc": "http://127.0.0.1:9"}, tmp_path / "spool", LocalStore(tmp_path / "lake"),
+                    validate=True).start()
+    headers, body = events.to_binary(events.make_event(events.ALERTS_STAGED, "/test", {"chunk": "nope"}))
+    resp = requests.post(f"{broker.url}/ateda/ateda", data=body, headers=headers)
+    assert resp.status_code == 400 and "required" in resp.text
+    assert broker.backlog() == {"to-sub": 0}
+    broker.stop()

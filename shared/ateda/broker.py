@@ -33,9 +33,10 @@ RETRYABLE = {404, 408, 409, 429}
 class Broker:
     def __init__(self, triggers: list[Trigger], subscribers: dict[str, str], spool: Path, lake: ObjectStore,
                  parallelism: dict[str, int] | None = None, host: str = "127.0.0.1", port: int = 0,
-                 backoff_scale: float = 1.0, duplicate: bool = False) -> None:
+                 backoff_scale: float = 1.0, duplicate: bool = False, validate: bool = False) -> None:
         """``backoff_scale`` shrinks the Triggers' backoff (tests); ``duplicate`` delivers every event twice, as an
-        at-least-once transport may (a chaos switch that proves the functions idempotent)."""
+        at-least-once transport may (a chaos switch that proves the functions idempotent); ``validate`` refuses
+        (400) any event that does not match the catalogue in ``events/``."""
         self.triggers = triggers
         self.subscribers = subscribers
         self.spool = Path(spool)
@@ -43,6 +44,7 @@ class Broker:
         self.parallelism = parallelism or {}
         self.backoff_scale = backoff_scale
         self.duplicate = duplicate
+        self.validate = validate
         self._queues: dict[str, queue.Queue] = {t.name: queue.Queue() for t in triggers}
         self._pending: dict[str, int] = {t.name: 0 for t in triggers}  # accepted, not yet acked or dead-lettered
         self._lock = threading.Lock()
@@ -169,8 +171,10 @@ def _handler(broker: Broker):  # noqa: ANN202
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             try:
                 event = events.from_http(dict(self.headers), body)
-            except (ValueError, json.JSONDecodeError) as exc:
-                self._reply(400, str(exc).encode())
+                if broker.validate:
+                    events.validate(event)
+            except Exception as exc:  # not a CloudEvent, or not one of ours: refused, as Knative's ingress does
+                self._reply(400, str(exc)[:2000].encode())
                 return
             broker.accept(event)
             self._reply(202, b"")

@@ -62,6 +62,7 @@ class Runtime:
     watch: bool = True
     backoff_scale: float = 1.0
     duplicate_deliveries: bool = False
+    validate_events: bool = False
     procs: list[subprocess.Popen] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     broker: Broker | None = None
@@ -74,7 +75,8 @@ class Runtime:
         triggers = load_triggers(knative_dir())
         self.broker = Broker(triggers, self.urls, home / "broker" / "spool", lake,
                              parallelism={f.service: f.parallelism for f in self.functions},
-                             backoff_scale=self.backoff_scale, duplicate=self.duplicate_deliveries)
+                             backoff_scale=self.backoff_scale, duplicate=self.duplicate_deliveries,
+                             validate=self.validate_events)
         sink = f"{self.broker.url}/ateda/ateda"
         for spec in self.functions:
             self.urls[spec.service] = self._spawn(spec, sink)

@@ -7,7 +7,6 @@ then bronze (``select * from object`` is ``gold.object``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import gzip

@@ -197,7 +197,6 @@ class Splitter:
         except BadInput as err:
             self._reject(prog, err, member, data)
             return
-        size = self.settings.chunk_alerts
         if prog.fixed_part is not None:
             self._add(prog, decoded, decoded.records, prog.fixed_part, member, data)
         else:
