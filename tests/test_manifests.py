@@ -36,6 +36,7 @@ EVENT_TYPES = {
     "dev.ateda.alerts.staged",
     "dev.ateda.bronze.committed",
     "dev.ateda.input.rejected",
+    "dev.ateda.silver.refreshed",
 }
 
 # Knative Service -> (function folder, functions-framework signature type, emits events?)
@@ -44,6 +45,8 @@ SERVICES = {
     "ateda-split": ("split", "cloudevent", True),
     "ateda-bronze": ("bronze", "cloudevent", True),
     "ateda-dead-letter": ("dead_letter", "cloudevent", False),
+    "ateda-dbt-refresh": ("dbt_refresh", "cloudevent", True),
+    "ateda-crossmatch": ("crossmatch", "cloudevent", False),
 }
 IMAGE_TAG = "0.1.0"
 
@@ -51,6 +54,8 @@ IMAGE_TAG = "0.1.0"
 TRIGGERS = {
     "split-on-object-created": ("ateda-split", "dev.ateda.object.created"),
     "bronze-on-alerts-staged": ("ateda-bronze", "dev.ateda.alerts.staged"),
+    "refresh-on-bronze-committed": ("ateda-dbt-refresh", "dev.ateda.bronze.committed"),
+    "crossmatch-on-bronze-committed": ("ateda-crossmatch", "dev.ateda.bronze.committed"),
 }
 
 ENV_PREFIXES = ("ATEDA_", "AWS_", "K_", "WORKERS", "THREADS", "FUNCTION_", "PORT")
@@ -73,6 +78,8 @@ ENV_NAMES = {
     "ATEDA_BATCH_MAX_OBJECTS",
     "FUNCTION_TARGET",
     "FUNCTION_SIGNATURE_TYPE",
+    "ATEDA_DBT_TARGET",
+    "ATEDA_REFRESH_DEBOUNCE_MS",
 }
 # Set by Knative (PORT, K_SERVICE, ...) or by the SinkBinding (K_SINK, K_CE_OVERRIDES): never by hand.
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION", "K_SINK", "K_CE_OVERRIDES"}
@@ -96,6 +103,7 @@ INT_ENV = {
     "ATEDA_COMMIT_MAX_ALERTS",
     "ATEDA_BATCH_WINDOW_MS",
     "ATEDA_BATCH_MAX_OBJECTS",
+    "ATEDA_REFRESH_DEBOUNCE_MS",
 }
 REQUIRED_ENV = {
     "ateda-minio-bridge": {"ATEDA_BUCKET", "ATEDA_BRIDGE_TOKEN", "ATEDA_BATCH_WINDOW_MS", "ATEDA_BATCH_MAX_OBJECTS"},
@@ -109,6 +117,8 @@ REQUIRED_ENV = {
         "ATEDA_COMMIT_MAX_ALERTS",
     },
     "ateda-dead-letter": {"ATEDA_LAKE", "ATEDA_S3_ENDPOINT"},
+    "ateda-dbt-refresh": {"ATEDA_LAKE", "ATEDA_WAREHOUSE", "ATEDA_CATALOG_URI", "ATEDA_S3_ENDPOINT", "ATEDA_DBT_TARGET"},
+    "ateda-crossmatch": {"ATEDA_LAKE", "ATEDA_WAREHOUSE", "ATEDA_CATALOG_URI", "ATEDA_S3_ENDPOINT"},
 }
 S3_ENV = {"AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 

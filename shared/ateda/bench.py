@@ -2,7 +2,8 @@
 
 For N synthetic alerts, written both as N single-alert files and as one nightly tarball:
 * ceiling: bare ``fastavro.reader`` over every record of the same bytes, in this one process;
-* end to end: a fresh embedded runtime with its default worker count; the clock runs from the first file's
+* end to end: a fresh embedded runtime running the ingestion functions (split, bronze) with their default worker
+  count; the clock runs from the first file's
   arrival in the bucket (its time there, as the ledger records it) to the last commit to bronze (cutouts
   included). ``ingest_command_s`` is the whole ``ateda ingest`` (copying the input into the bucket included).
 Reported: alerts/s, ratio to the ceiling, Iceberg commits per 1 000 alerts, p50/p95 latency from a file's
@@ -146,10 +147,10 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
     from .catalog import ensure_tables, load_catalog
     from .ingest import iceberg_commits
     from .cli import run_ingest
-    from .runtime import Runtime
+    from .runtime import Runtime, ingestion_functions
 
     settings = Settings(home=home).resolved()
-    with RssSampler() as rss, Runtime(settings) as rt:
+    with RssSampler() as rss, Runtime(settings, functions=ingestion_functions()) as rt:
         before = _cpu_by_role(rt)
         summary = run_ingest(settings, inputs, quiet=True)
         after = _cpu_by_role(rt)
@@ -173,7 +174,7 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
 
 
 def run_bench(n: int = 20_000, keep: bool = False, seed: int = 7) -> dict:
-    from .runtime import default_functions
+    from .runtime import ingestion_functions
     from .synth import write_single_files
 
     work = Path(tempfile.mkdtemp(prefix="ateda-bench-"))
@@ -189,7 +190,7 @@ def run_bench(n: int = 20_000, keep: bool = False, seed: int = 7) -> dict:
         single_e2e = _end_to_end(work / "home-single", [work / "singles"])
         result = {
             "n_alerts": n, "cpus": os.cpu_count(), "generate_s": round(gen_s, 1),
-            "split_workers": default_functions()[0].workers,
+            "split_workers": ingestion_functions()[0].workers,
             "tarball_mb": round(tarball.stat().st_size / 2**20, 1),
             "ceiling_single_alerts_per_s": round(ceiling_single, 1),
             "ceiling_tarball_alerts_per_s": round(ceiling_tar, 1),

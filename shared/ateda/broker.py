@@ -128,7 +128,11 @@ class Broker:
     def _deliver(self, trigger: Trigger, session: requests.Session, path: Path) -> None:
         event = json.loads(path.read_bytes())
         headers, body = events.to_binary(event)
-        url = self.subscribers[trigger.subscriber]
+        url = self.subscribers.get(trigger.subscriber)
+        if url is None:  # a Trigger whose subscriber is not running here: dead-letter, never lose the event
+            self._dead_letter(trigger, event, trigger.subscriber, 0, "no such subscriber in this runtime")
+            path.unlink(missing_ok=True)
+            return
         code, error = 0, ""
         for attempt in range(trigger.delivery.retry + 1):
             if attempt:

@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
     bench.set_defaults(func=cmd_bench)
     from .science import register; register(sub)  # noqa: E702
+    from .crossmatch import register as _xm; _xm(sub)  # noqa: E702
     return p
 
 

@@ -42,7 +42,7 @@ class Settings:
     s3_secret_key: str = ""
     sink: str = ""  # K_SINK: where follow-up events are posted
     bridge_token: str = ""
-    chunk_alerts: int = 1000
+    chunk_alerts: int = 500
     commit_window_ms: int = 2000
     commit_max_alerts: int = 50_000
     batch_window_ms: int = 200
@@ -66,7 +66,7 @@ class Settings:
             s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY") or "",
             sink=env.get("K_SINK") or "",
             bridge_token=env.get("ATEDA_BRIDGE_TOKEN") or "",
-            chunk_alerts=_int(env, "ATEDA_CHUNK_ALERTS", 1000),
+            chunk_alerts=_int(env, "ATEDA_CHUNK_ALERTS", 500),
             commit_window_ms=_int(env, "ATEDA_COMMIT_WINDOW_MS", 2000),
             commit_max_alerts=_int(env, "ATEDA_COMMIT_MAX_ALERTS", 50_000),
             batch_window_ms=_int(env, "ATEDA_BATCH_WINDOW_MS", 200),

@@ -19,7 +19,8 @@ OBJECT_CREATED = "dev.ateda.object.created"
 ALERTS_STAGED = "dev.ateda.alerts.staged"
 BRONZE_COMMITTED = "dev.ateda.bronze.committed"
 INPUT_REJECTED = "dev.ateda.input.rejected"
-TYPES = (OBJECT_CREATED, ALERTS_STAGED, BRONZE_COMMITTED, INPUT_REJECTED)
+SILVER_REFRESHED = "dev.ateda.silver.refreshed"
+TYPES = (OBJECT_CREATED, ALERTS_STAGED, BRONZE_COMMITTED, INPUT_REJECTED, SILVER_REFRESHED)
 
 _local = threading.local()
 

@@ -26,6 +26,11 @@ from .storage import lake_store
 from .watcher import BucketWatcher
 
 
+# glibc's dynamic mmap threshold lets the freed 45 KB stamps and multi-MB chunk buffers fragment the heap, so a
+# long-running worker's RSS creeps up chunk after chunk; a fixed threshold returns big blocks to the OS at once.
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
 def functions_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "functions"
 
@@ -40,12 +45,21 @@ class FunctionSpec:
     parallelism: int = 4  # concurrent deliveries from the local broker
 
 
-def default_functions(split_workers: int | None = None) -> list[FunctionSpec]:
+def ingestion_functions(split_workers: int | None = None) -> list[FunctionSpec]:
     """split: one worker process per core (decoding is CPU-bound); bronze: one process so requests share commits."""
     workers = split_workers or max(2, os.cpu_count() or 2)
     return [
         FunctionSpec("ateda-split", "split", workers=workers, threads=1, parallelism=workers * 2),
         FunctionSpec("ateda-bronze", "bronze", workers=1, threads=64, parallelism=64),
+    ]
+
+
+def default_functions(split_workers: int | None = None) -> list[FunctionSpec]:
+    """Ingestion plus the science functions that follow bronze commits."""
+    return ingestion_functions(split_workers) + [
+        # one process each: the refresh worker thread and the crossmatch duplicate check are per process
+        FunctionSpec("ateda-dbt-refresh", "dbt_refresh", workers=1, threads=4, parallelism=4),
+        FunctionSpec("ateda-crossmatch", "crossmatch", workers=1, threads=2, parallelism=2),
     ]
 
 
@@ -72,7 +86,9 @@ class Runtime:
         home = Path(self.settings.home)
         home.mkdir(parents=True, exist_ok=True)
         lake = lake_store(self.settings)
-        triggers = load_triggers(knative_dir())
+        running = {f.service for f in self.functions}
+        # the Triggers of the functions this runtime runs (a runtime may run a subset, e.g. ingestion only)
+        triggers = [t for t in load_triggers(knative_dir()) if t.subscriber in running]
         self.broker = Broker(triggers, self.urls, home / "broker" / "spool", lake,
                              parallelism={f.service: f.parallelism for f in self.functions},
                              backoff_scale=self.backoff_scale, duplicate=self.duplicate_deliveries,
@@ -97,7 +113,7 @@ class Runtime:
         port = free_port()
         metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{spec.folder}-", dir=self.settings.home)
         env = {**os.environ, **self.settings.as_env(), "K_SINK": sink, "WORKERS": str(spec.workers),
-               "THREADS": str(spec.threads), "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+               "THREADS": str(spec.threads), "PROMETHEUS_MULTIPROC_DIR": metrics_dir, **MALLOC_ENV,
                "ATEDA_METRICS_PORT": os.environ.get(f"ATEDA_METRICS_PORT_{spec.folder.upper()}", "0")}
         log = open(Path(self.settings.home) / f"{spec.folder}.log", "ab")
         cmd = [sys.executable, "-m", "functions_framework", "--target", "handle",

@@ -1,0 +1,21 @@
+"""crossmatch: match the alerts of a bronze commit against the catalogs registered in the lake -> bronze.crossmatch."""
+
+from __future__ import annotations
+
+import logging
+
+import functions_framework
+from ateda.config import settings
+from ateda.crossmatch import crossmatch_commit
+from ateda.function import request_scope
+from cloudevents.http import CloudEvent
+
+log = logging.getLogger("ateda.crossmatch")
+
+
+@functions_framework.cloud_event
+def handle(event: CloudEvent) -> None:
+    """Trigger: dev.ateda.bronze.committed. Answers once the matches are committed; re-deliveries add nothing."""
+    with request_scope("crossmatch", event["type"]):
+        summary = crossmatch_commit(settings(), event.data or {})
+        log.info("crossmatch %s: %s", event["id"], summary)

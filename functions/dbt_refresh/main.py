@@ -1,0 +1,23 @@
+"""dbt-refresh: record "bronze committed" and answer at once; a background worker runs one debounced dbt refresh."""
+
+from __future__ import annotations
+
+import functools
+
+import functions_framework
+from ateda.config import settings
+from ateda.function import emitter, request_scope
+from ateda.refresh import FUNCTION, RefreshWorker
+from cloudevents.http import CloudEvent
+
+
+@functions_framework.cloud_event
+def handle(event: CloudEvent) -> None:
+    """Trigger: dev.ateda.bronze.committed. Durable request marker, then 200; dbt never runs in the request."""
+    with request_scope(FUNCTION, event["type"]):
+        _worker().request({**event.get_attributes(), "data": event.data})
+
+
+@functools.cache
+def _worker() -> RefreshWorker:  # created (and its thread started) by the first request, never at import
+    return RefreshWorker(settings(), emitter(FUNCTION))

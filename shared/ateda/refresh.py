@@ -1,0 +1,231 @@
+"""The dbt refresh function's logic: durable requests, one debounced background run, a cross-process lock.
+
+A ``bronze.committed`` request is only *recorded* (a small JSON marker in the lake, ``refresh/requests/``) and
+acknowledged at once: a dbt run can outlive a Knative request (300 s), so it never runs inside one. One worker
+thread per process (started lazily by the first request, never at import) waits until no request has arrived for
+``ATEDA_REFRESH_DEBOUNCE_MS`` (default 5000; at most ``ATEDA_REFRESH_MAX_WAIT_MS`` after the first pending one,
+default 60000, so a steady stream still refreshes), then, holding an exclusive ``flock`` on
+``$ATEDA_HOME/refresh/dbt-refresh-<target>.lock`` (two processes never run dbt on the same target at once), runs
+:func:`run_refresh` once for every request pending at that moment, emits ``dev.ateda.silver.refreshed`` and
+deletes those markers. A failed run is retried ``ATEDA_REFRESH_RETRIES`` times (default 3) with exponential backoff
+(``ATEDA_REFRESH_BACKOFF_MS``, default 1000); then the last triggering event is written as a dead letter
+(``dead-letter/dbt-refresh/<time>-<id>.json`` with ``knativeerror*`` extensions, so ``ateda replay`` re-sends it)
+and the markers are dropped. Markers left by a crashed process are picked up by the next one's worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+SILVER_REFRESHED = "dev.ateda.silver.refreshed"
+REQUESTS = "refresh/requests/"
+DEAD_LETTERS = "dead-letter/dbt-refresh/"
+FUNCTION = "dbt-refresh"
+
+
+def run_refresh(settings: Settings, target: str = "local"):
+    """The dbt run itself (module level so that tests can count or fake it)."""
+    from .warehouse import refresh
+
+    return refresh(settings, target=target)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+@dataclass
+class RefreshConfig:
+    debounce_s: float = 5.0
+    max_wait_s: float = 60.0
+    retries: int = 3
+    backoff_s: float = 1.0
+    target: str = "local"
+
+    @classmethod
+    def from_env(cls) -> RefreshConfig:
+        return cls(debounce_s=_env_int("ATEDA_REFRESH_DEBOUNCE_MS", 5000) / 1000.0,
+                   max_wait_s=_env_int("ATEDA_REFRESH_MAX_WAIT_MS", 60000) / 1000.0,
+                   retries=_env_int("ATEDA_REFRESH_RETRIES", 3),
+                   backoff_s=_env_int("ATEDA_REFRESH_BACKOFF_MS", 1000) / 1000.0,
+                   target=os.environ.get("ATEDA_DBT_TARGET") or "local")
+
+
+@contextlib.contextmanager
+def run_lock(settings: Settings, target: str) -> Iterator[None]:
+    """Exclusive across processes (and across workers of one process: each opens its own file description)."""
+    path = Path(settings.home) / "refresh" / f"dbt-refresh-{target}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class RefreshWorker:
+    """``request(event)`` records and returns; a background thread debounces and runs the refresh."""
+
+    def __init__(self, settings: Settings, emit: Callable[[str, dict, str], None],
+                 config: RefreshConfig | None = None) -> None:
+        from .storage import lake_store
+
+        self.settings = settings
+        self.config = config or RefreshConfig.from_env()
+        self.emit = emit
+        self.lake = lake_store(settings)
+        self.runs = 0  # completed (successful) runs, for tests and logs
+        self._cond = threading.Condition()
+        self._last = 0.0
+        self._first = 0.0
+        self._thread: threading.Thread | None = None
+        self._stop = False
+
+    # -- request side (inside the HTTP request: cheap, durable)
+
+    def request(self, event: dict) -> str:
+        key = f"{REQUESTS}{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"  # sorts in arrival order
+        self.lake.put_bytes(key, json.dumps(event, default=str).encode())
+        self.wake()
+        return key
+
+    def wake(self) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if not self._first:
+                self._first = now
+            self._last = now
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="dbt-refresh", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # -- the worker thread
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop:
+                    now = time.monotonic()
+                    quiet = self._last + self.config.debounce_s - now
+                    capped = self._first + self.config.max_wait_s - now
+                    left = min(quiet, capped)
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if self._stop:
+                    return
+                self._first = 0.0
+            try:
+                self.run_pending()
+            except Exception:
+                log.exception("dbt refresh worker")
+            with self._cond:  # a request that came in during the run starts a new debounce period
+                if not self._first:
+                    try:
+                        left = self._pending()
+                    except Exception:  # noqa: BLE001
+                        left = []
+                    if not left:
+                        self._thread = None
+                        return
+                    self._first = self._last = time.monotonic()
+
+    def _pending(self) -> list[str]:
+        root = getattr(self.lake, "root", None)
+        if root is not None:  # a local lake: list the one folder, not the whole lake
+            folder = Path(root) / REQUESTS
+            names = os.listdir(folder) if folder.is_dir() else []
+            return sorted(REQUESTS + n for n in names if n.endswith(".json") and not n.startswith("."))
+        return sorted(i.key for i in self.lake.list(REQUESTS) if i.key.endswith(".json"))
+
+    def run_pending(self) -> dict | None:
+        """One refresh for every request pending now (under the lock); returns the emitted data, if any."""
+        with run_lock(self.settings, self.config.target):
+            keys = self._pending()  # read under the lock: another process may have served them meanwhile
+            if not keys:
+                return None
+            last_error = ""
+            for attempt in range(self.config.retries + 1):
+                try:
+                    result = run_refresh(self.settings, self.config.target)
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("dbt refresh attempt %d failed: %s", attempt + 1, last_error)
+                    if attempt < self.config.retries:
+                        time.sleep(self.config.backoff_s * 2 ** attempt)
+            else:
+                self._dead_letter(keys, last_error)
+                self._drop(keys)
+                return None
+            self.runs += 1
+            data = silver_refreshed_data(result, keys, self._events(keys))
+            self.emit(SILVER_REFRESHED, data, data["target"])
+            self._drop(keys)
+            return data
+
+    def _events(self, keys: list[str]) -> list[dict]:
+        out = []
+        for k in keys:
+            try:
+                out.append(json.loads(self.lake.get_bytes(k)))
+            except Exception as exc:  # noqa: BLE001 - a marker deleted meanwhile
+                log.debug("refresh marker %s gone: %s", k, exc)
+        return out
+
+    def _drop(self, keys: list[str]) -> None:
+        for k in keys:
+            with contextlib.suppress(Exception):
+                self.lake.delete(k)
+
+    def _dead_letter(self, keys: list[str], error: str) -> None:
+        evts = self._events(keys)
+        event = dict(evts[-1]) if evts else {"specversion": "1.0", "id": uuid.uuid4().hex, "type": "unknown",
+                                             "source": f"/ateda/{FUNCTION}"}
+        event.update(knativeerrordest=FUNCTION, knativeerrorcode="500", knativeerrordata=error[:2000])
+        key = f"{DEAD_LETTERS}{time.strftime('%Y%m%dT%H%M%S')}-{event.get('id', uuid.uuid4().hex)}.json"
+        self.lake.put_bytes(key, json.dumps(event, indent=1, default=str).encode())
+        log.error("dbt refresh dead-lettered after %d attempts: %s", self.config.retries + 1, error)
+
+
+def silver_refreshed_data(result, keys: list[str], evts: list[dict]) -> dict:
+    """The ``data`` of ``dev.ateda.silver.refreshed`` from a :class:`ateda.warehouse.RefreshResult`."""
+    d = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+    snaps = []
+    for e in evts:
+        sid = ((e.get("data") or {}).get("snapshot_ids") or {}).get("alert")
+        if sid is not None and sid not in snaps:
+            snaps.append(sid)
+    return {
+        "target": d.get("target", "local"),
+        "seconds": float(d.get("seconds", 0.0)),
+        "new_files": int(d.get("new_files") or 0),
+        "models": {k: {"status": str(v.get("status")), "rows_affected": v.get("rows_affected")}
+                   for k, v in (d.get("models") or {}).items()},
+        "rows": {k: int(v) for k, v in (d.get("rows") or {}).items() if v is not None},
+        "requests": len(keys),
+        "bronze_snapshot_ids": snaps,
+    }

@@ -1,0 +1,321 @@
+"""The crossmatch (HEALPix-partitioned catalogs, known answers, pruning, idempotence) and the dbt refresh function
+(debounce, no overlapping runs, retries then dead letter, the emitted event validates)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from ateda import crossmatch as xm
+from ateda import events
+from ateda import refresh as rf
+from ateda.config import Settings
+from conftest import alert_files, put_alerts, validate_all
+from test_functions import app, post
+
+
+@pytest.fixture
+def lake_settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path / "home").resolved()
+
+
+def _csv(path, rows) -> None:
+    path.write_text("id,ra,dec\n" + "".join(f"{i},{r!r},{d!r}\n" for i, r, d in rows))
+
+
+def _alerts(rows) -> pa.Table:
+    return pa.table({"candid": pa.array([r[0] for r in rows], pa.int64()), "objectId": [f"ZTF{r[0]}" for r in rows],
+                     "ra": [float(r[1]) for r in rows], "dec": [float(r[2]) for r in rows],
+                     "night": pa.array([None] * len(rows), pa.date32())})
+
+
+# ---------------------------------------------------------------- crossmatch
+
+def test_separation_known_answers():
+    sep = xm.separation_arcsec
+    assert sep(359.9999, 0, 0.0001, 0) == pytest.approx(0.72, abs=1e-6)  # across ra = 0/360
+    assert sep(0, 89.9999, 180, 89.9999) == pytest.approx(0.72, abs=1e-6)  # over the north pole
+    assert sep(10, 90, 200, 89.9998) == pytest.approx(0.72, abs=1e-6)  # ra is meaningless at the pole
+    assert sep(45, -89.9999, 225, -89.9999) == pytest.approx(0.72, abs=1e-6)  # south pole
+    assert sep(0, 89.9999, 90, 89.9999) == pytest.approx(0.36 * np.sqrt(2), rel=1e-6)  # quarter turn near pole
+    assert sep(120, 30, 120, 30 + 1 / 3600) == pytest.approx(1.0, abs=1e-9)
+    assert sep(0, 0, 180, 0) == pytest.approx(180 * 3600)  # antipodes: no loss of precision either way
+    assert sep(12.3, -45.6, 12.3, -45.6) == 0.0
+
+
+def test_catalog_add_and_match_known_answers(lake_settings, tmp_path):
+    s = lake_settings
+    arc = 1 / 3600
+    cat_rows = [
+        ("wrap", 0.0001, 0.0),  # alert 1 at ra 359.9999: 0.72"
+        ("npole", 180.0, 89.9999),  # alert 2 at ra 0, dec 89.9999: 0.72" over the pole
+        ("spole", 270.0, -89.9998),  # alert 3 at the south pole itself: 0.72"
+        ("inside", 100.0, 20.0 + 1.99 * arc),  # alert 4 at (100, 20): 1.99" < 2"
+        ("outside", 100.0, 20.0 - 2.01 * arc),  # 2.01" > 2": no match
+        ("far", 200.0, -30.0),
+    ]
+    _csv(tmp_path / "cat.csv", cat_rows)
+    info = xm.add_catalog(s, "known", tmp_path / "cat.csv", radius_arcsec=2.0)
+    assert info.rows == 6 and info.nside == 64 and len(info.cells) == 5  # inside/outside share one
+    alerts = _alerts([(1, 359.9999, 0.0), (2, 0.0, 89.9999), (3, 0.0, -90.0), (4, 100.0, 20.0), (5, 10.0, 10.0)])
+    found = xm.match(s, alerts)
+    got = {(c, m): d for c, m, d in zip(found["candid"].to_pylist(), found["match_id"].to_pylist(),
+                                         found["dist_arcsec"].to_pylist())}
+    assert set(got) == {(1, "wrap"), (2, "npole"), (3, "spole"), (4, "inside")}
+    assert got[(1, "wrap")] == pytest.approx(0.72, abs=1e-6)
+    assert got[(2, "npole")] == pytest.approx(0.72, abs=1e-6)
+    assert got[(3, "spole")] == pytest.approx(0.72, abs=1e-6)
+    assert got[(4, "inside")] == pytest.approx(1.99, abs=1e-6)
+    assert set(found["catalog"].to_pylist()) == {"known"}
+    # a CSV and a Parquet file with the same rows are the same catalog version
+    pa_tab = pa.table({"ra": [r[1] for r in cat_rows], "dec": [r[2] for r in cat_rows], "id": [r[0] for r in cat_rows]})
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa_tab, tmp_path / "cat.parquet")
+    assert xm.add_catalog(s, "known", tmp_path / "cat.parquet", 2.0).version == info.version
+    assert [c.name for c in xm.list_catalogs(s)] == ["known"]
+
+
+def test_only_the_needed_cells_are_read_and_pruning_loses_nothing(lake_settings, tmp_path, monkeypatch):
+    s = lake_settings
+    rng = np.random.default_rng(7)
+    n = 12_000  # uniform on the sphere: some in every one of thousands of cells
+    ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    # plus a dense clump around (0, 0) and the north pole, so neighbours across ra = 0/360 and the pole matter
+    ra = np.r_[ra, np.mod(rng.normal(0, 0.02, 500), 360), rng.uniform(0, 360, 500)]
+    dec = np.r_[dec, rng.normal(0, 0.02, 500), 90 - np.abs(rng.normal(0, 0.02, 500))]
+    _csv(tmp_path / "sky.csv", [(f"s{i}", float(r), float(d)) for i, (r, d) in enumerate(zip(ra, dec))])
+    info = xm.add_catalog(s, "sky", tmp_path / "sky.csv", radius_arcsec=120.0)
+    assert len(info.cells) > 8_000
+    alerts = _alerts([(1, 0.0, 0.0), (2, 359.99, 0.01), (3, 33.0, 89.995), (4, 150.0, -20.0)])
+
+    from ateda.storage import LocalStore
+
+    reads: list[str] = []
+    orig = LocalStore.get_bytes
+    monkeypatch.setattr(LocalStore, "get_bytes", lambda self, k: (reads.append(k), orig(self, k))[1])
+    stats = xm.MatchStats()
+    found = xm.match(s, alerts, stats=stats)
+    cell_reads = sorted(int(k.rsplit("cell=", 1)[1].split(".")[0]) for k in reads if "/cell=" in k)
+    cones = set().union(*(xm.cone_cells(r, d, 120.0) for r, d in zip(alerts["ra"].to_pylist(),
+                                                                      alerts["dec"].to_pylist())))
+    assert cell_reads == sorted(set(cell_reads)), "a cell read twice"
+    assert set(cell_reads) <= cones and set(cell_reads) == set(stats.cells_read["sky"])
+    assert len(cell_reads) <= 40, f"{len(cell_reads)} of {len(info.cells)} cells read"
+    # the same answer as a brute-force match against the whole catalog
+    brute = set()
+    for c, r, d in zip(alerts["candid"].to_pylist(), alerts["ra"].to_pylist(), alerts["dec"].to_pylist()):
+        dist = xm.separation_arcsec(r, d, ra % 360, dec)
+        brute |= {(c, f"s{j}") for j in np.flatnonzero(dist <= 120.0)}
+    got = set(zip(found["candid"].to_pylist(), found["match_id"].to_pylist()))
+    assert got == brute and len(brute) > 20
+
+
+def _ingest(s, sink, n_files: int) -> list[dict]:
+    objects = put_alerts(s, alert_files()[:n_files])
+    assert post(app("split"), events.OBJECT_CREATED, {"bucket": s.bucket, "objects": objects}).status_code == 200
+    bronze = app("bronze")
+    for e in sink.of(events.ALERTS_STAGED):
+        assert post(bronze, events.ALERTS_STAGED, e["data"]).status_code == 200
+    committed = sink.of(events.BRONZE_COMMITTED)
+    validate_all(committed)
+    return committed
+
+
+def test_crossmatch_function_on_real_alerts_is_idempotent(env_settings, sink, tmp_path):
+    s = env_settings
+    committed = _ingest(s, sink, 12)
+    alerts = pa.concat_tables([xm.alerts_of_commit(s, e["data"]) for e in committed])
+    assert alerts.num_rows >= 12 and alerts["ra"].null_count == 0
+    # a catalog with a source 1.5" north of every alert, one 3" south (outside the 2" radius), and noise
+    rows = []
+    for c, r, d in zip(alerts["candid"].to_pylist(), alerts["ra"].to_pylist(), alerts["dec"].to_pylist()):
+        rows += [(f"n{c}", r, d + 1.5 / 3600), (f"s{c}", r, d - 3 / 3600)]
+    rows += [(f"x{i}", float(i * 7 % 360), float(i % 170 - 85)) for i in range(300)]
+    _csv(tmp_path / "watch.csv", rows)
+    xm.add_catalog(s, "watch", tmp_path / "watch.csv", radius_arcsec=2.0)
+
+    client = app("crossmatch")
+    for e in committed:
+        assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
+    table = xm.ensure_table(s)
+    first = table.scan().to_arrow()
+    assert sorted(first["candid"].to_pylist()) == sorted(alerts["candid"].to_pylist())
+    assert set(first["match_id"].to_pylist()) == {f"n{c}" for c in alerts["candid"].to_pylist()}
+    assert np.allclose(first["dist_arcsec"].to_numpy(), 1.5, atol=1e-6)
+    assert first["night"].null_count == 0 and set(first["objectId"].to_pylist()) == set(alerts["objectId"].to_pylist())
+    snaps = len(table.refresh().metadata.snapshots)
+    for e in committed:  # re-delivery: nothing new, not even a commit
+        assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
+    table = table.refresh()
+    assert table.scan().to_arrow().num_rows == first.num_rows and len(table.metadata.snapshots) == snaps
+
+
+# ---------------------------------------------------------------- dbt refresh
+
+class FakeDbt:
+    """Stands in for ``run_refresh``: counts runs, records their intervals, can fail or be slow."""
+
+    def __init__(self, seconds: float = 0.0, fail: int = 0) -> None:
+        self.seconds, self.fail = seconds, fail
+        self.calls: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, settings, target: str = "local"):
+        start = time.monotonic()
+        time.sleep(self.seconds)
+        with self.lock:
+            self.calls.append((start, time.monotonic()))
+            if self.fail:
+                self.fail -= 1
+                raise RuntimeError("dbt exploded")
+        from ateda.warehouse import RefreshResult
+
+        return RefreshResult(target=target, success=True, seconds=self.seconds, new_files=1,
+                             models={"detection": {"status": "success", "rows_affected": 3, "seconds": 0.1}},
+                             rows={"silver.detection": 3, "gold.object": 1})
+
+
+def _committed_data(i: int) -> dict:
+    return {"snapshot_ids": {"alert": 1000 + i, "cutout": 2000 + i, "ingest_ledger": 3000 + i},
+            "rows": {"alert": 1, "cutout": 3, "ingest_ledger": 1}, "nights": ["2026-11-20"],
+            "chunks": [f"c{i}"], "alerts": 1}
+
+
+def _wait(cond, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_burst_of_commits_is_one_run_and_the_event_validates(env_settings, sink, monkeypatch):
+    fake = FakeDbt()
+    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "400")
+    client = app("dbt_refresh")
+    t0 = time.monotonic()
+    for i in range(8):
+        assert post(client, events.BRONZE_COMMITTED, _committed_data(i)).status_code == 200
+        time.sleep(0.02)
+    assert time.monotonic() - t0 < 2.0, "the handler must answer without running dbt"
+    assert not fake.calls
+    _wait(lambda: sink.of(events.SILVER_REFRESHED))
+    time.sleep(0.6)  # nothing else comes
+    assert len(fake.calls) == 1
+    (evt,) = sink.of(events.SILVER_REFRESHED)
+    validate_all([evt])
+    assert evt["data"]["requests"] == 8 and evt["data"]["rows"]["silver.detection"] == 3
+    assert evt["data"]["bronze_snapshot_ids"] == [1000 + i for i in range(8)]
+    lake = env_settings.home / "lake"
+    assert not list((lake / rf.REQUESTS).glob("*.json")), "served requests are cleared"
+    # a later commit is a second run
+    assert post(client, events.BRONZE_COMMITTED, _committed_data(9)).status_code == 200
+    _wait(lambda: len(sink.of(events.SILVER_REFRESHED)) == 2)
+    assert len(fake.calls) == 2
+
+
+def test_two_workers_never_overlap(lake_settings, monkeypatch):
+    fake = FakeDbt(seconds=0.3)
+    monkeypatch.setattr(rf, "run_refresh", fake)
+    emitted: list[dict] = []
+    cfg = rf.RefreshConfig(debounce_s=0.05, retries=0)
+    a = rf.RefreshWorker(lake_settings, lambda t, d, s: emitted.append(d), cfg)
+    b = rf.RefreshWorker(lake_settings, lambda t, d, s: emitted.append(d), cfg)
+    ev = {"type": events.BRONZE_COMMITTED, "id": "x", "data": _committed_data(0)}
+    for i in range(6):  # requests keep coming to both while the other one runs
+        (a if i % 2 else b).request({**ev, "id": str(i)})
+        time.sleep(0.12)
+    _wait(lambda: not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json")) and len(emitted) >= 2)
+    time.sleep(0.4)
+    a.stop(), b.stop()
+    calls = sorted(fake.calls)
+    assert len(calls) >= 2
+    assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(calls)), f"overlapping runs: {calls}"
+    assert sum(d["requests"] for d in emitted) == 6, "every request served exactly once"
+
+
+def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
+    fake = FakeDbt(fail=99)
+    monkeypatch.setattr(rf, "run_refresh", fake)
+    emitted: list[dict] = []
+    w = rf.RefreshWorker(lake_settings, lambda t, d, s: emitted.append(d),
+                         rf.RefreshConfig(debounce_s=0.05, retries=2, backoff_s=0.05))
+    event = events.make_event(events.BRONZE_COMMITTED, "/ateda/bronze", _committed_data(1), "1001")
+    w.request(event)
+    dl = lake_settings.home / "lake" / rf.DEAD_LETTERS
+    _wait(lambda: list(dl.glob("*.json")))
+    time.sleep(0.2)
+    assert len(fake.calls) == 3 and not emitted
+    (path,) = list(dl.glob("*.json"))
+    body = json.loads(path.read_text())
+    assert body["type"] == events.BRONZE_COMMITTED and body["id"] == event["id"]
+    assert body["knativeerrorcode"] == "500" and "dbt exploded" in body["knativeerrordata"]
+    assert body["knativeerrordest"] == "dbt-refresh"
+    events.validate({k: v for k, v in body.items() if not k.startswith("knativeerror")})
+    assert not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json"))
+    # after one failure a run succeeds: no dead letter, one event
+    fake2 = FakeDbt(fail=1)
+    monkeypatch.setattr(rf, "run_refresh", fake2)
+    w.request(event)
+    _wait(lambda: emitted)
+    assert len(fake2.calls) == 2 and len(list(dl.glob("*.json"))) == 1
+    w.stop()
+
+
+def test_the_lock_excludes_another_process(lake_settings, monkeypatch):
+    import subprocess
+    import sys
+
+    fake = FakeDbt()
+    monkeypatch.setattr(rf, "run_refresh", fake)
+    code = ("import sys, time; from pathlib import Path; from ateda.config import Settings; from ateda import refresh;"
+            f"s = Settings(home=Path({str(lake_settings.home)!r})).resolved()\n"
+            "with refresh.run_lock(s, 'local'):\n print('locked', flush=True); time.sleep(1.0); t = time.monotonic()\n"
+            "print(t, flush=True)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    w = rf.RefreshWorker(lake_settings, lambda *a: None, rf.RefreshConfig(debounce_s=10, retries=0))
+    w.lake.put_bytes(rf.REQUESTS + "0001-x.json", json.dumps({"type": events.BRONZE_COMMITTED}).encode())
+    assert w.run_pending()["requests"] == 1  # blocks until the child let go
+    released = float(child.stdout.readline())
+    assert child.wait(10) == 0
+    assert fake.calls[0][0] >= released
+
+
+def test_one_real_refresh_on_real_alerts(env_settings, sink, monkeypatch):
+    """The real thing once: bronze from real alerts, the handler, the worker, dbt on DuckDB, the event."""
+    s = env_settings
+    committed = _ingest(s, sink, 12)
+    monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "100")
+    client = app("dbt_refresh")
+    for e in committed:
+        assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
+    _wait(lambda: sink.of(events.SILVER_REFRESHED), timeout=120)
+    (evt,) = sink.of(events.SILVER_REFRESHED)
+    validate_all([evt])
+    d = evt["data"]
+    assert d["target"] == "local" and d["requests"] == len(committed) and d["new_files"] >= 1
+    assert all(m["status"] == "success" for m in d["models"].values()) and "detection" in d["models"]
+    from ateda.warehouse import connect
+
+    with connect(s) as con:
+        n = con.execute("select count(*) from silver.ztf_alert").fetchone()[0]
+    assert n == d["rows"]["silver.ztf_alert"] == sum(e["data"]["rows"]["alert"] for e in committed)
+
+
+def test_cli_catalog_add_and_list(tmp_path, monkeypatch, capsys):
+    from ateda.cli import main
+
+    monkeypatch.setenv("ATEDA_HOME", str(tmp_path / "home"))
+    _csv(tmp_path / "w.csv", [("a", 10.0, 20.0), ("b", 359.9, -89.0)])
+    assert main(["catalog", "add", "watch", str(tmp_path / "w.csv"), "--radius-arcsec", "1.5"]) == 0
+    assert main(["catalog", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert listed[0]["name"] == "watch" and listed[0]["rows"] == 2 and listed[0]["radius_arcsec"] == 1.5
+    assert listed[0]["n_cells"] == 2
