@@ -14,6 +14,8 @@ FUNCTIONS=(
   "split:split:cloudevent"
   "bronze:bronze:cloudevent"
   "dead-letter:dead_letter:cloudevent"
+  "dbt-refresh:dbt_refresh:cloudevent"
+  "crossmatch:crossmatch:cloudevent"
 )
 
 action="${1:?usage: $0 build|load|push [function...]}"; shift || true

@@ -34,7 +34,9 @@ from typing import Iterator
 from .config import Settings
 from .errors import AtedaError, ConfigError
 
-DBT_DIR = Path(__file__).resolve().parents[2] / "dbt"
+def dbt_dir() -> Path:
+    """The dbt project: ATEDA_DBT_DIR in the image (docker/Dockerfile copies dbt/ there), else dbt/ in the repo."""
+    return Path(os.environ.get("ATEDA_DBT_DIR") or Path(__file__).resolve().parents[2] / "dbt")
 BRONZE_TABLES = ("alert", "cutout")
 CLUSTER_LOOKBACK = dt.timedelta(minutes=15)  # rows committed while the previous cluster run was reading
 
@@ -237,7 +239,8 @@ def run_dbt(settings: Settings, args: list[str], target: str = "local"):  # noqa
 
     out = warehouse_dir(settings) / "dbt"
     out.mkdir(parents=True, exist_ok=True)
-    full = [*args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--target", target,
+    project = str(dbt_dir())
+    full = [*args, "--project-dir", project, "--profiles-dir", project, "--target", target,
             "--target-path", str(out / f"target-{target}"), "--log-path", str(out / "logs")]
     if args and args[0] in ("run", "build", "test", "compile"):
         full.append("--quiet")
