@@ -217,3 +217,36 @@ def _text(r: dict) -> str:
                      f"p95 {x['latency_p95_s']} s  peak RSS {x['peak_rss_mb']:.0f} MB (PSS {x['peak_pss_mb']:.0f} MB)")
         lines.append("               CPU s: " + ", ".join(f"{k} {v}" for k, v in x["cpu_s"].items()))
     return "\n".join(lines)
+
+
+def run_refresh_bench(n: int = 20_000, new: int = 200, seed: int = 7) -> dict:
+    """dbt on the local warehouse: full build of a night of ``n`` alerts, then a refresh with nothing new, then
+    one after ``new`` more alerts. Shows that a refresh costs in proportion to the new data, not the tables."""
+    from .cli import run_ingest
+    from .runtime import Runtime, ingestion_functions
+    from .synth import write_single_files, write_tarball
+    from .warehouse import refresh
+
+    work = Path(tempfile.mkdtemp(prefix="ateda-bench-refresh-"))
+    try:
+        night = write_tarball(work / "night.tar.gz", n, seed=seed, unique_cutouts=False)
+        extra = work / "extra"
+        write_single_files(extra, new, seed=seed + 1, unique_cutouts=False)
+        settings = Settings(home=work / "home").resolved()
+        timings = {}
+        with Runtime(settings, functions=ingestion_functions()):
+            run_ingest(settings, [night], quiet=True)
+            for name, kw in (("full_build_s", {"full_refresh": True}), ("no_new_data_s", {})):
+                t0 = time.perf_counter()
+                rows = refresh(settings, **kw).rows
+                timings[name] = round(time.perf_counter() - t0, 2)
+            run_ingest(settings, [extra], quiet=True)
+            t0 = time.perf_counter()
+            after = refresh(settings).rows
+            timings[f"refresh_{new}_new_alerts_s"] = round(time.perf_counter() - t0, 2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"n_alerts": n, "new_alerts": new, **timings, "rows_before": rows, "rows_after": after}
+    result["text"] = (f"dbt refresh bench ({n} alerts): full build {timings['full_build_s']} s, no new data "
+                      f"{timings['no_new_data_s']} s, {new} new alerts {timings[f'refresh_{new}_new_alerts_s']} s")
+    return result

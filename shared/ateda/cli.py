@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ateda", description=__doc__)
     sub = p.add_subparsers(required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run the runtime (functions, broker, bucket watcher) until stopped")
+    up.add_argument("--metrics-port", type=int, default=0,
+                    help="serve this process's metrics (broker deliveries, dead letters) on this port")
     up.set_defaults(func=cmd_up)
     ing = sub.add_parser("ingest", help="put files in the bucket and wait until they are in bronze")
     ing.add_argument("paths", nargs="+", type=Path)
@@ -53,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("-n", type=int, default=20_000, help="alerts")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
+    bench.add_argument("--refresh", action="store_true",
+                       help="instead: dbt refresh cost (full build, nothing new, 200 new alerts)")
     bench.set_defaults(func=cmd_bench)
     from .science import register; register(sub)  # noqa: E702
     from .crossmatch import register as _xm; _xm(sub)  # noqa: E702
@@ -65,6 +69,10 @@ def cmd_up(args, settings: Settings) -> int:  # noqa: ANN001
     from .runtime import Runtime
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1")
     with Runtime(settings) as rt:
         print(f"ateda up: broker {rt.sink}; bucket {settings.bucket_root / settings.bucket if not settings.uses_s3 else settings.bucket}; "
               f"home {settings.home}. Ctrl-C to stop.", flush=True)
@@ -195,9 +203,9 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
-    from .bench import run_bench
+    from .bench import run_bench, run_refresh_bench
 
-    result = run_bench(args.n, keep=args.keep)
+    result = run_refresh_bench(args.n) if args.refresh else run_bench(args.n, keep=args.keep)
     print(json.dumps(result, indent=1) if args.json else result["text"])
     return 0
 
