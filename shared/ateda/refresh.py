@@ -16,14 +16,13 @@ and the markers are dropped. Markers left by a crashed process are picked up by 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,17 +64,11 @@ class RefreshConfig:
                    target=os.environ.get("ATEDA_DBT_TARGET") or "local")
 
 
-@contextlib.contextmanager
-def run_lock(settings: Settings, target: str) -> Iterator[None]:
-    """Exclusive across processes (and across workers of one process: each opens its own file description)."""
-    path = Path(settings.home) / "refresh" / f"dbt-refresh-{target}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def run_lock(settings: Settings, target: str):  # noqa: ANN201
+    """One refresh worker runs per target and home at a time (the warehouse also locks each dbt run itself)."""
+    from .warehouse import file_lock
+
+    return file_lock(Path(settings.home) / "refresh" / f"dbt-refresh-{target}.lock")
 
 
 class RefreshWorker:

@@ -266,9 +266,9 @@ def _release_duckdb() -> None:
 
 
 @contextlib.contextmanager
-def _refresh_lock(settings: Settings, target: str) -> Iterator[None]:
-    """Never two refreshes of the same target from this home at once (the second waits)."""
-    path = warehouse_dir(settings) / f"refresh-{target}.lock"
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path``, across processes and threads (each holder opens its own file description,
+    so a second holder waits, even in the same process)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -276,6 +276,11 @@ def _refresh_lock(settings: Settings, target: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def refresh_lock(settings: Settings, target: str):  # noqa: ANN201
+    """Never two refreshes of the same target from this home at once (the second waits)."""
+    return file_lock(warehouse_dir(settings) / f"refresh-{target}.lock")
 
 
 def refresh(settings: Settings, target: str = "local", full_refresh: bool = False, test: bool = False,
@@ -286,7 +291,7 @@ def refresh(settings: Settings, target: str = "local", full_refresh: bool = Fals
     """
     if target not in ("local", "cluster"):
         raise ConfigError(f"unknown dbt target {target!r} (local or cluster)")
-    with _refresh_lock(settings, target):
+    with refresh_lock(settings, target):
         if target == "cluster":
             return _refresh_cluster(settings, full_refresh, test, select)
         return _refresh_local(settings, full_refresh, test, select)
