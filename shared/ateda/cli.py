@@ -89,10 +89,12 @@ def _interrupt(*_: object) -> None:
 
 
 def ensure_runtime(settings: Settings):  # noqa: ANN201
-    """The running runtime if ``ateda up`` runs on this home, else one started for the caller's duration."""
-    from .runtime import Runtime, running_runtime
+    """The running runtime if ``ateda up`` runs on this home, else one started for the caller's duration: the
+    ingestion functions only (a background dbt refresh would be cut short when the caller exits; `ateda refresh`
+    or `ateda up` run the science functions)."""
+    from .runtime import Runtime, ingestion_functions, running_runtime
 
-    return nullcontext() if running_runtime(settings) else Runtime(settings)
+    return nullcontext() if running_runtime(settings) else Runtime(settings, functions=ingestion_functions())
 
 
 def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout: float = 3600,
@@ -197,8 +199,14 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
     write_tarball(src / "ztf_public_20261120.tar.gz", tar_n, seed=args.seed + 1)
     summary = run_ingest(settings, [src / "singles", src / "ztf_public_20261120.tar.gz"], quiet=args.json)
     _print_summary(summary, args.json)
+    from .warehouse import refresh
+
+    result = refresh(settings)  # silver and gold, as the dbt-refresh function does after commits
     if not args.json:
-        print(f"\nnext: `ateda status`, `ateda cutout CANDID`; data in {settings.home}")
+        print(f"silver and gold refreshed in {result.seconds:.1f} s: " +
+              ", ".join(f"{t} {n}" for t, n in sorted(result.rows.items()) if t.startswith("gold.")))
+        print(f"\nnext: `ateda status`, `ateda query \"select * from gold.transient_candidates limit 5\"`, "
+              f"`ateda plot OBJECTID -o lc.png`, `ateda cutout CANDID`; data in {settings.home}")
     return 0
 
 
