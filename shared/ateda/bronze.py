@@ -95,6 +95,7 @@ class GroupCommitter:
         except Exception as exc:  # everything in the batch is retried by the broker
             log.exception("bronze commit failed")
             self._tables = None  # reload the catalog next time
+            self._merged_schemas.clear()  # a failed transaction may have carried a schema union: redo it
             if isinstance(exc, TransientError):
                 raise
             raise TransientError(f"commit failed: {exc}") from exc
