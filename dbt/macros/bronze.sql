@@ -94,3 +94,28 @@
 {% macro where_touched_candids(column='candid') -%}
     {%- if ateda_is_incremental() %} where {{ column }} in {{ touched_candids() }}{% endif -%}
 {%- endmacro %}
+
+{#- The kept copy of each row: `candidates` is the new rows (`incoming`) plus, on an incremental run, the rows
+    this model already holds for the objects they touch; `best` keeps the first of each `partition_by` group in
+    source_rank_order (with `tiebreak` last). Emits the two CTEs, for a model that defines `incoming`. -#}
+{% macro best_copy_ctes(raw, partition_by, tiebreak=none) %}
+candidates as (
+    select {{ raw | join(', ') }} from incoming
+    {%- if ateda_is_incremental() %}
+    union all
+    select {{ raw | join(', ') }} from {{ this }}
+    where objectId in (select objectId from incoming)
+    {%- endif %}
+),
+
+best as (
+    select {{ raw | join(', ') }}
+    from (
+        select *, row_number() over (
+            partition by {{ partition_by }} order by {{ source_rank_order(tiebreak) }}
+        ) as copy_rank
+        from candidates
+    ) as ranked
+    where copy_rank = 1
+)
+{%- endmacro %}

@@ -67,23 +67,7 @@ incoming as (
     select * from from_history
 ),
 
-candidates as (
-    select {{ raw | join(', ') }} from incoming
-    {%- if ateda_is_incremental() %}
-    union all
-    select {{ raw | join(', ') }} from {{ this }}
-    where objectId in (select objectId from incoming)
-    {%- endif %}
-),
-
-best as (
-    select {{ raw | join(', ') }}
-    from (
-        select *, row_number() over (partition by candid order by {{ source_rank_order() }}) as copy_rank
-        from candidates
-    ) as ranked
-    where copy_rank = 1
-),
+{{ best_copy_ctes(raw, 'candid') }},
 
 corrected as (
     select

@@ -26,26 +26,7 @@ with incoming as (
       and f.forcediffimfluxunc is not null and f.forcediffimfluxunc not in (0, -99999)
 ),
 
-candidates as (
-    select {{ raw | join(', ') }} from incoming
-    {%- if ateda_is_incremental() %}
-    union all
-    select {{ raw | join(', ') }} from {{ this }}
-    where objectId in (select objectId from incoming)
-    {%- endif %}
-),
-
-best as (
-    select {{ raw | join(', ') }}
-    from (
-        select *, row_number() over (
-            partition by objectId, pid
-            order by {{ source_rank_order('jd desc, forcediffimfluxunc, forcediffimflux') }}
-        ) as copy_rank
-        from candidates
-    ) as ranked
-    where copy_rank = 1
-)
+{{ best_copy_ctes(raw, 'objectId, pid', 'jd desc, forcediffimfluxunc, forcediffimflux') }}
 
 select
     objectId,

@@ -20,25 +20,7 @@ with incoming as (
     where a.objectId is not null and p.candid is null and p.jd is not null and p.fid is not null
 ),
 
-candidates as (
-    select {{ raw | join(', ') }} from incoming
-    {%- if ateda_is_incremental() %}
-    union all
-    select {{ raw | join(', ') }} from {{ this }}
-    where objectId in (select objectId from incoming)
-    {%- endif %}
-),
-
-best as (
-    select {{ raw | join(', ') }}
-    from (
-        select *, row_number() over (
-            partition by objectId, fid, jd order by {{ source_rank_order('diffmaglim desc, pid') }}
-        ) as copy_rank
-        from candidates
-    ) as ranked
-    where copy_rank = 1
-)
+{{ best_copy_ctes(raw, 'objectId, fid, jd', 'diffmaglim desc, pid') }}
 
 select
     objectId,
