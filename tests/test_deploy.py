@@ -49,7 +49,7 @@ PROD_ENV = {"ATEDA_IMAGE_REGISTRY": "registry.example.org/ateda", "ATEDA_DOMAIN"
 
 # Knative Service -> functions/ folder, as in knative/2*-svc-*.yaml.
 FUNCTIONS = {"minio-bridge": "minio_bridge", "split": "split", "bronze": "bronze", "dead-letter": "dead_letter",
-             "dbt-refresh": "dbt_refresh", "crossmatch": "crossmatch"}
+             "dbt-refresh": "dbt_refresh", "crossmatch": "crossmatch", "maintenance": "maintenance"}
 
 # CRD API group -> the release ("namespace/name") that installs the CRD.
 CRD_PROVIDERS = {

@@ -69,6 +69,86 @@ def test_split_then_bronze_every_real_alert_once(env_settings, sink):
     assert rows(s, "ingest_ledger").num_rows == n_ledger
 
 
+def _pre4_files() -> list:
+    """One real alert file per schema version before 4.x (PROVENANCE.tsv's schemavsn column)."""
+    import csv
+
+    from conftest import ZTF
+
+    by_version = {}
+    with open(ZTF / "PROVENANCE.tsv", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            v = row["schemavsn"].split()[0]
+            if row["file"] not in NOT_ZTF and not v.startswith("4"):
+                by_version.setdefault(v, row["file"])
+    return [alert_files()[0].parent / f for _, f in sorted(by_version.items())]
+
+
+def _candidate_fields(path) -> set[str]:  # noqa: ANN001
+    import fastavro
+
+    with open(path, "rb") as fh:
+        schema = fastavro.reader(fh).writer_schema
+    cand = next(f["type"] for f in schema["fields"] if f["name"] == "candidate")
+    cand = next(t for t in cand if isinstance(t, dict)) if isinstance(cand, list) else cand  # ["null", record]
+    return {f["name"] for f in cand["fields"]}
+
+
+def test_a_new_lake_holds_the_full_4_02_layout_and_takes_old_alerts(env_settings, sink):
+    """bronze.alert is created with every ZTF 4.02 field (so StarRocks binds them on any lake); alerts of older
+    schemas still commit (their missing fields are NULL) and their own extra fields are unioned in."""
+    import pyarrow as pa
+
+    from ateda.alerts import canonical_struct
+    from ateda.ztf_layout import canonical_field_types
+
+    def nested_fields(table) -> dict[str, dict]:  # noqa: ANN001
+        arrow, out = table.schema().as_arrow(), {}
+        for top, kind in (("candidate", "candidate"), ("prv_candidates", "prv_candidate"), ("fp_hists", "fp_hist")):
+            t = arrow.field(top).type
+            t = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else t
+            out[kind] = {t.field(i).name: t.field(i).type for i in range(t.num_fields)}
+        return out
+
+    def check_canonical(got: dict[str, dict]) -> None:
+        for kind, fields in got.items():
+            assert set(fields) >= set(canonical_field_types()[kind])
+            for f in canonical_struct(kind):  # the decoder's types (strings may come back as large_string)
+                t = fields[f.name]
+                assert t == f.type or (pa.types.is_string(f.type) and pa.types.is_large_string(t)), (kind, f, t)
+
+    s = env_settings
+    s.home.mkdir(parents=True, exist_ok=True)
+    table = ensure_tables(load_catalog(s), s)["alert"]
+    assert table.current_snapshot() is None
+    fresh = nested_fields(table)
+    check_canonical(fresh)
+    assert {k: set(v) for k, v in fresh.items()} == {k: set(canonical_field_types()[k]) for k in fresh}
+    files = _pre4_files()
+    assert len(files) >= 10
+    post(app("split"), events.OBJECT_CREATED, {"bucket": s.bucket, "objects": put_alerts(s, files)})
+    bronze = app("bronze")
+    for e in sink.of(events.ALERTS_STAGED):
+        assert post(bronze, events.ALERTS_STAGED, e["data"]).status_code == 200
+    validate_all(sink.of(events.BRONZE_COMMITTED))
+    alerts = rows(s, "alert")
+    expected = expected_alerts(files)
+    assert sorted(zip(alerts["source_key"].to_pylist(), alerts["candid"].to_pylist())) == sorted(
+        (k, c) for k, cs in expected.items() for c in cs)
+    assert not any(str(v).startswith("4") for v in alerts["schemavsn"].to_pylist())
+    # a 4.02 field an alert's writer schema did not have reads back as NULL
+    without_drb = {f.name for f in files if "drb" not in _candidate_fields(f)}
+    cand = alerts["candidate"].combine_chunks()
+    drb = [d for k, d in zip(alerts["source_key"].to_pylist(), cand.field("drb").to_pylist()) if k in without_drb]
+    assert drb and drb == [None] * len(drb)
+    assert alerts["fp_hists"].null_count == alerts.num_rows
+    assert cand.field("jd").null_count == 0 and cand.field("magpsf").null_count == 0
+    # the 4.02 types are unchanged, and an old-schema field 4.02 dropped got into the table by the union
+    after = nested_fields(ensure_tables(load_catalog(s), s)["alert"])
+    check_canonical(after)
+    assert set(after["candidate"]) > set(canonical_field_types()["candidate"])
+
+
 def test_split_answers_200_on_bad_input_and_keeps_it(env_settings, sink):
     s = env_settings
     objects = [{"key": k, "etag": e} for k, e in [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +38,7 @@ EVENT_TYPES = {
     "dev.ateda.bronze.committed",
     "dev.ateda.input.rejected",
     "dev.ateda.silver.refreshed",
+    "dev.knative.sources.ping",
 }
 
 # Knative Service -> (function folder, functions-framework signature type, emits events?)
@@ -47,6 +49,7 @@ SERVICES = {
     "ateda-dead-letter": ("dead_letter", "cloudevent", False),
     "ateda-dbt-refresh": ("dbt_refresh", "cloudevent", True),
     "ateda-crossmatch": ("crossmatch", "cloudevent", False),
+    "ateda-maintenance": ("maintenance", "cloudevent", False),
 }
 IMAGE_TAG = "0.1.0"
 
@@ -56,6 +59,7 @@ TRIGGERS = {
     "bronze-on-alerts-staged": ("ateda-bronze", "dev.ateda.alerts.staged"),
     "refresh-on-bronze-committed": ("ateda-dbt-refresh", "dev.ateda.bronze.committed"),
     "crossmatch-on-bronze-committed": ("ateda-crossmatch", "dev.ateda.bronze.committed"),
+    "maintenance-on-ping": ("ateda-maintenance", "dev.knative.sources.ping"),
 }
 
 ENV_PREFIXES = ("ATEDA_", "AWS_", "K_", "WORKERS", "THREADS", "FUNCTION_", "PORT")
@@ -80,6 +84,11 @@ ENV_NAMES = {
     "FUNCTION_SIGNATURE_TYPE",
     "ATEDA_DBT_TARGET",
     "ATEDA_REFRESH_DEBOUNCE_MS",
+    "ATEDA_COMPACT_TARGET_MB",
+    "ATEDA_COMPACT_QUIET_MINUTES",
+    "ATEDA_SNAPSHOT_RETAIN_HOURS",
+    "ATEDA_ORPHAN_GRACE_HOURS",
+    "ATEDA_MAINTENANCE_BUDGET_S",
 }
 # Set by Knative (PORT, K_SERVICE, ...) or by the SinkBinding (K_SINK, K_CE_OVERRIDES): never by hand.
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION", "K_SINK", "K_CE_OVERRIDES"}
@@ -104,6 +113,11 @@ INT_ENV = {
     "ATEDA_BATCH_WINDOW_MS",
     "ATEDA_BATCH_MAX_OBJECTS",
     "ATEDA_REFRESH_DEBOUNCE_MS",
+    "ATEDA_COMPACT_TARGET_MB",
+    "ATEDA_COMPACT_QUIET_MINUTES",
+    "ATEDA_SNAPSHOT_RETAIN_HOURS",
+    "ATEDA_ORPHAN_GRACE_HOURS",
+    "ATEDA_MAINTENANCE_BUDGET_S",
 }
 REQUIRED_ENV = {
     "ateda-minio-bridge": {"ATEDA_BUCKET", "ATEDA_BRIDGE_TOKEN", "ATEDA_BATCH_WINDOW_MS", "ATEDA_BATCH_MAX_OBJECTS"},
@@ -119,6 +133,8 @@ REQUIRED_ENV = {
     "ateda-dead-letter": {"ATEDA_LAKE", "ATEDA_S3_ENDPOINT"},
     "ateda-dbt-refresh": {"ATEDA_LAKE", "ATEDA_WAREHOUSE", "ATEDA_CATALOG_URI", "ATEDA_S3_ENDPOINT", "ATEDA_DBT_TARGET"},
     "ateda-crossmatch": {"ATEDA_LAKE", "ATEDA_WAREHOUSE", "ATEDA_CATALOG_URI", "ATEDA_S3_ENDPOINT"},
+    "ateda-maintenance": {"ATEDA_LAKE", "ATEDA_WAREHOUSE", "ATEDA_CATALOG_URI", "ATEDA_S3_ENDPOINT",
+                          "ATEDA_MAINTENANCE_BUDGET_S"},
 }
 S3_ENV = {"AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
@@ -523,7 +539,7 @@ def test_delivery_check_rejects_missing_fields():
         check_delivery("broken", {**delivery, "backoffDelay": "0.5s"})
     # a misspelt type matches nothing in the catalog; a prefix filter matches the family
     assert not matching_types("exact", "dev.ateda.objects.created", catalog_types())
-    assert matching_types("prefix", "dev.ateda.", catalog_types()) >= EVENT_TYPES
+    assert matching_types("prefix", "dev.ateda.", catalog_types()) == {t for t in EVENT_TYPES if t.startswith("dev.ateda.")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -604,6 +620,33 @@ def test_scaling_profiles():
     # bridge: MinIO needs it up
     assert scale(bridge, "min-scale") >= 1
     assert scale(services[DEAD_LETTER], "max-scale") <= 3
+    # maintenance: exactly one pass at a time, and a pod that stays up so its lake gauges can be scraped
+    maint = services["ateda-maintenance"]
+    assert scale(maint, "min-scale") == 1 and scale(maint, "max-scale") == 1
+    assert maint["spec"]["template"]["spec"]["containerConcurrency"] == 1
+    budget = int(env_value(maint, "ATEDA_MAINTENANCE_BUDGET_S"))
+    assert budget + 30 <= maint["spec"]["template"]["spec"]["timeoutSeconds"], "a pass must answer inside the timeout"
+
+
+def test_pingsource_ticks_the_maintenance_through_the_broker():
+    from ateda.maintenance import tasks_of
+
+    sources = of_kind("PingSource", "sources.knative.dev/v1")
+    assert len(sources) == 1
+    spec = sources[0]["spec"]
+    sink = spec["sink"]["ref"]
+    assert (sink["apiVersion"], sink["kind"], sink["name"]) == ("eventing.knative.dev/v1", "Broker", BROKER)
+    fields = spec["schedule"].split()
+    assert len(fields) == 5 and fields[0].isdigit() and fields[1:] == ["*", "*", "*", "*"], "hourly"
+    assert spec["contentType"] == "application/json"
+    data = json.loads(spec["data"])
+    assert tasks_of(data) == ["compact", "expire", "orphans", "stats"]
+    jsonschema.Draft202012Validator(json.loads(
+        (ROOT / "events" / "schemas" / "dev.knative.sources.ping.json").read_text())).validate(data)
+    # its events reach the maintenance Service through a Trigger on the PingSource's type
+    subscribers = {t["spec"]["subscriber"]["ref"]["name"] for t in triggers().values()
+                   if {"exact": {"type": "dev.knative.sources.ping"}} in t["spec"].get("filters", [])}
+    assert subscribers == {"ateda-maintenance"}
 
 
 # --------------------------------------------------------------------------------------------

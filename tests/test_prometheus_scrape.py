@@ -24,7 +24,7 @@ import requests
 from ateda.cli import run_ingest
 from ateda.config import Settings
 from ateda.ingest import IngestFailed
-from ateda.runtime import FunctionSpec, Runtime, free_port
+from ateda.runtime import FunctionSpec, Runtime, free_port, ping
 from conftest import NOT_ZTF, REPO, alert_files
 
 PROMETHEUS = shutil.which("prometheus")
@@ -184,9 +184,12 @@ def test_every_own_dashboard_panel_returns_data_from_a_live_scrape(tmp_path, mon
     from prometheus_client import start_http_server
 
     t0 = time.monotonic()
-    ports = {"split": free_port(), "bronze": free_port(), "broker": free_port()}
+    ports = {"split": free_port(), "bronze": free_port(), "maintenance": free_port(), "broker": free_port()}
     monkeypatch.setenv("ATEDA_METRICS_PORT_SPLIT", str(ports["split"]))
     monkeypatch.setenv("ATEDA_METRICS_PORT_BRONZE", str(ports["bronze"]))
+    monkeypatch.setenv("ATEDA_METRICS_PORT_MAINTENANCE", str(ports["maintenance"]))
+    monkeypatch.setenv("ATEDA_COMPACT_QUIET_MINUTES", "0")  # a one-minute run: compact what it just wrote
+    monkeypatch.setenv("ATEDA_COMPACT_MIN_FILES", "2")
     monkeypatch.setenv("ATEDA_METRICS_ADDR", "127.0.0.1")
     server, thread = start_http_server(ports["broker"], addr="127.0.0.1")  # the broker runs in this process
     prom = None
@@ -210,7 +213,8 @@ def test_every_own_dashboard_panel_returns_data_from_a_live_scrape(tmp_path, mon
         # 2. A healthy runtime with every delivery made twice (duplicates), a bad input (rejections) and a catalog
         #    briefly write-locked by another writer (failed commit attempts that the retry then gets through).
         good = Settings(home=tmp_path / "good", commit_window_ms=50).resolved()
-        with Runtime(good, functions=list(functions), duplicate_deliveries=True) as rt:
+        maintenance = FunctionSpec("ateda-maintenance", "maintenance", workers=1, threads=1, parallelism=1)
+        with Runtime(good, functions=[*functions, maintenance], duplicate_deliveries=True) as rt:
             run_ingest(good, files[:12] + [bad], quiet=True, timeout=60)
             catalog_db = Path(good.catalog_uri.removeprefix("sqlite:///"))
             lock = sqlite3.connect(catalog_db, timeout=0, isolation_level=None)
@@ -227,6 +231,10 @@ def test_every_own_dashboard_panel_returns_data_from_a_live_scrape(tmp_path, mon
             ingest.join(60)
             assert not ingest.is_alive()
             wait_idle(rt)
+            # 3. The hourly maintenance ping (lake health: files per partition, compaction, expiry, orphans).
+            ping(rt.sink)
+            wait_for(lambda: scraped(f"http://127.0.0.1:{ports['maintenance']}/metrics",
+                                     "ateda_maintenance_runs_total") > 0, 60, "no maintenance pass")
             time.sleep(3)  # a few more scrapes at 1 s
 
             assert set(prom.targets_up().values()) == {"up"}, prom.targets_up()

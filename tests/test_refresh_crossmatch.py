@@ -15,6 +15,7 @@ from ateda import crossmatch as xm
 from ateda import events
 from ateda import refresh as rf
 from ateda.config import Settings
+from ateda.errors import TransientError
 from conftest import alert_files, put_alerts, validate_all
 from test_functions import app, post
 
@@ -156,6 +157,117 @@ def test_crossmatch_function_on_real_alerts_is_idempotent(env_settings, sink, tm
     assert table.scan().to_arrow().num_rows == first.num_rows and len(table.metadata.snapshots) == snaps
 
 
+def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settings, sink, tmp_path):
+    """bronze.crossmatch -> silver.crossmatch_catalog with dbt on DuckDB: distances known by construction, a
+    catalog id held twice kept once (the nearest), a re-registered catalog's new version flagged latest for the
+    alerts it matched, and a refresh without new data changes nothing."""
+    from ateda import warehouse
+
+    s = env_settings
+    committed = _ingest(s, sink, 8)
+    alerts = pa.concat_tables([xm.alerts_of_commit(s, e["data"]) for e in committed])
+    pos = dict(zip(alerts["candid"].to_pylist(), zip(alerts["ra"].to_pylist(), alerts["dec"].to_pylist())))
+    first = min(pos)
+    arc = 1 / 3600
+    # v1: a source 1.5" north of every alert (inside 2"), one 3" south (outside); id "twin" twice near one alert
+    rows = [(f"n{c}", r, d + 1.5 * arc) for c, (r, d) in pos.items()]
+    rows += [(f"s{c}", r, d - 3 * arc) for c, (r, d) in pos.items()]
+    rows += [("twin", pos[first][0], pos[first][1] + 1.0 * arc), ("twin", pos[first][0], pos[first][1] - 1.8 * arc)]
+    _csv(tmp_path / "v1.csv", rows)
+    v1 = xm.add_catalog(s, "watch", tmp_path / "v1.csv", radius_arcsec=2.0).version
+    client = app("crossmatch")
+    for e in committed:
+        assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
+    bronze_rows = xm.ensure_table(s).scan().to_arrow()
+    assert bronze_rows.num_rows >= len(pos) + 2 and bronze_rows["matched_at"].null_count == 0
+
+    expected = {("watch", v1, c, f"n{c}"): (1.5, 2 if c == first else 1, True) for c in pos}
+    expected[("watch", v1, first, "twin")] = (1.0, 1, True)  # the nearer of the two sources with that id
+
+    def silver() -> dict:
+        with warehouse.connect(s) as con:
+            got = con.execute("select catalog, catalog_version, candid, match_id, dist_arcsec, match_rank, "
+                              "is_latest_version, objectId, night from silver.crossmatch_catalog").fetchall()
+        out = {r[:4]: r[4:7] for r in got}
+        assert len(out) == len(got)
+        oid = dict(zip(alerts["candid"].to_pylist(), alerts["objectId"].to_pylist()))
+        night = dict(zip(alerts["candid"].to_pylist(), alerts["night"].to_pylist()))
+        assert all(r[7] == oid[r[2]] and r[8] == night[r[2]] for r in got)
+        return out
+
+    def same(got: dict, want: dict) -> None:
+        assert set(got) == set(want)
+        for k, (dist, rank, latest) in want.items():
+            assert got[k][0] == pytest.approx(dist, abs=1e-6) and got[k][1:] == (rank, latest), k
+
+    result = warehouse.refresh(s, test=True)
+    assert result.success and set(result.tests.values()) == {"pass"}
+    assert any("crossmatch_catalog" in t for t in result.tests)
+    same(silver(), expected)
+    # bronze's rows, deduplicated independently (nearest copy of each key), are silver's
+    nearest: dict = {}
+    for r in bronze_rows.to_pylist():
+        k = (r["catalog"], r["catalog_version"], r["candid"], r["match_id"])
+        nearest[k] = min(nearest.get(k, r["dist_arcsec"]), r["dist_arcsec"])
+    assert {k: v[0] for k, v in silver().items()} == pytest.approx(nearest)
+
+    # v2 of the same catalog: a source 0.5" south of two alerts' positions; their events re-delivered
+    again = committed[:2]
+    redo = {c for e in again for c in xm.alerts_of_commit(s, e["data"])["candid"].to_pylist()}
+    _csv(tmp_path / "v2.csv", [(f"v{c}", pos[c][0], pos[c][1] - 0.5 * arc) for c in sorted(redo)])
+    v2 = xm.add_catalog(s, "watch", tmp_path / "v2.csv", radius_arcsec=2.0).version
+    assert v2 != v1
+    for e in again:
+        assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
+    second = warehouse.refresh(s, test=True)
+    assert second.new_files >= 1 and set(second.tests.values()) == {"pass"}
+    expected = {k: (d, r, k[2] not in redo) for k, (d, r, _) in expected.items()}
+    expected |= {("watch", v2, c, f"v{c}"): (0.5, 1, True) for c in redo}
+    same(silver(), expected)
+
+    # nothing new: nothing changes
+    with warehouse.connect(s) as con:
+        before = con.execute("select count(*), sum(hash(t)) from silver.crossmatch_catalog as t").fetchone()
+    third = warehouse.refresh(s)
+    assert third.new_files == 0
+    with warehouse.connect(s) as con:
+        assert con.execute("select count(*), sum(hash(t)) from silver.crossmatch_catalog as t").fetchone() == before
+
+
+def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_settings):
+    """No table yet: DuckDB gets an empty typed bronze.crossmatch (nothing created in the catalog). A table written
+    before ``matched_at`` existed: DuckDB reads the column as NULL; the next commit adds it to the table."""
+    import duckdb
+    from ateda import warehouse
+    from ateda.catalog import TABLE_PROPERTIES, load_catalog
+
+    s = lake_settings
+    s.home.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect() as con:
+        warehouse.prepare_bronze(con, s)
+        cols = {r[0]: r[1] for r in con.execute("describe bronze.crossmatch").fetchall()}
+        assert list(cols) == xm.CROSSMATCH.names and cols["matched_at"] == "TIMESTAMP WITH TIME ZONE"
+        assert con.execute("select count(*) from bronze.crossmatch_delta").fetchone() == (0,)
+    assert xm.existing_table(s) is None
+
+    def row(candid: int, schema: pa.Schema) -> pa.Table:
+        values = {"catalog": "w", "catalog_version": "v0", "candid": candid, "objectId": f"ZTF{candid}",
+                  "match_id": "a", "match_ra": 1.0, "match_dec": 2.0, "dist_arcsec": 0.5, "night": None,
+                  "matched_at": None}
+        return pa.Table.from_pylist([{n: values[n] for n in schema.names}], schema=schema)
+
+    old = pa.schema([f for f in xm.CROSSMATCH if f.name != "matched_at"])
+    table = load_catalog(s).create_table(f"{s.namespace}.{xm.TABLE}", schema=old, properties=TABLE_PROPERTIES)
+    with duckdb.connect(str(s.home / "w.duckdb")) as con:
+        for _ in range(2):  # an empty table's stand-in (a DuckDB table) is replaced by the view over the files
+            warehouse.prepare_bronze(con, s)
+            assert con.execute("select count(*) from bronze.crossmatch where matched_at is null").fetchone() == (_,)
+            table.append(row(1, old))
+    assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.CatalogInfo("w", "v0", 1.0, 64, 1, [])], [2]) == 1
+    rows = xm.ensure_table(s).scan().to_arrow().sort_by("candid")
+    assert rows["candid"].to_pylist() == [1, 1, 2] and rows["matched_at"].null_count == 2
+
+
 # ---------------------------------------------------------------- dbt refresh
 
 class FakeDbt:
@@ -265,6 +377,39 @@ def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
     w.request(event)
     _wait(lambda: emitted)
     assert len(fake2.calls) == 2 and len(list(dl.glob("*.json"))) == 1
+    w.stop()
+
+
+def test_a_failed_emit_is_retried_without_running_dbt_again(lake_settings, monkeypatch):
+    """The broker is down after a successful run: only the emit is retried (then dead-lettered), dbt runs once."""
+    fake = FakeDbt()
+    monkeypatch.setattr(rf, "run_refresh", fake)
+    refused, emitted = [3], []
+
+    def emit(type_, data, subject) -> None:  # noqa: ANN001
+        if refused[0]:
+            refused[0] -= 1
+            raise TransientError("broker unreachable")
+        emitted.append(data)
+
+    w = rf.RefreshWorker(lake_settings, emit, rf.RefreshConfig(debounce_s=0.05, retries=3, backoff_s=0.01))
+    event = events.make_event(events.BRONZE_COMMITTED, "/ateda/bronze", _committed_data(1), "1001")
+    w.request(event)
+    _wait(lambda: emitted)
+    time.sleep(0.2)  # no second run comes
+    assert len(fake.calls) == 1 and len(emitted) == 1 and emitted[0]["requests"] == 1
+    assert not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json"))
+    # the broker stays down: retries exhausted -> dead letter, markers dropped, still one dbt run per request
+    refused[0] = 99
+    w.request({**event, "id": "1002"})
+    dl = lake_settings.home / "lake" / rf.DEAD_LETTERS
+    _wait(lambda: list(dl.glob("*.json")))
+    time.sleep(0.2)
+    assert len(fake.calls) == 2 and len(emitted) == 1
+    (path,) = list(dl.glob("*.json"))
+    body = json.loads(path.read_text())
+    assert body["id"] == "1002" and "emitting" in body["knativeerrordata"] and "unreachable" in body["knativeerrordata"]
+    assert not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json"))
     w.stop()
 
 

@@ -39,21 +39,41 @@
      where ingested_at > cast('{{ var("bronze_since") }}' as datetime))
 {%- endmacro %}
 
+{#- bronze.crossmatch (user-catalog matches, appended by the crossmatch function): all rows on a full build, the new
+    ones on an incremental run (DuckDB: the unprocessed files; StarRocks: matched_at after var('bronze_since')). -#}
+{% macro bronze_crossmatch() %}
+    {%- if ateda_is_incremental() -%}
+        {{ adapter.dispatch('bronze_crossmatch_delta', 'ateda')() }}
+    {%- else -%}
+        {{ source('bronze', 'crossmatch') }}
+    {%- endif -%}
+{% endmacro %}
+
+{% macro default__bronze_crossmatch_delta() -%}
+    {{ source('bronze', 'crossmatch_delta') }}
+{%- endmacro %}
+
+{% macro starrocks__bronze_crossmatch_delta() -%}
+    (select * from {{ source('bronze', 'crossmatch') }}
+     where matched_at > cast('{{ var("bronze_since") }}' as datetime))
+{%- endmacro %}
+
 {#- Objects with new bronze rows: what an incremental run recomputes. -#}
 {% macro touched_objects() -%}
     (select distinct objectId from {{ bronze_alert_delta() }} as d where objectId is not null)
 {%- endmacro %}
 
-{#- on-run-start: StarRocks caches Iceberg metadata, so refresh it before reading bronze. -#}
-{% macro ateda_before_run() %}
-    {{- return(adapter.dispatch('ateda_before_run', 'ateda')()) -}}
+{#- on-run-start (one hook per bronze table read): StarRocks caches Iceberg metadata, so refresh it before reading
+    bronze. ateda.warehouse creates bronze.crossmatch (empty) before a cluster run, so that it can be bound. -#}
+{% macro ateda_before_run(table='alert') %}
+    {{- return(adapter.dispatch('ateda_before_run', 'ateda')(table)) -}}
 {% endmacro %}
 
-{% macro default__ateda_before_run() -%}
+{% macro default__ateda_before_run(table) -%}
 {%- endmacro %}
 
-{% macro starrocks__ateda_before_run() -%}
-    refresh external table {{ source('bronze', 'alert') }}
+{% macro starrocks__ateda_before_run(table) -%}
+    refresh external table {{ source('bronze', table) }}
 {%- endmacro %}
 
 {#- The order that picks one bronze copy of a row among several (best first): an alert's own candidate before a

@@ -16,6 +16,7 @@ FUNCTIONS=(
   "dead-letter:dead_letter:cloudevent"
   "dbt-refresh:dbt_refresh:cloudevent"
   "crossmatch:crossmatch:cloudevent"
+  "maintenance:maintenance:cloudevent"
 )
 
 action="${1:?usage: $0 build|load|push [function...]}"; shift || true

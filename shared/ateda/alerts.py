@@ -250,6 +250,12 @@ def _arrow_type(t: Any, names: dict) -> pa.DataType:
     return pa.string()  # enum, fixed
 
 
+def canonical_struct(kind: str) -> pa.StructType:
+    """Every field of ZTF 4.02's ``kind`` record (candidate, prv_candidate, fp_hist) in the Arrow type the decoder
+    gives it (:func:`_record_plan` coerces canonical fields to these types whatever the writer schema)."""
+    return pa.struct([pa.field(n, _PRIMITIVE[t]) for n, t in canonical_field_types()[kind].items()])
+
+
 @dataclass
 class RecordPlan:
     """How to turn one nested record (candidate, prv_candidate, fp_hist) of one writer schema into Arrow."""

@@ -30,7 +30,33 @@ LEDGER = pa.schema([
     ("alerts", pa.int64()), ("chunk", pa.string()), ("night", pa.date32()),
     ("arrived_at", pa.timestamp("us", tz="UTC")), ("committed_at", pa.timestamp("us", tz="UTC")),
 ])
-TABLES = {"alert": ALERT_BASE, "cutout": CUTOUT, "ingest_ledger": LEDGER}
+TABLES = {"alert": ALERT_BASE, "cutout": CUTOUT, "ingest_ledger": LEDGER}  # alert: created as alert_schema()
+# Properties every lake table carries (set at creation; the maintenance pass adds them to older tables): appends
+# merge small manifests (bronze commits often: without it every commit adds a manifest that each scan must read),
+# each commit deletes the metadata.json files beyond the newest 50 (else one is kept per commit, forever), and
+# file removals use snapshot isolation: the only removals are compaction's rewrites (same rows), which must not
+# fail because bronze appended meanwhile; they still fail if a file they remove is already gone.
+HOUSEKEEPING = {
+    "commit.manifest-merge.enabled": "true",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "50",
+    "write.delete.isolation-level": "snapshot",
+}
+TABLE_PROPERTIES = {"commit.retry.num-retries": "10", "write.parquet.compression-codec": "zstd", **HOUSEKEEPING}
+
+
+def alert_schema() -> pa.Schema:
+    """bronze.alert as created: ALERT_BASE plus ``candidate`` (struct), ``prv_candidates`` and ``fp_hists``
+    (list<struct>) with every field of ZTF 4.02 in the decoder's types, so that a reader of the Iceberg table
+    (StarRocks) binds every field the models use even on a lake that only ever received old-schema alerts (their
+    files lack the newer fields: NULL). Fields of older schemas that 4.02 dropped are unioned in by the bronze
+    commit when a file carries them."""
+    from .alerts import NESTED, canonical_struct
+
+    nested = [pa.field(top, canonical_struct(kind) if top == "candidate" else pa.list_(canonical_struct(kind)))
+              for top, kind in NESTED.items()]
+    base = [f for f in ALERT_BASE if f.name != "ingested_at"]
+    return pa.schema(base + nested + [ALERT_BASE.field("ingested_at")])  # the decoder's column order
 
 
 def catalog_properties(settings: Settings) -> dict[str, str]:
@@ -76,8 +102,8 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
         except NoSuchTableError:
             pass
         try:
-            table = catalog.create_table(ident, schema=schema, properties={
-                "commit.retry.num-retries": "10", "write.parquet.compression-codec": "zstd"})
+            table = catalog.create_table(ident, schema=alert_schema() if name == "alert" else schema,
+                                         properties=TABLE_PROPERTIES)
             if name != "ingest_ledger":
                 with table.update_spec() as spec:
                     spec.add_identity("night")

@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
     from .science import register; register(sub)  # noqa: E702
     from .crossmatch import register as _xm; _xm(sub)  # noqa: E702
+    from .maintenance import register as _mt; _mt(sub)  # noqa: E702
     return p
 
 

@@ -10,11 +10,14 @@ exact at the poles and across ra = 0/360) is at most the radius.
 
 The crossmatch function finds the alerts of a ``bronze.committed`` event through the ingest ledger (the parts of
 the event's ``chunks``) and appends the matches to the Iceberg table ``bronze.crossmatch``, skipping candids already
-matched against the same catalog version, so a re-delivered event adds nothing.
+matched against the same catalog version, so a re-delivered event adds nothing. Each appended row carries
+``matched_at`` (when it was committed): it orders a catalog's versions for silver and is the cluster refresh's
+"new rows" filter, as ``ingested_at`` is bronze.alert's.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
@@ -40,7 +43,7 @@ TABLE = "crossmatch"
 CROSSMATCH = pa.schema([
     ("catalog", pa.string()), ("catalog_version", pa.string()), ("candid", pa.int64()), ("objectId", pa.string()),
     ("match_id", pa.string()), ("match_ra", pa.float64()), ("match_dec", pa.float64()),
-    ("dist_arcsec", pa.float64()), ("night", pa.date32()),
+    ("dist_arcsec", pa.float64()), ("night", pa.date32()), ("matched_at", pa.timestamp("us", tz="UTC")),
 ])
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _commit_lock = threading.Lock()
@@ -229,6 +232,7 @@ def match(settings: Settings, alerts: pa.Table, catalogs: list[CatalogInfo] | No
                     rows["match_dec"].append(float(cdec[j]))
                     rows["dist_arcsec"].append(float(d[j]))
                     rows["night"].append(alerts["night"][i].as_py() if "night" in alerts.column_names else None)
+                    rows["matched_at"].append(None)  # set by commit_matches
         pieces.append(pa.table(rows, schema=CROSSMATCH))
     return pa.concat_tables(pieces) if pieces else CROSSMATCH.empty_table()
 
@@ -276,12 +280,12 @@ def ensure_table(settings: Settings):
         TableAlreadyExistsError,
     )
 
-    from .catalog import load_catalog
+    from .catalog import TABLE_PROPERTIES, load_catalog
 
     catalog = load_catalog(settings)
     ident = f"{settings.namespace}.{TABLE}"
     try:
-        return catalog.load_table(ident)
+        return _with_current_schema(catalog.load_table(ident))
     except NoSuchTableError:
         pass
     try:
@@ -289,13 +293,32 @@ def ensure_table(settings: Settings):
     except NamespaceAlreadyExistsError:
         pass
     try:
-        table = catalog.create_table(ident, schema=CROSSMATCH, properties={
-            "commit.retry.num-retries": "10", "write.parquet.compression-codec": "zstd"})
+        table = catalog.create_table(ident, schema=CROSSMATCH, properties=TABLE_PROPERTIES)
         with table.update_spec() as spec:
             spec.add_identity("night")
         return table
     except TableAlreadyExistsError:
         return catalog.load_table(ident)
+
+
+def _with_current_schema(table):  # noqa: ANN001, ANN202
+    """A table created before a column of CROSSMATCH existed (``matched_at``) gets it (NULL in its old rows)."""
+    if set(CROSSMATCH.names) - set(table.schema().column_names):
+        with table.update_schema() as upd:
+            upd.union_by_name(CROSSMATCH)
+    return table
+
+
+def existing_table(settings: Settings):  # noqa: ANN201
+    """bronze.crossmatch if it exists, else None (readers do not create it; :func:`ensure_table` does)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from .catalog import load_catalog
+
+    try:
+        return load_catalog(settings).load_table(f"{settings.namespace}.{TABLE}")
+    except NoSuchTableError:
+        return None
 
 
 def commit_matches(settings: Settings, found: pa.Table, catalogs: list[CatalogInfo],
@@ -316,6 +339,9 @@ def commit_matches(settings: Settings, found: pa.Table, catalogs: list[CatalogIn
             keys = zip(found["catalog"].to_pylist(), found["catalog_version"].to_pylist(), found["candid"].to_pylist())
             found = found.filter(pa.array([k not in done for k in keys]))
         if found.num_rows:
+            now = dt.datetime.now(dt.timezone.utc)
+            found = found.set_column(found.schema.get_field_index("matched_at"), CROSSMATCH.field("matched_at"),
+                                     pa.array([now] * found.num_rows, CROSSMATCH.field("matched_at").type))
             table.append(found, snapshot_properties={"ateda.crossmatch": note[:500]} if note else {})
         return found.num_rows
 

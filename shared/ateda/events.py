@@ -20,7 +20,9 @@ ALERTS_STAGED = "dev.ateda.alerts.staged"
 BRONZE_COMMITTED = "dev.ateda.bronze.committed"
 INPUT_REJECTED = "dev.ateda.input.rejected"
 SILVER_REFRESHED = "dev.ateda.silver.refreshed"
-TYPES = (OBJECT_CREATED, ALERTS_STAGED, BRONZE_COMMITTED, INPUT_REJECTED, SILVER_REFRESHED)
+PING = "dev.knative.sources.ping"  # Knative's PingSource type (its name is Knative's): the maintenance tick
+PING_SOURCE = "/apis/v1/namespaces/ateda/pingsources/ateda-maintenance"  # what the PingSource sets as `source`
+TYPES = (OBJECT_CREATED, ALERTS_STAGED, BRONZE_COMMITTED, INPUT_REJECTED, SILVER_REFRESHED, PING)
 
 _local = threading.local()
 

@@ -8,7 +8,8 @@ default 60000, so a steady stream still refreshes), then, holding an exclusive `
 ``$ATEDA_HOME/refresh/dbt-refresh-<target>.lock`` (two processes never run dbt on the same target at once), runs
 :func:`run_refresh` once for every request pending at that moment, emits ``dev.ateda.silver.refreshed`` and
 deletes those markers. A failed run is retried ``ATEDA_REFRESH_RETRIES`` times (default 3) with exponential backoff
-(``ATEDA_REFRESH_BACKOFF_MS``, default 1000); then the last triggering event is written as a dead letter
+(``ATEDA_REFRESH_BACKOFF_MS``, default 1000); so is a failed emit after a successful run (only the emit: dbt does
+not run again for it). When the attempts are exhausted the last triggering event is written as a dead letter
 (``dead-letter/dbt-refresh/<time>-<id>.json`` with ``knativeerror*`` extensions, so ``ateda replay`` re-sends it)
 and the markers are dropped. Markers left by a crashed process are picked up by the next one's worker.
 """
@@ -160,25 +161,35 @@ class RefreshWorker:
             keys = self._pending()  # read under the lock: another process may have served them meanwhile
             if not keys:
                 return None
-            last_error = ""
-            for attempt in range(self.config.retries + 1):
-                try:
-                    result = run_refresh(self.settings, self.config.target)
-                    break
-                except Exception as exc:  # noqa: BLE001
-                    last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("dbt refresh attempt %d failed: %s", attempt + 1, last_error)
-                    if attempt < self.config.retries:
-                        time.sleep(self.config.backoff_s * 2 ** attempt)
-            else:
-                self._dead_letter(keys, last_error)
+            ok, result = self._attempts("dbt refresh", lambda: run_refresh(self.settings, self.config.target))
+            if not ok:
+                self._dead_letter(keys, result)
                 self._drop(keys)
                 return None
             self.runs += 1
             data = silver_refreshed_data(result, keys, self._events(keys))
-            self.emit(SILVER_REFRESHED, data, data["target"])
+            # the run is done: only the event is retried (the broker may be down), never dbt
+            ok, error = self._attempts("emitting silver.refreshed",
+                                       lambda: self.emit(SILVER_REFRESHED, data, data["target"]))
+            if not ok:
+                self._dead_letter(keys, f"dbt refresh succeeded, emitting {SILVER_REFRESHED} failed: {error}")
+                self._drop(keys)
+                return None
             self._drop(keys)
             return data
+
+    def _attempts(self, what: str, fn: Callable[[], object]) -> tuple[bool, object]:
+        """``fn()`` with ``retries`` retries and exponential backoff: (True, its value) or (False, the last error)."""
+        error = ""
+        for attempt in range(self.config.retries + 1):
+            try:
+                return True, fn()
+            except Exception as exc:  # noqa: BLE001
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: attempt %d failed: %s", what, attempt + 1, error)
+                if attempt < self.config.retries:
+                    time.sleep(self.config.backoff_s * 2 ** attempt)
+        return False, error
 
     def _events(self, keys: list[str]) -> list[dict]:
         out = []

@@ -60,6 +60,8 @@ def default_functions(split_workers: int | None = None) -> list[FunctionSpec]:
         # one process each: the refresh worker thread and the crossmatch duplicate check are per process
         FunctionSpec("ateda-dbt-refresh", "dbt_refresh", workers=1, threads=4, parallelism=4),
         FunctionSpec("ateda-crossmatch", "crossmatch", workers=1, threads=2, parallelism=2),
+        # one pass at a time (containerConcurrency 1 in the cluster)
+        FunctionSpec("ateda-maintenance", "maintenance", workers=1, threads=1, parallelism=1),
     ]
 
 
@@ -81,6 +83,7 @@ class Runtime:
     urls: dict[str, str] = field(default_factory=dict)
     broker: Broker | None = None
     watcher: BucketWatcher | None = None
+    pinger: "Pinger | None" = None
 
     def start(self) -> "Runtime":
         home = Path(self.settings.home)
@@ -101,6 +104,9 @@ class Runtime:
         self.broker.start()
         if self.watch:
             self.watcher = BucketWatcher(self.settings, sink).start()
+        every = float(os.environ.get("ATEDA_MAINTENANCE_EVERY_S") or 3600)
+        if "ateda-maintenance" in running and every > 0:
+            self.pinger = Pinger(sink, every).start()
         (home / "runtime.json").write_text(json.dumps({"pid": os.getpid(), "broker": sink, "functions": self.urls}))
         return self
 
@@ -127,6 +133,8 @@ class Runtime:
         return self.broker is not None and self.broker.idle()
 
     def stop(self) -> None:
+        if self.pinger:
+            self.pinger.stop()
         if self.watcher:
             self.watcher.stop()
         if self.broker:
@@ -145,6 +153,48 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         self.stop()
+
+
+class Pinger:
+    """The PingSource of the embedded runtime: sends the PingSource's event (same type, source and data as
+    ``knative/35-pingsource.yaml``) to the broker every ``every`` seconds, the first one ``every`` after start."""
+
+    def __init__(self, sink: str, every: float) -> None:
+        import threading
+
+        self.sink, self.every = sink, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="maintenance-pinger", daemon=True)
+
+    def start(self) -> "Pinger":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                ping(self.sink)
+            except Exception as exc:  # noqa: BLE001 (the broker may be restarting: the next tick tries again)
+                print(f"maintenance ping not delivered: {exc}", file=sys.stderr)
+
+
+def ping(sink: str) -> dict:
+    """Send one maintenance ping, as the PingSource would; returns the event."""
+    import yaml
+
+    from . import events
+
+    (source,) = [d for p in sorted(knative_dir().glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
+                 if d and d.get("kind") == "PingSource"]
+    meta = source["metadata"]
+    event = events.make_event(events.PING, f"/apis/v1/namespaces/{meta['namespace']}/pingsources/{meta['name']}",
+                              json.loads(source["spec"]["data"]))
+    events.post(sink, event)
+    return event
 
 
 def _die_with_parent() -> None:

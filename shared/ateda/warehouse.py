@@ -3,9 +3,10 @@
 Local target (DuckDB, the default): before each dbt run, :func:`prepare_bronze` plans the current Iceberg snapshot
 with pyiceberg and creates, in the DuckDB file, the views
 
-* ``bronze.alert`` / ``bronze.cutout``: every data file of the snapshot, read with ``read_parquet(union_by_name)``
-  (files of different schema versions line up by name; no DuckDB extension needed);
-* ``bronze.alert_delta``: the same rows restricted to the files that no successful refresh has processed yet
+* ``bronze.alert`` / ``bronze.cutout`` / ``bronze.crossmatch``: every data file of the snapshot, read with
+  ``read_parquet(union_by_name)`` (files of different schema versions line up by name; no DuckDB extension
+  needed); a table without data files (or, for crossmatch, not created yet) is an empty table of its schema;
+* ``bronze.<table>_delta``: the same rows restricted to the files that no successful refresh has processed yet
   (``ateda_meta.processed_file``). The incremental models read it, so a refresh costs in proportion to the new
   data and the objects it touches; with no new data it is empty and nothing changes.
 
@@ -14,8 +15,8 @@ processed. A failed run leaves the state alone, so the next refresh sees the sam
 models are idempotent). One refresh at a time per home (a file lock).
 
 Cluster target (StarRocks): bronze is read through the Iceberg external catalog; new rows are those with
-``ingested_at`` after the previous successful refresh's start (minus a margin), passed as the dbt var
-``bronze_since``.
+``ingested_at`` (crossmatch: ``matched_at``) after the previous successful refresh's start (minus a margin), passed
+as the dbt var ``bronze_since``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from .errors import AtedaError, ConfigError
 def dbt_dir() -> Path:
     """The dbt project: ATEDA_DBT_DIR in the image (docker/Dockerfile copies dbt/ there), else dbt/ in the repo."""
     return Path(os.environ.get("ATEDA_DBT_DIR") or Path(__file__).resolve().parents[2] / "dbt")
-BRONZE_TABLES = ("alert", "cutout")
+# crossmatch first: a match is committed after its alert, so every match in the planned snapshot has its alert in
+# the alert snapshot planned after it (silver's candid relationship holds even while matches are being appended)
+BRONZE_TABLES = ("crossmatch", "alert", "cutout")
 CLUSTER_LOOKBACK = dt.timedelta(minutes=15)  # rows committed while the previous cluster run was reading
 
 
@@ -80,13 +83,14 @@ def duckdb_path(settings: Settings) -> Path:
 
 def bronze_files(settings: Settings) -> dict[str, list[str]]:
     """Table name -> local paths of the data files of its current snapshot (S3 files mirrored locally once)."""
-    from .catalog import ensure_tables, load_catalog
-
-    tables = ensure_tables(load_catalog(settings), settings)
+    tables = _bronze_tables(settings)
     out: dict[str, list[str]] = {}
     for name in BRONZE_TABLES:
         table = tables[name]
         paths = []
+        if table is None:  # bronze.crossmatch before the first match
+            out[name] = paths
+            continue
         for task in table.scan().plan_files():
             if task.delete_files:
                 raise WarehouseError(f"bronze.{name} has delete files (merge-on-read), which DuckDB views cannot "
@@ -96,13 +100,20 @@ def bronze_files(settings: Settings) -> dict[str, list[str]]:
     return out
 
 
-def _local_copy(uri: str, table, settings: Settings) -> str:  # noqa: ANN001
-    """A path DuckDB can read without extensions. Iceberg data files never change, so a copy is made once."""
+def _local_name(uri: str, settings: Settings) -> str:
+    """Where DuckDB reads the data file ``uri``: the file itself, or its copy in the local bronze cache."""
     if uri.startswith("file://"):
         return uri[len("file://"):]
     if "://" not in uri:
         return uri
-    target = warehouse_dir(settings) / "bronze-cache" / uri.split("://", 1)[1]
+    return str(warehouse_dir(settings) / "bronze-cache" / uri.split("://", 1)[1])
+
+
+def _local_copy(uri: str, table, settings: Settings) -> str:  # noqa: ANN001
+    """A path DuckDB can read without extensions. Iceberg data files never change, so a copy is made once."""
+    if "://" not in uri or uri.startswith("file://"):
+        return _local_name(uri, settings)
+    target = Path(_local_name(uri, settings))
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
@@ -121,8 +132,6 @@ def prepare_bronze(con, settings: Settings) -> tuple[dict[str, list[str]], dict[
 
     Returns (table -> the snapshot's files, table -> those no successful refresh has processed yet).
     """
-    from .catalog import ensure_tables, load_catalog
-
     files = bronze_files(settings)
     con.execute("create schema if not exists bronze")
     con.execute("create schema if not exists ateda_meta")
@@ -130,16 +139,16 @@ def prepare_bronze(con, settings: Settings) -> tuple[dict[str, list[str]], dict[
     con.execute("create table if not exists ateda_meta.refresh_log (refreshed_at timestamptz, target varchar, "
                 "new_files integer, seconds double, success boolean)")
     done = {(t, p) for t, p in con.execute("select table_name, file_path from ateda_meta.processed_file").fetchall()}
+    done = _inherit_processed(settings, done)
     tables = None
     new: dict[str, list[str]] = {}
     for name, paths in files.items():
         new[name] = [p for p in paths if (name, p) not in done]
         for view in (f"{name}_delta", name, f"{name}_files"):
-            con.execute(f"drop view if exists bronze.{view}")
-            con.execute(f"drop table if exists bronze.{view}")
+            _drop_relation(con, view)
         if paths:
             scan = f"read_parquet({_sql_list(paths)}, union_by_name = true, filename = true)"
-            columns = _normalised_columns(paths) if name == "alert" else "*"
+            columns = _select_list(name, paths)
             con.execute(f"create view bronze.{name}_files as select {columns} from {scan}")
             con.execute(f"create view bronze.{name} as select * exclude (filename) from bronze.{name}_files")
             # a constant IN list on `filename` is pushed down: DuckDB opens only the new files' data
@@ -147,12 +156,80 @@ def prepare_bronze(con, settings: Settings) -> tuple[dict[str, list[str]], dict[
             con.execute(f"create view bronze.{name}_delta as "
                         f"select * exclude (filename) from bronze.{name}_files where {where}")
         else:  # an empty table: typed from the Iceberg schema, so the models still bind
-            tables = tables or ensure_tables(load_catalog(settings), settings)
-            empty = tables[name].schema().as_arrow().empty_table()  # noqa: F841 (read by DuckDB by name)
-            columns = _normalised_columns([], empty.schema) if name == "alert" else "*"
+            tables = tables or _bronze_tables(settings)
+            schema = _crossmatch_schema() if tables[name] is None else tables[name].schema().as_arrow()
+            empty = schema.empty_table()  # noqa: F841 (read by DuckDB by name)
+            columns = _select_list(name, [], empty.schema)
             con.execute(f"create table bronze.{name} as select {columns} from empty")
             con.execute(f"create view bronze.{name}_delta as select * from bronze.{name}")
     return files, new
+
+
+def _inherit_processed(settings: Settings, done: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """``done`` plus the files that compaction wrote from processed files only (same rows, moved: not new)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from .catalog import load_catalog
+    from .maintenance import compaction_lineage
+
+    if not done:
+        return done
+    catalog = load_catalog(settings)
+    out = set(done)
+    for name in BRONZE_TABLES:
+        try:
+            table = catalog.load_table(f"{settings.namespace}.{name}")
+        except NoSuchTableError:  # not created yet: no compactions
+            continue
+        for removed, added in compaction_lineage(table):  # oldest first, so chains of compactions resolve
+            if all((name, _local_name(r, settings)) in out for r in removed):
+                out |= {(name, _local_name(a, settings)) for a in added}
+    return out
+
+
+def _drop_relation(con, name: str) -> None:  # noqa: ANN001
+    """Drop bronze.<name>: a view, or the table standing in for an empty Iceberg table (DuckDB's ``drop view if
+    exists`` fails on a table of that name, and the reverse)."""
+    kind = con.execute("select table_type from information_schema.tables where table_schema = 'bronze' "
+                       "and table_name = ?", [name]).fetchone()
+    if kind:
+        con.execute(f"drop {'view' if kind[0] == 'VIEW' else 'table'} bronze.{name}")
+
+
+def _bronze_tables(settings: Settings) -> dict:
+    """The bronze tables the warehouse reads; ``crossmatch`` is None until the crossmatch function created it."""
+    from .catalog import ensure_tables, load_catalog
+    from .crossmatch import existing_table
+
+    return {**ensure_tables(load_catalog(settings), settings), "crossmatch": existing_table(settings)}
+
+
+def _crossmatch_schema():  # noqa: ANN202
+    from .crossmatch import CROSSMATCH
+
+    return CROSSMATCH
+
+
+def _select_list(name: str, paths: list[str], schema=None) -> str:  # noqa: ANN001
+    """A bronze view's select list: alert's nested columns normalised to ZTF 4.02; crossmatch's columns of files
+    written before a column existed (``matched_at``) as typed NULLs; everything else as is."""
+    if name == "alert":
+        return _normalised_columns(paths, schema)
+    if name != "crossmatch":
+        return "*"
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    want = _crossmatch_schema()
+    present = set(schema.names) if schema is not None else set()
+    for path in paths if schema is None else []:  # footers only, and only until every column was seen
+        present |= set(pq.read_schema(path).names)
+        if present >= set(want.names):
+            break
+    missing = [f for f in want if f.name not in present]
+    types = duckdb.from_arrow(pa.schema(missing).empty_table()).types if missing else []
+    return ", ".join(["*"] + [f'CAST(NULL AS {t}) AS "{f.name}"' for f, t in zip(missing, types)])
 
 
 _NESTED = {"candidate": ("candidate", False), "prv_candidates": ("prv_candidate", True),
@@ -358,6 +435,9 @@ def _result(target: str, res, seconds: float, n_new: int) -> RefreshResult:  # n
 
 
 def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
+    from .crossmatch import ensure_table
+
+    ensure_table(settings)  # StarRocks binds bronze.crossmatch in the Iceberg catalog: it must exist, even empty
     state_path = warehouse_dir(settings) / "cluster-state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     started = dt.datetime.now(dt.timezone.utc)

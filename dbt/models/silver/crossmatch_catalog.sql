@@ -1,0 +1,68 @@
+{{ config(unique_key='candid', keys=['candid', 'catalog', 'catalog_version', 'match_id'], distributed_by=['candid']) }}
+{#- Grain: one row per (candid, catalog, catalog_version, match_id): a match of an alert against a user-registered
+    catalog (bronze.crossmatch), every catalog version kept. A re-registered catalog with new content is a new
+    version; an alert is matched against the versions registered when it was committed, so an alert's matches of an
+    older version stay (they are that alert's answer) and is_latest_version marks, per (catalog, candid), the rows
+    of the newest version matched against it (latest matched_at, then the version string). Repeated bronze rows
+    (a catalog holding one id twice, an alert committed twice in one batch) are kept once: the nearest.
+    match_rank orders an alert's matches of one catalog version by distance (1 = nearest).
+    Incremental: every row of the alerts with new matches is recomputed (flags and ranks move with new rows). -#}
+{#- StarRocks: the primary-key columns come first, in `keys` order. -#}
+{%- set raw = ['candid', 'catalog', 'catalog_version', 'match_id', 'objectId', 'match_ra', 'match_dec',
+               'dist_arcsec', 'night', 'matched_at'] -%}
+
+with incoming as (
+    select {{ raw | join(', ') }} from {{ bronze_crossmatch() }} as x
+),
+
+candidates as (
+    select {{ raw | join(', ') }} from incoming
+    {%- if ateda_is_incremental() %}
+    union all
+    select {{ raw | join(', ') }} from {{ this }}
+    where candid in (select candid from incoming)
+    {%- endif %}
+),
+
+kept as (
+    select {{ raw | join(', ') }}
+    from (
+        select *, row_number() over (
+            partition by catalog, catalog_version, candid, match_id
+            order by dist_arcsec, match_ra, match_dec, matched_at
+        ) as copy_rank
+        from candidates
+    ) as copies
+    where copy_rank = 1
+),
+
+versions as (
+    select catalog, candid, catalog_version,
+           row_number() over (
+               partition by catalog, candid order by version_matched_at desc, catalog_version desc
+           ) as version_rank
+    from (
+        select catalog, candid, catalog_version, max(matched_at) as version_matched_at
+        from kept
+        group by catalog, candid, catalog_version
+    ) as matched
+)
+
+select
+    k.candid,
+    k.catalog,
+    k.catalog_version,
+    k.match_id,
+    k.objectId,
+    k.match_ra,
+    k.match_dec,
+    k.dist_arcsec,
+    row_number() over (
+        partition by k.catalog, k.catalog_version, k.candid order by k.dist_arcsec, k.match_id
+    ) as match_rank,
+    v.version_rank = 1 as is_latest_version,
+    k.night,
+    k.matched_at
+from kept as k
+join versions as v
+    on v.catalog = k.catalog and v.candid = k.candid and v.catalog_version = k.catalog_version
