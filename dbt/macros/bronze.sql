@@ -17,46 +17,34 @@
     {{ return(is_incremental()) }}
 {% endmacro %}
 
-{#- The bronze alert rows a model reads: all of them on a full build, only the new ones on an incremental run. -#}
-{% macro bronze_alerts() %}
+{#- The rows of bronze.<table> a model reads: all of them on a full build, only the new ones on an incremental run
+    (DuckDB: the <table>_delta view over the files no successful refresh has processed; StarRocks: the rows whose
+    arrival column is after var('bronze_since')). -#}
+{% macro bronze_rows(table) %}
     {%- if ateda_is_incremental() -%}
-        {{ bronze_alert_delta() }}
+        {{ bronze_delta(table) }}
     {%- else -%}
-        {{ source('bronze', 'alert') }}
+        {{ source('bronze', table) }}
     {%- endif -%}
 {% endmacro %}
 
-{% macro bronze_alert_delta() %}
-    {{- return(adapter.dispatch('bronze_alert_delta', 'ateda')()) -}}
+{% macro bronze_delta(table) %}
+    {{- return(adapter.dispatch('bronze_delta', 'ateda')(table)) -}}
 {% endmacro %}
 
-{% macro default__bronze_alert_delta() -%}
-    {{ source('bronze', 'alert_delta') }}
+{% macro default__bronze_delta(table) -%}
+    {{ source('bronze', table ~ '_delta') }}
 {%- endmacro %}
 
-{% macro starrocks__bronze_alert_delta() -%}
-    (select * from {{ source('bronze', 'alert') }}
-     where ingested_at > cast('{{ var("bronze_since") }}' as datetime))
+{#- bronze.crossmatch rows arrive with matched_at (appended by the crossmatch function), the others with ingested_at -#}
+{% macro starrocks__bronze_delta(table) -%}
+    (select * from {{ source('bronze', table) }}
+     where {{ 'matched_at' if table == 'crossmatch' else 'ingested_at' }} > cast('{{ var("bronze_since") }}' as datetime))
 {%- endmacro %}
 
-{#- bronze.crossmatch (user-catalog matches, appended by the crossmatch function): all rows on a full build, the new
-    ones on an incremental run (DuckDB: the unprocessed files; StarRocks: matched_at after var('bronze_since')). -#}
-{% macro bronze_crossmatch() %}
-    {%- if ateda_is_incremental() -%}
-        {{ adapter.dispatch('bronze_crossmatch_delta', 'ateda')() }}
-    {%- else -%}
-        {{ source('bronze', 'crossmatch') }}
-    {%- endif -%}
-{% endmacro %}
+{% macro bronze_alerts() %}{{ bronze_rows('alert') }}{% endmacro %}
 
-{% macro default__bronze_crossmatch_delta() -%}
-    {{ source('bronze', 'crossmatch_delta') }}
-{%- endmacro %}
-
-{% macro starrocks__bronze_crossmatch_delta() -%}
-    (select * from {{ source('bronze', 'crossmatch') }}
-     where matched_at > cast('{{ var("bronze_since") }}' as datetime))
-{%- endmacro %}
+{% macro bronze_alert_delta() %}{{ bronze_delta('alert') }}{% endmacro %}
 
 {#- Objects with new bronze rows: what an incremental run recomputes. -#}
 {% macro touched_objects() -%}
@@ -119,14 +107,7 @@
     this model already holds for the objects they touch; `best` keeps the first of each `partition_by` group in
     source_rank_order (with `tiebreak` last). Emits the two CTEs, for a model that defines `incoming`. -#}
 {% macro best_copy_ctes(raw, partition_by, tiebreak=none) %}
-candidates as (
-    select {{ raw | join(', ') }} from incoming
-    {%- if ateda_is_incremental() %}
-    union all
-    select {{ raw | join(', ') }} from {{ this }}
-    where objectId in (select objectId from incoming)
-    {%- endif %}
-),
+{{ candidates_cte(raw, 'objectId') }},
 
 best as (
     select {{ raw | join(', ') }}
@@ -137,5 +118,18 @@ best as (
         from candidates
     ) as ranked
     where copy_rank = 1
+)
+{%- endmacro %}
+
+{#- `candidates`: the new rows (`incoming`) plus, on an incremental run, the rows this model already holds with the
+    same `scope` key (they compete with the new copies, and flags or ranks computed over the group move with them). -#}
+{% macro candidates_cte(raw, scope) %}
+candidates as (
+    select {{ raw | join(', ') }} from incoming
+    {%- if ateda_is_incremental() %}
+    union all
+    select {{ raw | join(', ') }} from {{ this }}
+    where {{ scope }} in (select {{ scope }} from incoming)
+    {%- endif %}
 )
 {%- endmacro %}

@@ -12,17 +12,10 @@
                'dist_arcsec', 'night', 'matched_at'] -%}
 
 with incoming as (
-    select {{ raw | join(', ') }} from {{ bronze_crossmatch() }} as x
+    select {{ raw | join(', ') }} from {{ bronze_rows('crossmatch') }} as x
 ),
 
-candidates as (
-    select {{ raw | join(', ') }} from incoming
-    {%- if ateda_is_incremental() %}
-    union all
-    select {{ raw | join(', ') }} from {{ this }}
-    where candid in (select candid from incoming)
-    {%- endif %}
-),
+{{ candidates_cte(raw, 'candid') }},
 
 kept as (
     select {{ raw | join(', ') }}

@@ -61,14 +61,7 @@ with incoming as (
     from {{ bronze_alerts() }} as a
 ),
 
-candidates as (
-    select {{ columns | join(', ') }} from incoming
-    {%- if ateda_is_incremental() %}
-    union all
-    select {{ columns | join(', ') }} from {{ this }}
-    where candid in (select candid from incoming)
-    {%- endif %}
-),
+{{ candidates_cte(columns, 'candid') }},
 
 ranked as (
     select *, row_number() over (partition by candid order by {{ source_rank_order() }}) as copy_rank
