@@ -250,3 +250,62 @@ def run_refresh_bench(n: int = 20_000, new: int = 200, seed: int = 7) -> dict:
     result["text"] = (f"dbt refresh bench ({n} alerts): full build {timings['full_build_s']} s, no new data "
                       f"{timings['no_new_data_s']} s, {new} new alerts {timings[f'refresh_{new}_new_alerts_s']} s")
     return result
+
+
+def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
+    """Lake maintenance on a night of ``n`` alerts ingested as single files: the lake's shape, a full scan of
+    bronze.alert by DuckDB and pyiceberg's scan planning before and after one compaction pass, the pass itself, and
+    the incremental dbt refresh after it (compacted rows are not new: it reads no file)."""
+    import duckdb
+
+    from .cli import run_ingest
+    from .maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
+    from .runtime import Runtime, ingestion_functions
+    from .synth import write_single_files
+    from .warehouse import prepare_bronze, refresh
+
+    def measure() -> dict:
+        tables = lake_tables(settings)
+        out = {name: table_stats(tables[name], config) for name in ("alert", "cutout")}
+        t0 = time.perf_counter()
+        for name in ("alert", "cutout"):
+            list(tables[name].scan().plan_files())
+        out["plan_files_s"] = round(time.perf_counter() - t0, 3)
+        con = duckdb.connect()
+        prepare_bronze(con, settings)
+        t0 = time.perf_counter()
+        out["scan_rows"] = con.execute("select count(*), avg(candidate.magpsf), count(distinct objectId) "
+                                       "from bronze.alert").fetchone()[0]
+        out["duckdb_scan_s"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    work = Path(tempfile.mkdtemp(prefix="ateda-bench-maint-"))
+    config = MaintenanceConfig(quiet_minutes=0)  # the night was just written: compact it now
+    try:
+        files = work / "night"
+        write_single_files(files, n, seed=seed, unique_cutouts=False)
+        settings = Settings(home=work / "home").resolved()
+        with Runtime(settings, functions=ingestion_functions()):
+            run_ingest(settings, [files], quiet=True)
+        refresh(settings, full_refresh=True)
+        before = measure()
+        t0 = time.perf_counter()
+        report = run_pass(settings, ["compact", "stats"], config)
+        pass_s = round(time.perf_counter() - t0, 2)
+        after = measure()
+        t0 = time.perf_counter()
+        res = refresh(settings)
+        refresh_s = round(time.perf_counter() - t0, 2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"n_alerts": n, "before": before, "after": after, "pass_s": pass_s,
+              "compacted": {k: {"files": v.compacted_files, "written": v.written_files}
+                            for k, v in report.tables.items()},
+              "refresh_after_compaction": {"seconds": refresh_s, "new_files": res.new_files}}
+    fmt = lambda d: (f"alert {d['alert']['data_files']} files (max {d['alert']['max_files_per_partition']}/partition), "  # noqa: E731
+                     f"cutout {d['cutout']['data_files']} files; plan {d['plan_files_s']} s, DuckDB scan "
+                     f"{d['duckdb_scan_s']} s")
+    result["text"] = (f"maintenance bench ({n} alerts as single files)\n  before: {fmt(before)}\n"
+                      f"  pass (compact + stats): {pass_s} s\n  after:  {fmt(after)}\n"
+                      f"  incremental refresh after compaction: {refresh_s} s, new files read: {res.new_files}")
+    return result

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
     bench.add_argument("--refresh", action="store_true",
                        help="instead: dbt refresh cost (full build, nothing new, 200 new alerts)")
+    bench.add_argument("--maintenance", action="store_true",
+                       help="instead: the lake before and after a compaction pass (docs/maintenance.md)")
     bench.set_defaults(func=cmd_bench)
     from .science import register; register(sub)  # noqa: E702
     from .crossmatch import register as _xm; _xm(sub)  # noqa: E702
@@ -212,9 +214,12 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
-    from .bench import run_bench, run_refresh_bench
+    from .bench import run_bench, run_maintenance_bench, run_refresh_bench
 
-    result = run_refresh_bench(args.n) if args.refresh else run_bench(args.n, keep=args.keep)
+    if args.maintenance:
+        result = run_maintenance_bench(args.n)
+    else:
+        result = run_refresh_bench(args.n) if args.refresh else run_bench(args.n, keep=args.keep)
     print(json.dumps(result, indent=1) if args.json else result["text"])
     return 0
 
