@@ -38,6 +38,7 @@ EVENT_TYPES = {
     "dev.ateda.bronze.committed",
     "dev.ateda.input.rejected",
     "dev.ateda.silver.refreshed",
+    "dev.ateda.crossmatch.committed",
     "dev.knative.sources.ping",
 }
 
@@ -48,7 +49,7 @@ SERVICES = {
     "ateda-bronze": ("bronze", "cloudevent", True),
     "ateda-dead-letter": ("dead_letter", "cloudevent", False),
     "ateda-dbt-refresh": ("dbt_refresh", "cloudevent", True),
-    "ateda-crossmatch": ("crossmatch", "cloudevent", False),
+    "ateda-crossmatch": ("crossmatch", "cloudevent", True),
     "ateda-maintenance": ("maintenance", "cloudevent", False),
 }
 IMAGE_TAG = "0.1.0"
@@ -59,6 +60,7 @@ TRIGGERS = {
     "bronze-on-alerts-staged": ("ateda-bronze", "dev.ateda.alerts.staged"),
     "refresh-on-bronze-committed": ("ateda-dbt-refresh", "dev.ateda.bronze.committed"),
     "crossmatch-on-bronze-committed": ("ateda-crossmatch", "dev.ateda.bronze.committed"),
+    "refresh-on-crossmatch-committed": ("ateda-dbt-refresh", "dev.ateda.crossmatch.committed"),
     "maintenance-on-ping": ("ateda-maintenance", "dev.knative.sources.ping"),
 }
 

@@ -80,6 +80,9 @@ def test_catalog_add_and_match_known_answers(lake_settings, tmp_path):
     pq.write_table(pa_tab, tmp_path / "cat.parquet")
     assert xm.add_catalog(s, "known", tmp_path / "cat.parquet", 2.0).version == info.version
     assert [c.name for c in xm.list_catalogs(s)] == ["known"]
+    # another radius matches differently: a new version (alerts re-delivered after it are matched again)
+    wider = xm.add_catalog(s, "known", tmp_path / "cat.parquet", 3.0)
+    assert wider.version != info.version and xm.list_catalogs(s)[0].version == wider.version
 
 
 def test_only_the_needed_cells_are_read_and_pruning_loses_nothing(lake_settings, tmp_path, monkeypatch):
@@ -141,20 +144,33 @@ def test_crossmatch_function_on_real_alerts_is_idempotent(env_settings, sink, tm
     _csv(tmp_path / "watch.csv", rows)
     xm.add_catalog(s, "watch", tmp_path / "watch.csv", radius_arcsec=2.0)
 
+    _csv(tmp_path / "far.csv", [("f1", 10.0, -89.9)])  # a catalog no ZTF alert can match (ZTF sees dec > -31)
+    xm.add_catalog(s, "faraway", tmp_path / "far.csv", radius_arcsec=1.0)
     client = app("crossmatch")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
     table = xm.ensure_table(s)
     first = table.scan().to_arrow()
+    # one dev.ateda.crossmatch.committed per bronze commit with matches: dbt refresh is told
+    told = sink.of(events.CROSSMATCH_COMMITTED)
+    validate_all(told)
+    assert len(told) == len(committed) and sum(e["data"]["appended"] for e in told) == first.num_rows
+    assert {e["data"]["snapshot_id"] for e in told} <= {sn.snapshot_id for sn in table.metadata.snapshots}
+    assert all(e["data"]["catalogs"] == ["faraway", "watch"] for e in told)
+    assert sorted(c for e in told for c in e["data"]["chunks"]) == sorted(c for e in committed for c in e["data"]["chunks"])
     assert sorted(first["candid"].to_pylist()) == sorted(alerts["candid"].to_pylist())
     assert set(first["match_id"].to_pylist()) == {f"n{c}" for c in alerts["candid"].to_pylist()}
     assert np.allclose(first["dist_arcsec"].to_numpy(), 1.5, atol=1e-6)
     assert first["night"].null_count == 0 and set(first["objectId"].to_pylist()) == set(alerts["objectId"].to_pylist())
     snaps = len(table.refresh().metadata.snapshots)
-    for e in committed:  # re-delivery: nothing new, not even a commit
+    for e in committed:  # re-delivery: nothing new, not even a commit; the event is sent again (at-least-once)
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
     table = table.refresh()
     assert table.scan().to_arrow().num_rows == first.num_rows and len(table.metadata.snapshots) == snaps
+    again = sink.of(events.CROSSMATCH_COMMITTED)[len(told):]
+    validate_all(again)
+    assert len(again) == len(committed) and {e["data"]["appended"] for e in again} == {0}
+    assert {e["data"]["matches"] for e in again} == {e["data"]["matches"] for e in told}
 
 
 def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settings, sink, tmp_path):
@@ -263,7 +279,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
             warehouse.prepare_bronze(con, s)
             assert con.execute("select count(*) from bronze.crossmatch where matched_at is null").fetchone() == (_,)
             table.append(row(1, old))
-    assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.CatalogInfo("w", "v0", 1.0, 64, 1, [])], [2]) == 1
+    assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.CatalogInfo("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
     rows = xm.ensure_table(s).scan().to_arrow().sort_by("candid")
     assert rows["candid"].to_pylist() == [1, 1, 2] and rows["matched_at"].null_count == 2
 

@@ -7,7 +7,8 @@ import logging
 import functions_framework
 from ateda.config import settings
 from ateda.crossmatch import crossmatch_commit
-from ateda.function import request_scope
+from ateda.events import CROSSMATCH_COMMITTED
+from ateda.function import emitter, request_scope
 from cloudevents.http import CloudEvent
 
 log = logging.getLogger("ateda.crossmatch")
@@ -15,7 +16,13 @@ log = logging.getLogger("ateda.crossmatch")
 
 @functions_framework.cloud_event
 def handle(event: CloudEvent) -> None:
-    """Trigger: dev.ateda.bronze.committed. Answers once the matches are committed; re-deliveries add nothing."""
+    """Trigger: dev.ateda.bronze.committed. Answers once the matches are committed; re-deliveries add nothing.
+
+    Emits dev.ateda.crossmatch.committed when the commit's alerts have matches, so dbt refresh brings
+    silver.crossmatch_catalog up to date without waiting for the next bronze commit.
+    """
     with request_scope("crossmatch", event["type"]):
         summary = crossmatch_commit(settings(), event.data or {})
         log.info("crossmatch %s: %s", event["id"], summary)
+        if summary["matches"]:
+            emitter("crossmatch")(CROSSMATCH_COMMITTED, summary, str(summary["snapshot_id"]))

@@ -1,4 +1,4 @@
-"""dbt-refresh: record "bronze committed" and answer at once; a background worker runs one debounced dbt refresh."""
+"""dbt-refresh: record "bronze/crossmatch committed", answer at once; a background worker runs one debounced refresh."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from cloudevents.http import CloudEvent
 
 @functions_framework.cloud_event
 def handle(event: CloudEvent) -> None:
-    """Trigger: dev.ateda.bronze.committed. Durable request marker, then 200; dbt never runs in the request."""
+    """Triggers: dev.ateda.bronze.committed, dev.ateda.crossmatch.committed. Durable request marker, then 200; dbt
+    never runs in the request."""
     with request_scope(FUNCTION, event["type"]):
         _worker().request({**event.get_attributes(), "data": event.data})
 

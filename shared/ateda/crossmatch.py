@@ -3,10 +3,10 @@
 ``ateda catalog add NAME FILE --radius-arcsec R`` reads a Parquet or CSV file with ``ra``, ``dec`` (degrees, ICRS)
 and ``id`` columns and writes it to the lake as one Parquet file per HEALPix cell (nested ordering, nside 64 by
 default: cells of about 55 arcmin), ``catalogs/NAME/<version>/cell=<n>.parquet``, then the manifest
-``catalogs/NAME/catalog.json`` (version = content hash, radius, nside, the non-empty cells). A match computes, for
-each alert, the cells that a cone of the catalog's radius around it touches (its own cell and the neighbours the
-radius reaches), reads only those cells' files, and keeps the pairs whose great-circle distance (Vincenty formula,
-exact at the poles and across ra = 0/360) is at most the radius.
+``catalogs/NAME/catalog.json`` (version = a hash of the content, radius and nside; the radius, nside and the
+non-empty cells). A match computes, for each alert, the cells that a cone of the catalog's radius around it touches
+(its own cell and the neighbours the radius reaches), reads only those cells' files, and keeps the pairs whose
+great-circle distance (Vincenty formula, exact at the poles and across ra = 0/360) is at most the radius.
 
 The crossmatch function finds the alerts of a ``bronze.committed`` event through the ingest ledger (the parts of
 the event's ``chunks``) and appends the matches to the Iceberg table ``bronze.crossmatch``, skipping candids already
@@ -147,7 +147,7 @@ def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float,
     digest.update("\x00".join(table["id"].to_pylist()).encode())
     for col in ("ra", "dec"):
         digest.update(np.ascontiguousarray(table[col].to_numpy(), dtype=np.float64).tobytes())
-    digest.update(f"{nside}".encode())
+    digest.update(f"{nside}:{float(radius_arcsec)!r}".encode())  # another radius gives other matches: a new version
     version = digest.hexdigest()[:16]
     cells = cells_of(table["ra"].to_numpy(), table["dec"].to_numpy(), nside)
     table = table.append_column("cell", pa.array(cells))
@@ -322,12 +322,15 @@ def existing_table(settings: Settings):  # noqa: ANN201
 
 
 def commit_matches(settings: Settings, found: pa.Table, catalogs: list[CatalogInfo],
-                   candids: list[int], note: str = "") -> int:
-    """Append ``found`` minus the (catalog, version, candid) already in the table; returns rows appended."""
+                   candids: list[int], note: str = "") -> tuple[int, int | None]:
+    """Append ``found`` minus the (catalog, version, candid) already in the table.
+
+    Returns (rows appended, bronze.crossmatch's snapshot id afterwards: None while the table has no snapshot).
+    """
     from pyiceberg.expressions import In
 
     if not candids or not catalogs:
-        return 0
+        return 0, None
     with _commit_lock:  # one process per service (max-scale 1): check-then-append is not raced
         table = ensure_table(settings)
         done: set[tuple] = set()
@@ -343,20 +346,29 @@ def commit_matches(settings: Settings, found: pa.Table, catalogs: list[CatalogIn
             found = found.set_column(found.schema.get_field_index("matched_at"), CROSSMATCH.field("matched_at"),
                                      pa.array([now] * found.num_rows, CROSSMATCH.field("matched_at").type))
             table.append(found, snapshot_properties={"ateda.crossmatch": note[:500]} if note else {})
-        return found.num_rows
+        snapshot = table.current_snapshot()
+        return found.num_rows, (snapshot.snapshot_id if snapshot is not None else None)
 
 
 def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None = None) -> dict:
-    """The function's work for one ``bronze.committed`` event."""
+    """The function's work for one ``bronze.committed`` event.
+
+    The summary is also the ``data`` of ``dev.ateda.crossmatch.committed``, which the function emits whenever the
+    commit's alerts have matches (``matches`` > 0), newly appended or already there from an earlier delivery: a
+    re-delivery after a failed emit still tells dbt refresh, and a duplicate event only costs a no-op refresh.
+    """
     catalogs = list_catalogs(settings)
+    chunks = list(data.get("chunks") or [])
     if not catalogs:
-        return {"alerts": 0, "matches": 0, "appended": 0, "catalogs": []}
+        return {"catalogs": [], "alerts": 0, "matches": 0, "appended": 0, "snapshot_id": None, "nights": [],
+                "chunks": chunks}
     alerts = alerts_of_commit(settings, data)
     found = match(settings, alerts, catalogs, stats)
-    appended = commit_matches(settings, found, catalogs, alerts["candid"].to_pylist(),
-                              ",".join(data.get("chunks") or []))
-    return {"alerts": alerts.num_rows, "matches": found.num_rows, "appended": appended,
-            "catalogs": [c.name for c in catalogs]}
+    appended, snapshot_id = commit_matches(settings, found, catalogs, alerts["candid"].to_pylist(),
+                                           ",".join(chunks))
+    nights = sorted({str(n) for n in found["night"].to_pylist() if n is not None})
+    return {"catalogs": [c.name for c in catalogs], "alerts": alerts.num_rows, "matches": found.num_rows,
+            "appended": appended, "snapshot_id": snapshot_id, "nights": nights, "chunks": chunks}
 
 
 # ---------------------------------------------------------------- CLI
