@@ -46,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--trigger", default=None)
     rep.add_argument("--broker", default=None, help="broker URL (default: the running local runtime)")
     rep.set_defaults(func=cmd_replay)
-    demo = sub.add_parser("demo", help="generate a synthetic night and ingest it, offline")
+    demo = sub.add_parser("demo", help="generate a synthetic night and ingest it, offline, with any real alerts given")
     demo.add_argument("-n", type=int, default=2000, help="alerts")
+    demo.add_argument("--real", type=Path, action="append", default=[],
+                      help="also ingest these real alert files/folders and plot their richest object (repeatable)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
@@ -202,15 +204,44 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
     write_tarball(src / "ztf_public_20261120.tar.gz", tar_n, seed=args.seed + 1)
     summary = run_ingest(settings, [src / "singles", src / "ztf_public_20261120.tar.gz"], quiet=args.json)
     _print_summary(summary, args.json)
+    real = [p for p in args.real if p.exists()]
+    if real:
+        if not args.json:
+            print(f"\nreal ZTF alerts from {', '.join(map(str, real))} (bucket prefix {DEMO_REAL_PREFIX}):")
+        _print_summary(run_ingest(settings, real, prefix=DEMO_REAL_PREFIX, quiet=args.json), args.json)
     from .warehouse import refresh
 
     result = refresh(settings)  # silver and gold, as the dbt-refresh function does after commits
-    if not args.json:
-        print(f"silver and gold refreshed in {result.seconds:.1f} s: " +
-              ", ".join(f"{t} {n}" for t, n in sorted(result.rows.items()) if t.startswith("gold.")))
-        print(f"\nnext: `ateda status`, `ateda query \"select * from gold.transient_candidates limit 5\"`, "
-              f"`ateda plot OBJECTID -o lc.png`, `ateda cutout CANDID`; data in {settings.home}")
+    plotted = _plot_richest_real_object(settings) if real else None
+    if args.json:
+        print(json.dumps({"refresh": result.as_dict(), "plot": plotted and str(plotted)}, indent=1, default=str))
+        return 0
+    print(f"\nsilver and gold refreshed in {result.seconds:.1f} s: " +
+          ", ".join(f"{t} {n}" for t, n in sorted(result.rows.items()) if t.startswith("gold.")))
+    if plotted:
+        print(f"light curve and cutouts of the real object with the most detections: {plotted}")
+    print(f"\nnext: `ateda status`, `ateda query \"select * from gold.transient_candidates limit 5\"`, "
+          f"`ateda object OBJECTID`, `ateda plot OBJECTID -o lc.png`, `ateda cutout CANDID`; data in {settings.home}")
     return 0
+
+
+DEMO_REAL_PREFIX = "ztf-real/"
+
+
+def _plot_richest_real_object(settings: Settings) -> Path | None:
+    """Plot the object, among those whose alerts came in under the demo's real-data prefix, with the most
+    detections: the light curve an astronomer would look at first."""
+    from .science import plot_object
+    from .warehouse import connect
+
+    with connect(settings) as con:
+        row = con.execute(
+            "select o.objectId from gold.object o where o.objectId in "
+            "(select objectId from silver.ztf_alert where starts_with(src_key, ?)) "
+            "order by o.ndet desc, o.objectId limit 1", [DEMO_REAL_PREFIX]).fetchone()
+    if row is None:
+        return None
+    return plot_object(settings, row[0], settings.home / "demo-output" / f"{row[0]}.png")
 
 
 def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
