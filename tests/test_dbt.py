@@ -262,7 +262,7 @@ def test_dbt_build_passes(home):
                                                          "reference", "crossmatch_ps1", "crossmatch_gaia",
                                                          "crossmatch_ss", "crossmatch_catalog")}
     assert set(result.rows) >= {f"gold.{n}" for n in ("object", "magstats", "lightcurve", "nightly_summary",
-                                                       "transient_candidates")}
+                                                       "transient_candidates", "object_catalog_match")}
 
 
 def test_detections_match_avro(home, reference):
@@ -337,7 +337,7 @@ def test_incremental_refresh_equals_full_build(home, tmp_path):
         con.execute(f"attach '{warehouse.duckdb_path(s)}' as i (read_only)")
         tables = con.execute("select table_schema, table_name from information_schema.tables where table_catalog = 'f' "
                              "and table_schema in ('silver', 'gold') and table_type = 'BASE TABLE'").fetchall()
-        assert len(tables) == 13  # and the view transient_candidates, a filter of gold.object
+        assert len(tables) == 14  # and the view transient_candidates, a filter of gold.object
         for schema, name in tables:
             cols = con.execute(
                 "select column_name, data_type from information_schema.columns where table_catalog = 'f' "
@@ -359,7 +359,7 @@ def test_cluster_target_compiles_offline_to_starrocks_sql(home, incremental):
     assert res.success, res.exception
     compiled = sorted((warehouse.warehouse_dir(s) / "dbt" / "target-cluster" / "compiled" / "ateda" / "models")
                       .glob("*/*.sql"))
-    assert len(compiled) == 14
+    assert len(compiled) == 15
     for path in compiled:
         sql = path.read_text()
         assert "iceberg" in sql or "`silver`" in sql or "`gold`" in sql, path.name

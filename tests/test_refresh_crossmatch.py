@@ -216,10 +216,49 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
         for k, (dist, rank, latest) in want.items():
             assert got[k][0] == pytest.approx(dist, abs=1e-6) and got[k][1:] == (rank, latest), k
 
+    def gold() -> dict:
+        """gold.object_catalog_match against a Python recomputation from silver's current rows and the objects'
+        mean positions: per (object, catalog) the newest version, the source nearest the mean position (Vincenty)."""
+        with warehouse.connect(s) as con:
+            current = con.execute("select objectId, catalog, catalog_version, candid, match_id, match_ra, match_dec, "
+                                  "dist_arcsec, matched_at from silver.crossmatch_catalog "
+                                  "where is_latest_version and objectId is not null").fetchall()
+            mean = {o: (r, d) for o, r, d in con.execute("select objectId, meanra, meandec from gold.object").fetchall()}
+            got = {(r[0], r[1]): r[2:] for r in con.execute(
+                "select objectId, catalog, catalog_version, match_id, dist_arcsec, min_alert_dist_arcsec, "
+                "n_sources, n_alerts_matched from gold.object_catalog_match").fetchall()}
+        groups: dict = {}
+        for r in current:
+            groups.setdefault(r[:2], []).append(r)
+        want = {}
+        for key, rows in groups.items():
+            version = max(rows, key=lambda r: (r[8], r[2]))[2]
+            rows = [r for r in rows if r[2] == version]
+            sources = {}
+            for r in sorted(rows, key=lambda r: (r[7], r[3])):
+                sources.setdefault(r[4], (r[5], r[6]))
+            ra0, dec0 = mean[key[0]]
+            dist, match_id = min((xm.separation_arcsec(ra0, dec0, ra, dec), i) for i, (ra, dec) in sources.items())
+            want[key] = (version, match_id, dist, min(r[7] for r in rows), len(sources), len({r[3] for r in rows}))
+        assert set(got) == set(want)
+        for k, w in want.items():
+            assert got[k][:2] == w[:2] and got[k][4:] == w[4:], k
+            assert got[k][2] == pytest.approx(w[2], abs=1e-6) and got[k][3] == pytest.approx(w[3], abs=1e-9), k
+        return got
+
     result = warehouse.refresh(s, test=True)
     assert result.success and set(result.tests.values()) == {"pass"}
     assert any("crossmatch_catalog" in t for t in result.tests)
     same(silver(), expected)
+    first_gold = gold()
+    assert set(first_gold) == {(oid, "watch") for oid in alerts["objectId"].to_pylist() if oid}
+    assert {v[0] for v in first_gold.values()} == {v1}
+    from ateda.science import format_object, object_info
+
+    (oid, _), row = min(first_gold.items(), key=lambda kv: (-kv[1][4], kv[0]))  # the object with most sources
+    info = object_info(s, oid)
+    assert [(c["catalog"], c["match_id"], c["n_sources"]) for c in info["catalogs"]] == [("watch", row[1], row[4])]
+    assert f"catalog       watch: {row[1]} at {row[2]:.2f}\"" in format_object(info)
     # bronze's rows, deduplicated independently (nearest copy of each key), are silver's
     nearest: dict = {}
     for r in bronze_rows.to_pylist():
@@ -240,14 +279,19 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     expected = {k: (d, r, k[2] not in redo) for k, (d, r, _) in expected.items()}
     expected |= {("watch", v2, c, f"v{c}"): (0.5, 1, True) for c in redo}
     same(silver(), expected)
+    second_gold = gold()  # the objects of the re-matched alerts now answer with v2, the others still with v1
+    redo_objects = {o for c, o in zip(alerts["candid"].to_pylist(), alerts["objectId"].to_pylist()) if c in redo and o}
+    assert {k[0] for k, v in second_gold.items() if v[0] == v2} == redo_objects
+    assert all(v == first_gold[k] for k, v in second_gold.items() if k[0] not in redo_objects)
 
     # nothing new: nothing changes
+    tables = ("silver.crossmatch_catalog", "gold.object_catalog_match")
     with warehouse.connect(s) as con:
-        before = con.execute("select count(*), sum(hash(t)) from silver.crossmatch_catalog as t").fetchone()
+        before = [con.execute(f"select count(*), sum(hash(t)) from {t} as t").fetchone() for t in tables]
     third = warehouse.refresh(s)
     assert third.new_files == 0
     with warehouse.connect(s) as con:
-        assert con.execute("select count(*), sum(hash(t)) from silver.crossmatch_catalog as t").fetchone() == before
+        assert [con.execute(f"select count(*), sum(hash(t)) from {t} as t").fetchone() for t in tables] == before
 
 
 def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_settings):

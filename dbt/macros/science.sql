@@ -45,3 +45,11 @@
     case {{ fid }}
     {%- for f, s in var('position_sigma_arcsec').items() %} when {{ f }} then {{ s }}{% endfor %} end
 {%- endmacro %}
+
+{#- Great-circle distance between two positions given in degrees, arcsec (haversine; exact to float precision at
+    the arcsec scales of cross-matches, and right across ra = 0/360 and at the poles). -#}
+{% macro great_circle_arcsec(ra1, dec1, ra2, dec2) -%}
+    (3600.0 * degrees(2.0 * asin(least(1.0, sqrt(
+        power(sin(radians({{ dec2 }} - {{ dec1 }}) / 2.0), 2)
+        + cos(radians({{ dec1 }})) * cos(radians({{ dec2 }})) * power(sin(radians({{ ra2 }} - {{ ra1 }}) / 2.0), 2))))))
+{%- endmacro %}

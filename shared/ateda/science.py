@@ -201,7 +201,8 @@ def _records(con, sql: str, params: list) -> list[dict]:  # noqa: ANN001
 
 
 def object_info(settings: Settings, object_id: str) -> dict:
-    """gold.object's row, gold.magstats per band, the nearest PS1/Gaia matches and the transient verdict."""
+    """gold.object's row, gold.magstats per band, the nearest PS1/Gaia matches, the user catalogs' nearest sources
+    and the transient verdict."""
     with _connect(settings) as con:
         obj = _records(con, "select * from gold.object where objectId = ?", [object_id])
         if not obj:
@@ -215,6 +216,9 @@ def object_info(settings: Settings, object_id: str) -> dict:
                                      "where candid = ? order by match_kind desc", [last])
         info["solar_system"] = _records(con, "select candid, ss_name, dist_arcsec, ss_mag from silver.crossmatch_ss "
                                              "where objectId = ? order by candid", [object_id])
+        info["catalogs"] = _records(con, "select catalog, catalog_version, match_id, dist_arcsec, n_sources, "
+                                         "n_alerts_matched from gold.object_catalog_match where objectId = ? "
+                                         "order by catalog", [object_id])
         info["is_transient_candidate"] = bool(con.execute(
             "select count(*) from gold.transient_candidates where objectId = ?", [object_id]).fetchone()[0])
     return info
@@ -264,6 +268,10 @@ def format_object(info: dict) -> str:
         s = info["solar_system"][0]
         lines.append(f"  solar system  {s['ss_name']} at {_fmt(s['dist_arcsec'], '.1f')}\" "
                      f"({len(info['solar_system'])} alert(s))")
+    for c in info["catalogs"]:
+        lines.append(f"  catalog       {c['catalog']}: {c['match_id']} at {_fmt(c['dist_arcsec'], '.2f')}\" from the mean "
+                     f"position ({c['n_alerts_matched']} alert(s) matched, {c['n_sources']} source(s); "
+                     f"version {c['catalog_version']})")
     lines.append("")
     cols = [("band", "band", "s"), ("ndet", "ndet", "d"), ("ndubious", "dub", "d"), ("magmean", "mean", ".3f"),
             ("magmedian", "median", ".3f"), ("magmin", "min", ".3f"), ("magmax", "max", ".3f"),

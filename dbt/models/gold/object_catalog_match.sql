@@ -1,0 +1,93 @@
+{{ config(unique_key='objectId', keys=['objectId', 'catalog'], distributed_by=['objectId']) }}
+{#- Grain: one row per (objectId, catalog): what the user-registered catalogs (`ateda catalog add`) say about an
+    object. From silver.crossmatch_catalog, each alert's current answer (is_latest_version); per object and catalog
+    the newest version matched against any of its alerts (latest matched_at, then the larger version string).
+    The source named is the one nearest the object's weighted mean position (gold.object), over every source any
+    of its alerts matched in that version; dist_arcsec is that distance (the nearest alert-level distance when the
+    object has no mean position). Incremental: the objects with new alerts or new matches are recomputed whole. -#}
+{#- StarRocks: the primary-key columns come first, in `keys` order. -#}
+with matches as (
+    select objectId, catalog, catalog_version, candid, match_id, match_ra, match_dec, dist_arcsec, night, matched_at
+    from {{ ref('crossmatch_catalog') }}
+    where is_latest_version and objectId is not null
+    {%- if ateda_is_incremental() %}
+      and (objectId in {{ touched_objects() }}
+           or objectId in (select objectId from {{ bronze_delta('crossmatch') }} as x where objectId is not null))
+    {%- endif %}
+),
+
+versions as (
+    select objectId, catalog, catalog_version,
+           row_number() over (
+               partition by objectId, catalog order by version_matched_at desc, catalog_version desc
+           ) as version_rank
+    from (
+        select objectId, catalog, catalog_version, max(matched_at) as version_matched_at
+        from matches
+        group by objectId, catalog, catalog_version
+    ) as matched
+),
+
+current_matches as (
+    select m.*
+    from matches as m
+    join versions as v
+        on v.objectId = m.objectId and v.catalog = m.catalog and v.catalog_version = m.catalog_version
+    where v.version_rank = 1
+),
+
+sources as (
+    select objectId, catalog, match_id, match_ra, match_dec, dist_arcsec as min_alert_dist_arcsec
+    from (
+        select *, row_number() over (
+            partition by objectId, catalog, match_id order by dist_arcsec, candid
+        ) as copy_rank
+        from current_matches
+    ) as copies
+    where copy_rank = 1
+),
+
+ranked as (
+    select
+        s.*,
+        {{ great_circle_arcsec('o.meanra', 'o.meandec', 's.match_ra', 's.match_dec') }} as meanpos_dist_arcsec,
+        row_number() over (
+            partition by s.objectId, s.catalog
+            order by coalesce({{ great_circle_arcsec('o.meanra', 'o.meandec', 's.match_ra', 's.match_dec') }},
+                              s.min_alert_dist_arcsec), s.match_id
+        ) as source_rank
+    from sources as s
+    left join {{ ref('object') }} as o on o.objectId = s.objectId
+),
+
+totals as (
+    select
+        objectId,
+        catalog,
+        max(catalog_version) as catalog_version,
+        count(distinct match_id) as n_sources,
+        count(distinct candid) as n_alerts_matched,
+        min(dist_arcsec) as min_alert_dist_arcsec,
+        min(night) as first_matched_night,
+        max(night) as last_matched_night,
+        max(matched_at) as matched_at
+    from current_matches
+    group by objectId, catalog
+)
+
+select
+    t.objectId,
+    t.catalog,
+    t.catalog_version,
+    r.match_id,
+    r.match_ra,
+    r.match_dec,
+    coalesce(r.meanpos_dist_arcsec, r.min_alert_dist_arcsec) as dist_arcsec,
+    t.min_alert_dist_arcsec,
+    t.n_sources,
+    t.n_alerts_matched,
+    t.first_matched_night,
+    t.last_matched_night,
+    t.matched_at
+from totals as t
+join ranked as r on r.objectId = t.objectId and r.catalog = t.catalog and r.source_rank = 1
