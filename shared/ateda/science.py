@@ -425,7 +425,9 @@ def _draw_lightcurve(ax, obj: dict, points: list[dict]) -> None:  # noqa: ANN001
     ax.set_axisbelow(True)
     top = ax.secondary_xaxis("top", functions=(lambda m: m - 40587.0, lambda d: d + 40587.0))
     top.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=7))
-    top.xaxis.set_major_formatter(mdates.ConciseDateFormatter(top.xaxis.get_major_locator()))
+    top.xaxis.set_major_formatter(mdates.ConciseDateFormatter(  # day ticks carry their month: "Jun 08"
+        top.xaxis.get_major_locator(), formats=["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%S.%f"],
+        offset_formats=["", "%Y", "%Y", "%Y-%b-%d", "%Y-%b-%d", "%Y-%b-%d %H:%M"]))
     top.tick_params(direction="in", labelsize=9.5)
 
     handles = [Line2D([], [], ls="", marker="o", ms=7, color=c, label=f"ZTF {b}") for b, c in bands_seen]
