@@ -484,13 +484,12 @@ def _draw_cutout(ax, image, label: str, diverging: bool, scale_bar: bool = False
             ax.plot([cx + sign * dx * 4, cx + sign * dx * 9], [cy + sign * dy * 4, cy + sign * dy * 9],
                     color="#ffb000", lw=1.4, solid_capstyle="butt")
     if scale_bar:  # ZTF pixels are 1.01 arcsec; a dark outline keeps the bar legible over a bright star
-        from matplotlib import patheffects
+        from matplotlib.patheffects import withStroke
 
-        outline = [patheffects.withStroke(linewidth=3, foreground="black")]
         n = 10 / ZTF_PIXEL_ARCSEC
         x0, y0 = 3, 4
         ax.plot([x0, x0 + n], [y0, y0], color="white", lw=2.2, solid_capstyle="butt",
-                path_effects=[patheffects.Stroke(linewidth=4, foreground="black"), patheffects.Normal()])
+                path_effects=[withStroke(linewidth=4, foreground="black")])
         ax.text(x0 + n / 2, y0 + 1.5, "10\u2033", color="white", ha="center", va="bottom", fontsize=9,
-                fontweight="bold", path_effects=outline)
+                fontweight="bold", path_effects=[withStroke(linewidth=3, foreground="black")])
     ax.set_ylabel(label)

@@ -17,15 +17,7 @@ with matches as (
 ),
 
 versions as (
-    select objectId, catalog, catalog_version,
-           row_number() over (
-               partition by objectId, catalog order by version_matched_at desc, catalog_version desc
-           ) as version_rank
-    from (
-        select objectId, catalog, catalog_version, max(matched_at) as version_matched_at
-        from matches
-        group by objectId, catalog, catalog_version
-    ) as matched
+    {{ catalog_version_ranks('matches', ['objectId', 'catalog']) }}
 ),
 
 current_matches as (
@@ -47,17 +39,20 @@ sources as (
     where copy_rank = 1
 ),
 
-ranked as (
+distances as (
     select
         s.*,
-        {{ great_circle_arcsec('o.meanra', 'o.meandec', 's.match_ra', 's.match_dec') }} as meanpos_dist_arcsec,
-        row_number() over (
-            partition by s.objectId, s.catalog
-            order by coalesce({{ great_circle_arcsec('o.meanra', 'o.meandec', 's.match_ra', 's.match_dec') }},
-                              s.min_alert_dist_arcsec), s.match_id
-        ) as source_rank
+        coalesce({{ great_circle_arcsec('o.meanra', 'o.meandec', 's.match_ra', 's.match_dec') }},
+                 s.min_alert_dist_arcsec) as dist_arcsec
     from sources as s
     left join {{ ref('object') }} as o on o.objectId = s.objectId
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (partition by objectId, catalog order by dist_arcsec, match_id) as source_rank
+    from distances
 ),
 
 totals as (
@@ -82,7 +77,7 @@ select
     r.match_id,
     r.match_ra,
     r.match_dec,
-    coalesce(r.meanpos_dist_arcsec, r.min_alert_dist_arcsec) as dist_arcsec,
+    r.dist_arcsec,
     t.min_alert_dist_arcsec,
     t.n_sources,
     t.n_alerts_matched,

@@ -30,15 +30,7 @@ kept as (
 ),
 
 versions as (
-    select catalog, candid, catalog_version,
-           row_number() over (
-               partition by catalog, candid order by version_matched_at desc, catalog_version desc
-           ) as version_rank
-    from (
-        select catalog, candid, catalog_version, max(matched_at) as version_matched_at
-        from kept
-        group by catalog, candid, catalog_version
-    ) as matched
+    {{ catalog_version_ranks('kept', ['catalog', 'candid']) }}
 )
 
 select
