@@ -25,6 +25,27 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the data lives and how the functions behave. Build with :meth:`from_env`; tests build their own."""
@@ -47,6 +68,20 @@ class Settings:
     commit_max_alerts: int = 50_000
     batch_window_ms: int = 200
     batch_max_objects: int = 256
+    # bounded resources (bad input is quarantined with a reason when it exceeds one of these)
+    max_member_bytes: int = 128 << 20  # decompressed bytes of one Avro file / tar member
+    max_tar_members: int = 2_000_000  # members of one tarball
+    max_container_alerts: int = 200_000  # alerts in one Avro container
+    max_schema_depth: int = 32  # nesting depth of an Avro writer schema
+    quarantine_copy_bytes: int = 16 << 20  # a quarantine copy keeps at most this many bytes of the input
+    quarantine_records_per_object: int = 100  # past this, one summary record per object and reason
+    # the bridge (MinIO/S3 webhook -> CloudEvents)
+    bridge_open: bool = False  # ATEDA_BRIDGE_INSECURE_OPEN: run without a token (loopback only)
+    bridge_max_body: int = 4 << 20
+    # the local broker's ingress token (the runtime makes one per run when unset)
+    broker_token: str = ""
+    # the bucket-folder watcher: a file is announced once its size and mtime held still this long
+    watch_grace_s: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -71,6 +106,16 @@ class Settings:
             commit_max_alerts=_int(env, "ATEDA_COMMIT_MAX_ALERTS", 50_000),
             batch_window_ms=_int(env, "ATEDA_BATCH_WINDOW_MS", 200),
             batch_max_objects=_int(env, "ATEDA_BATCH_MAX_OBJECTS", 256),
+            max_member_bytes=_int(env, "ATEDA_MAX_MEMBER_BYTES", 128 << 20),
+            max_tar_members=_int(env, "ATEDA_MAX_TAR_MEMBERS", 2_000_000),
+            max_container_alerts=_int(env, "ATEDA_MAX_CONTAINER_ALERTS", 200_000),
+            max_schema_depth=_int(env, "ATEDA_MAX_SCHEMA_DEPTH", 32),
+            quarantine_copy_bytes=_int(env, "ATEDA_QUARANTINE_COPY_BYTES", 16 << 20),
+            quarantine_records_per_object=_int(env, "ATEDA_QUARANTINE_RECORDS_PER_OBJECT", 100),
+            bridge_open=_bool(env, "ATEDA_BRIDGE_INSECURE_OPEN"),
+            bridge_max_body=_int(env, "ATEDA_BRIDGE_MAX_BODY", 4 << 20),
+            broker_token=env.get("ATEDA_BROKER_TOKEN") or "",
+            watch_grace_s=_float(env, "ATEDA_WATCH_GRACE_S", 2.0),
         )
         return s.resolved()
 
@@ -108,6 +153,13 @@ class Settings:
             "ATEDA_COMMIT_MAX_ALERTS": str(self.commit_max_alerts),
             "ATEDA_BATCH_WINDOW_MS": str(self.batch_window_ms),
             "ATEDA_BATCH_MAX_OBJECTS": str(self.batch_max_objects),
+            "ATEDA_MAX_MEMBER_BYTES": str(self.max_member_bytes),
+            "ATEDA_MAX_TAR_MEMBERS": str(self.max_tar_members),
+            "ATEDA_MAX_CONTAINER_ALERTS": str(self.max_container_alerts),
+            "ATEDA_MAX_SCHEMA_DEPTH": str(self.max_schema_depth),
+            "ATEDA_QUARANTINE_COPY_BYTES": str(self.quarantine_copy_bytes),
+            "ATEDA_QUARANTINE_RECORDS_PER_OBJECT": str(self.quarantine_records_per_object),
+            "ATEDA_WATCH_GRACE_S": str(self.watch_grace_s),
         }
         if self.uses_s3:
             env.update(
@@ -118,6 +170,8 @@ class Settings:
             )
         if self.bridge_token:
             env["ATEDA_BRIDGE_TOKEN"] = self.bridge_token
+        if self.broker_token:
+            env["ATEDA_BROKER_TOKEN"] = self.broker_token
         return env
 
 
