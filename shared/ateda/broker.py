@@ -2,6 +2,9 @@
 
 * Ingress ``POST /<namespace>/<broker>`` (binary or structured mode) -> 202 once the event is spooled to disk for
   every matching Trigger (so an accepted event survives a restart: at-least-once, like a persistent broker).
+  The ingress listens on loopback only and takes ``Authorization: Bearer <token>`` (401 without it): other local
+  users' processes cannot inject events. An event whose data names a bucket or key that could escape a store
+  (``keys.check_bucket`` / ``keys.check_key``) is refused with 400 and its reason, counted, never routed.
 * Delivery: per Trigger, worker threads POST the event (binary mode) to the subscriber; 2xx acks; network errors,
   5xx, 404, 408, 409, 429 are retried with the Trigger's backoff; other codes fail at once. Failed events are
   written to the dead-letter folder ``<lake>/dead-letter/<trigger>/`` with Knative's error extensions.
@@ -10,33 +13,48 @@
 from __future__ import annotations
 
 import base64
+import hmac
+import ipaddress
 import json
 import logging
 import queue
+import re
+import secrets
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 import requests
 
 from . import events
+from .errors import BadInput
+from .keys import check_bucket, check_key, segment
 from .metrics import m
 from .routing import Trigger
 from .storage import ObjectStore
 
 log = logging.getLogger(__name__)
 RETRYABLE = {404, 408, 409, 429}
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
 class Broker:
     def __init__(self, triggers: list[Trigger], subscribers: dict[str, str], spool: Path, lake: ObjectStore,
                  parallelism: dict[str, int] | None = None, host: str = "127.0.0.1", port: int = 0,
-                 backoff_scale: float = 1.0, duplicate: bool = False, validate: bool = False) -> None:
+                 backoff_scale: float = 1.0, duplicate: bool = False, validate: bool = False,
+                 token: str | None = None, status: "Callable[[], dict] | None" = None) -> None:
         """``backoff_scale`` shrinks the Triggers' backoff (tests); ``duplicate`` delivers every event twice, as an
         at-least-once transport may (a chaos switch that proves the functions idempotent); ``validate`` refuses
-        (400) any event that does not match the catalogue in ``events/``."""
+        (400) any event that does not match the catalogue in ``events/``. ``token``: what the ingress requires
+        (a random one when not given; events this process posts carry it, see ``events.register_token``).
+        ``status``: more to report on ``GET`` beside the backlog (the runtime's watcher and function health)."""
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the local broker listens on loopback only, not {host!r}")
+        self.token = token or secrets.token_urlsafe(32)
+        self.status = status
         self.triggers = triggers
         self.subscribers = subscribers
         self.spool = Path(spool)
@@ -73,10 +91,12 @@ class Broker:
         th = threading.Thread(target=self.server.serve_forever, name="broker-ingress", daemon=True)
         th.start()
         self._threads.append(th)
+        events.register_token(self.url, self.token)
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        events.register_token(self.url, None)
         self.server.shutdown()
         self.server.server_close()
 
@@ -101,6 +121,11 @@ class Broker:
             tmp.replace(path)
             self._enqueue(t.name, path)
         return len(matched)
+
+    def authorized(self, header: str | None) -> bool:
+        """``Authorization`` header value carries this broker's token (compared in constant time)."""
+        scheme, _, value = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
 
     def _enqueue(self, trigger: str, path: Path) -> None:
         with self._lock:
@@ -137,6 +162,7 @@ class Broker:
         for attempt in range(trigger.delivery.retry + 1):
             if attempt:
                 time.sleep(trigger.delivery.delay(attempt) * self.backoff_scale)
+                url = self.subscribers.get(trigger.subscriber, url)  # a restarted function server may have moved
             try:
                 resp = session.post(url, data=body, headers=headers, timeout=300)
                 code, error = resp.status_code, resp.text[:1000]
@@ -157,14 +183,42 @@ class Broker:
     def _dead_letter(self, trigger: Trigger, event: dict, url: str, code: int, error: str) -> None:
         event = dict(event, knativeerrordest=url, knativeerrorcode=str(code),
                      knativeerrordata=base64.b64encode(error.encode()).decode())
-        key = f"dead-letter/{trigger.name}/{time.strftime('%Y%m%dT%H%M%S')}-{event['id']}.json"
+        event_id = str(event.get("id", ""))
+        name = event_id if _PLAIN_ID.match(event_id) else segment(event_id)  # an id is data, never a path
+        key = f"dead-letter/{trigger.name}/{time.strftime('%Y%m%dT%H%M%S')}-{name}.json"
         self.lake.put_bytes(key, json.dumps(event, indent=1).encode())
         m().dead_letters.labels(trigger.name).inc()
-        log.warning("dead-lettered %s on %s after HTTP %s: %s", event["id"], trigger.name, code, error[:200])
+        log.warning("dead-lettered %r on %s after HTTP %s: %s", event_id, trigger.name, code, error[:200])
 
 
 def _retryable(code: int) -> bool:
     return code == 0 or code >= 500 or code in RETRYABLE
+
+
+def check_names(event: dict) -> None:
+    """Raise :class:`~ateda.keys.UnsafeName` (reason ``unsafe_key``) if ``event``'s data names a bucket or key that
+    could escape a store: ``data.bucket``, ``data.objects[].key`` and ``data.objects[].part_of`` (an
+    ``object.created``), the ``bucket``/``key`` of ``data.source`` / ``data.sources[]`` (a staged chunk, a rejection).
+    Only names are checked here; the shape of the data is the catalogue's (``validate``)."""
+    data = event.get("data")
+    if not isinstance(data, dict):
+        return
+    if "bucket" in data:
+        check_bucket(data["bucket"])
+    named = []
+    for obj in data.get("objects") if isinstance(data.get("objects"), list) else []:
+        if isinstance(obj, dict):
+            if "key" in obj:
+                check_key(obj["key"])
+            named.append(obj.get("part_of"))
+    named.append(data.get("source"))
+    named.extend(data.get("sources") if isinstance(data.get("sources"), list) else [])
+    for src in named:
+        if isinstance(src, dict):
+            if "bucket" in src:
+                check_bucket(src["bucket"])
+            if "key" in src:
+                check_key(src["key"])
 
 
 def _handler(broker: Broker):  # noqa: ANN202
@@ -172,19 +226,45 @@ def _handler(broker: Broker):  # noqa: ANN202
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            try:
+                length = int(self.headers.get("content-length", 0))
+            except ValueError:
+                length = -1
+            if length < 0:
+                self._refuse(400, "bad_request", "invalid content-length")
+                return
+            body = self.rfile.read(length)
+            if not broker.authorized(self.headers.get("authorization")):
+                self._refuse(401, "unauthorized", "missing or wrong broker token (Authorization: Bearer ...)")
+                return
             try:
                 event = events.from_http(dict(self.headers), body)
                 if broker.validate:
                     events.validate(event)
             except Exception as exc:  # not a CloudEvent, or not one of ours: refused, as Knative's ingress does
-                self._reply(400, str(exc)[:2000].encode())
+                self._refuse(400, "bad_event", str(exc)[:2000])
+                return
+            try:
+                check_names(event)
+            except BadInput as exc:  # a traversal or absolute key, a bad bucket name: never routed
+                self._refuse(400, exc.reason, exc.detail[:2000])
                 return
             broker.accept(event)
             self._reply(202, b"")
 
         def do_GET(self) -> None:  # noqa: N802
-            self._reply(200, json.dumps({"backlog": broker.backlog()}).encode(), "application/json")
+            if not broker.authorized(self.headers.get("authorization")):
+                self._refuse(401, "unauthorized", "missing or wrong broker token (Authorization: Bearer ...)")
+                return
+            info = {"backlog": broker.backlog()}
+            if broker.status is not None:
+                info.update(broker.status())
+            self._reply(200, json.dumps(info, default=str).encode(), "application/json")
+
+        def _refuse(self, code: int, reason: str, detail: str) -> None:
+            m().broker_rejected.labels(reason).inc()
+            log.warning("broker refused a request: HTTP %s %s: %s", code, reason, detail[:200].encode("unicode_escape").decode())
+            self._reply(code, f"{reason}: {detail}".encode())
 
         def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
             self.send_response(code)
@@ -199,8 +279,9 @@ def _handler(broker: Broker):  # noqa: ANN202
     return Handler
 
 
-def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None) -> int:
-    """Re-send dead-lettered events to the broker (their error extensions stripped); returns how many."""
+def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None, token: str | None = None) -> int:
+    """Re-send dead-lettered events to the broker (their error extensions stripped); returns how many.
+    ``token``: the broker's (default: as ``events.post`` finds it)."""
     sent = 0
     for info in list(lake.list("dead-letter/")):
         if not info.key.endswith(".json") or (trigger and f"/{trigger}/" not in f"/{info.key}"):
@@ -208,7 +289,13 @@ def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None) -> in
         event = json.loads(lake.get_bytes(info.key))
         for ext in ("knativeerrordest", "knativeerrorcode", "knativeerrordata"):
             event.pop(ext, None)
-        events.post(broker_url, event)
+        try:
+            events.post(broker_url, event, token=token)
+        except events.Refused as exc:
+            if exc.code != 400:
+                raise
+            log.warning("not replayed (the broker refuses it, the dead letter stays): %s: %s", info.key, exc)
+            continue
         lake.delete(info.key)
         sent += 1
     return sent

@@ -151,18 +151,43 @@ def _print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
 
 
 def cmd_status(args, settings: Settings) -> int:  # noqa: ANN001
+    from .redact import mask
     from .status import status
 
-    info = status(settings)
+    try:
+        info = status(settings)
+    except Exception as exc:  # noqa: BLE001 (a catalog error may carry its URI: say what failed, masked)
+        secrets = (settings.s3_access_key, settings.s3_secret_key, settings.bridge_token, settings.broker_token)
+        print(f"ateda status: {mask(f'{type(exc).__name__}: {exc}', secrets)}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
-    print(f"home {settings.home}  catalog {settings.catalog_uri}")
+    print(f"home {info['home']}  catalog {info['catalog']}")
     for name, t in info["tables"].items():
         print(f"  {name:<24} {t['rows']:>10} rows  {t['snapshots']:>5} snapshots  {t['data_files']:>6} files")
     print(f"  backlog: {info['backlog'] if info['backlog'] is not None else 'runtime not running'}")
+    rt = info.get("runtime")
+    if rt:
+        _print_runtime(rt)
     print(f"  dead letters: {info['dead_letters']}  quarantined: {info['quarantined']}")
     return 0
+
+
+def _print_runtime(rt: dict) -> None:
+    print(f"  runtime: pid {rt.get('pid')}, broker {rt.get('broker')}" + (f"  ({rt['error']})" if rt.get("error") else ""))
+    for name, f in (rt.get("functions") or {}).items():
+        print(f"    {name:<20} {f['state']:<10} pid {f['pid'] or '-':<8} {f['restarts']} restart(s)"
+              + (f", last exit {f['last_exit']}" if f.get("last_exit") is not None else ""))
+    w = rt.get("watcher")
+    if w:
+        age = "never" if w["last_scan_age_s"] is None else f"{w['last_scan_age_s']:.1f} s ago"
+        print(f"    watcher: {w['state']}, last successful scan {age}, {w['announced']} announced, "
+              f"{w['quarantined']} quarantined (unsafe name), {w['failing']} failing ({w['given_up']} given up), "
+              f"{w['failures']} failed post(s)")
+        for o in w["failing_objects"]:
+            print(f"      failing {o['key']!r}: {o['attempts']} attempt(s) since {o['since']}"
+                  f"{' (given up)' if o['given_up'] else ''}: {o['error'][:160]}")
 
 
 def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
@@ -185,11 +210,13 @@ def cmd_replay(args, settings: Settings) -> int:  # noqa: ANN001
     from .runtime import running_runtime
     from .storage import lake_store
 
-    url = args.broker or (running_runtime(settings) or {}).get("broker")
+    running = running_runtime(settings) or {}
+    url = args.broker or running.get("broker")
     if not url:
         print("no broker: start `ateda up` or pass --broker URL", file=sys.stderr)
         return 1
-    print(f"replayed {replay(lake_store(settings), url, args.trigger)} event(s) to {url}")
+    token = settings.broker_token or running.get("token") or ""  # ATEDA_BROKER_TOKEN, else the local runtime's
+    print(f"replayed {replay(lake_store(settings), url, args.trigger, token=token or None)} event(s) to {url}")
     return 0
 
 

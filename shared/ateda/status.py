@@ -1,4 +1,6 @@
-"""What is in the lake: tables, row counts, snapshots, backlog, dead letters, quarantine; cutouts by candid."""
+"""What is in the lake: tables, row counts, snapshots, backlog, dead letters, quarantine; the running runtime's
+function servers and bucket watcher; cutouts by candid. Nothing secret is shown (catalog password masked, no S3 key,
+no token)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,14 @@ from pyiceberg.expressions import EqualTo
 
 from .catalog import ensure_tables, load_catalog
 from .config import Settings
-from .runtime import running_runtime
+from .redact import mask, mask_uri
+from .runtime import running_runtime, runtime_health
 from .storage import lake_store
 
 
 def status(settings: Settings) -> dict:
     tables = ensure_tables(load_catalog(settings), settings)
-    info: dict = {"tables": {}}
+    info: dict = {"home": str(settings.home), "catalog": mask_uri(settings.catalog_uri), "tables": {}}
     for name, t in tables.items():
         snap = t.current_snapshot()
         summary = snap.summary.additional_properties if snap and snap.summary else {}
@@ -26,9 +29,29 @@ def status(settings: Settings) -> dict:
     info["quarantined"] = sum(1 for i in lake.list("quarantine/") if i.key.endswith(".reason.json"))
     runtime = running_runtime(settings)
     info["backlog"] = None
+    info["runtime"] = None
     if runtime:
-        info["backlog"] = requests.get(runtime["broker"], timeout=5).json()["backlog"]
-    return info
+        try:
+            health = runtime_health(runtime)
+        except requests.RequestException as exc:
+            health = {"error": f"{type(exc).__name__}: {exc}"}
+        info["backlog"] = health.get("backlog")
+        info["runtime"] = {"pid": runtime.get("pid"), "broker": runtime.get("broker"),
+                           "functions": health.get("functions"), "watcher": health.get("watcher"),
+                           "error": health.get("error")}
+    return _masked(info, (settings.s3_access_key, settings.s3_secret_key, settings.bridge_token,
+                          settings.broker_token, (runtime or {}).get("token") or ""))
+
+
+def _masked(value, secrets: tuple[str, ...]):  # noqa: ANN001, ANN202
+    """``value`` (JSON-like) with every string passed through :func:`redact.mask`."""
+    if isinstance(value, str):
+        return mask(value, secrets)
+    if isinstance(value, dict):
+        return {k: _masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, secrets) for v in value]
+    return value
 
 
 def cutouts_of(settings: Settings, candid: int) -> dict[str, bytes]:
