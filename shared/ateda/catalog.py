@@ -83,7 +83,10 @@ def load_catalog(settings: Settings) -> Catalog:
     try:
         return _load(settings.catalog_name, **catalog_properties(settings))
     except Exception as exc:  # connection refused, auth...: the catalog is unavailable
-        raise TransientError(f"catalog unavailable at {settings.catalog_uri}: {exc}") from exc
+        from .redact import mask  # the URI's password and the S3 keys never reach an error message or a log
+
+        raise TransientError(mask(f"catalog unavailable at {settings.catalog_uri}: {exc}",
+                                  (settings.s3_secret_key, settings.s3_access_key))) from exc
 
 
 def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:

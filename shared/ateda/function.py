@@ -64,6 +64,7 @@ def emitter(function: str):  # noqa: ANN201
 def request_scope(function: str, event_type: str) -> Iterator[None]:
     """Count and time one request; keep the in-flight gauge true even when the handler raises."""
     serve_metrics()
+    install_secret_masking()
     mm = m()
     mm.events_in.labels(function, event_type).inc()
     mm.inflight.labels(function).inc()
@@ -77,6 +78,59 @@ def request_scope(function: str, event_type: str) -> Iterator[None]:
 
 @functools.cache
 def configure_logging() -> None:
+    """Log format and level, and secrets masked in every record of the process (any logger, any handler)."""
     logging.basicConfig(level=os.environ.get("ATEDA_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyiceberg").setLevel(logging.WARNING)
+    install_secret_masking()
+
+
+def configured_secrets() -> tuple[str, ...]:
+    """The literal secrets of the current settings: catalog password, S3 keys, bridge and broker tokens."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        s = settings()
+    except Exception:  # noqa: BLE001 - a malformed setting must not stop a log line
+        return ()
+    out = [s.s3_secret_key, s.s3_access_key, s.bridge_token, s.broker_token]
+    try:
+        password = urlsplit(s.catalog_uri).password
+    except ValueError:
+        password = None
+    if password:
+        out += [password, unquote(password)]
+    return tuple(x for x in out if x)
+
+
+_masking_installed = False
+
+
+def install_secret_masking() -> None:
+    """Mask secrets (:func:`redact.mask`: URI passwords, ``key=value`` secrets, :func:`configured_secrets`) in the
+    message, traceback and stack of every log record when it is made, so no handler (ours, gunicorn's, Flask's)
+    ever sees them. Idempotent."""
+    global _masking_installed
+    with _metrics_lock:
+        if _masking_installed:
+            return
+        _masking_installed = True
+    from .redact import mask
+
+    make = logging.getLogRecordFactory()
+    formatter = logging.Formatter()
+
+    def factory(*args, **kwargs) -> logging.LogRecord:  # noqa: ANN002, ANN003
+        record = make(*args, **kwargs)
+        try:
+            secrets = configured_secrets()
+            record.msg, record.args = mask(record.getMessage(), secrets), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = mask(formatter.formatException(record.exc_info), secrets)
+            if record.stack_info:
+                record.stack_info = mask(record.stack_info, secrets)
+        except Exception:  # noqa: BLE001 - logging must never raise; the record stays as it was
+            pass
+        return record
+
+    logging.setLogRecordFactory(factory)

@@ -2,6 +2,11 @@
 
 Keys are '/'-separated. ETags follow S3 for single-part uploads (hex MD5 of the content), so an identical re-upload
 has the same identity in both modes.
+
+Confinement is checked here, once, for every caller: each key a store is given passes :func:`keys.check_key` (no
+absolute key, no ``.``/``..``/empty segment, no control character), and a local store also refuses a key whose real
+path (symlinks resolved) is not under its root. A refused key raises :class:`keys.UnsafeName` (bad input, reason
+``unsafe_key``) before anything touches the filesystem or the endpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import IO, Iterator, Protocol
 
 from .config import Settings
 from .errors import TransientError
+from .keys import UnsafeName, check_bucket, check_key
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,17 @@ def _cached_etag(path: Path, st: os.stat_result) -> str | None:
     return etag if (int(size), int(mtime)) == (st.st_size, st.st_mtime_ns) else None
 
 
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it is empty or a safe key, optionally ending in '/' (a listing prefix), else UnsafeName."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") and len(prefix) > 1 else prefix)
+    return prefix
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 class LocalStore:
     """A folder as a bucket. Writes are atomic (temp file + rename), so a watcher never sees half a file."""
 
@@ -73,7 +90,13 @@ class LocalStore:
         self.etags = etags  # the lake needs no ETags: skip hashing what only the functions write
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        """The file of ``key``: a safe key whose real path (symlinks resolved) stays under the root's."""
+        check_key(key)
+        path = self.root / key
+        real = os.path.realpath(path)
+        if not _under(real, os.path.realpath(self.root)):
+            raise UnsafeName(f"object key {key!r} resolves outside its store")
+        return path
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
@@ -149,10 +172,13 @@ class LocalStore:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` (no ETag: computing it costs a read; callers ask ``head`` when they need it)."""
+        check_prefix(prefix)
         base = self.root
-        if not base.exists():
+        folder = prefix.rpartition("/")[0]
+        start = self._path(folder) if folder else base  # only the part of the tree the prefix can match
+        if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 if name.startswith("."):
@@ -183,6 +209,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
 
     def _key(self, key: str) -> str:
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri(self, key: str) -> str:
@@ -225,7 +252,8 @@ class S3Store:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         token = None
-        full = self._key(prefix)
+        check_prefix(prefix)
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         cut = len(self.prefix) + 1 if self.prefix else 0
         while True:
             kw = {"Prefix": full, **({"ContinuationToken": token} if token else {})}
@@ -264,8 +292,10 @@ def store_for_uri(uri: str, settings: Settings, etags: bool = True) -> ObjectSto
 
 
 def bucket_store(settings: Settings, bucket: str | None = None) -> ObjectStore:
-    """The source bucket: on S3 when an endpoint is set, else a folder under ``$ATEDA_HOME/bucket``."""
-    name = bucket or settings.bucket
+    """The source bucket: on S3 when an endpoint is set, else a folder under ``$ATEDA_HOME/bucket``.
+
+    ``bucket`` comes from events: it must be a valid S3 bucket name (UnsafeName otherwise), never a path."""
+    name = check_bucket(bucket or settings.bucket)
     if settings.uses_s3:
         return S3Store(s3_client(settings), name)
     return LocalStore(settings.bucket_root / name)
