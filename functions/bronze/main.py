@@ -16,10 +16,13 @@ from ateda.metrics import m
 
 @functions_framework.cloud_event
 def handle(event: CloudEvent) -> None:
-    """Trigger: dev.ateda.alerts.staged. Answers only once the chunk is committed; duplicates are success."""
+    """Trigger: dev.ateda.alerts.staged. Answers only once the chunk is committed; duplicates are success, and so
+    is a chunk refused as bad input (quarantined as ``schema_conflict``, the rest of its batch committed)."""
     with request_scope("bronze", event["type"]):
         chunk = Chunk.from_event(event.data)
         result = _committer().submit(chunk)
+        if result.rejected is not None:  # bad input (quarantined, counted by the committer): acknowledged
+            return
         if result.duplicate:
             m().duplicates.labels("bronze").inc()
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from .config import Settings
 from .errors import TransientError
 from .storage import arrow_filesystem, bucket_store, lake_store
 
+log = logging.getLogger(__name__)
+BRONZE_QUARANTINE = "quarantine/schema_conflict/bronze/"  # chunks bronze refused (ateda.bronze.QUARANTINE_PREFIX)
 
 @dataclass
 class Uploaded:
@@ -69,31 +72,33 @@ def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float 
     """Block until each object's part count is known (split manifests) and all its parts are in the ledger.
 
     Returns, per (key, etag), ``{"parts": n, "rejected": [...]}`` merged over every manifest that names it.
-    Polling is incremental: only manifests and ledger data files not seen before are read.
+    Polling is incremental: only manifests and ledger data files not seen before are read. A part that bronze
+    refused as bad input (quarantined chunk) counts as done, with its reason among the object's rejections. The
+    catalog being unreachable is waited out (polls back off up to 5 s), never an error.
     """
     lake = lake_store(settings)
     pending = {(u.key, u.etag) for u in uploaded}
     objects: dict[tuple[str, str], dict] = {}
     read: set[str] = set()
+    refused: set[tuple[str, str, int]] = set()
     ledger = _LedgerFollower(settings)
     letters = _DeadLetters(lake)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         letters.check()
         _read_manifests(lake, settings.bucket, read, objects)
+        _read_bronze_rejections(lake, settings.bucket, read, objects, refused)
         known = {k: objects[k]["parts"] for k in pending if objects.get(k, {}).get("parts") is not None}
         done_now = {k for k, n in known.items() if n == 0}
         if len(done_now) < len(known):
-            try:
-                committed = ledger.parts()
-            except TransientError:  # the catalog is down: keep waiting (the broker retries), or time out
-                committed = set()
-            done_now |= {k for k, n in known.items() if all((k[0], k[1], p) in committed for p in range(n))}
+            committed = ledger.parts_or_last()  # the catalog down: what was known, and wait (the broker retries)
+            done_now |= {k for k, n in known.items()
+                         if all((k[0], k[1], p) in committed or (k[0], k[1], p) in refused for p in range(n))}
         pending -= done_now
         if progress and done_now:
             progress(len(done_now))
         if pending:
-            time.sleep(0.5)
+            time.sleep(ledger.poll_s)
     if pending:
         raise TimeoutError(f"{len(pending)} object(s) not committed after {timeout:.0f}s, e.g. {sorted(pending)[:3]}")
     return {(u.key, u.etag): objects[(u.key, u.etag)] for u in uploaded}
@@ -109,6 +114,23 @@ def _read_manifests(lake, bucket: str, read: set[str], objects: dict) -> None:  
             if obj["parts"] is not None:
                 entry["parts"] = obj["parts"]
             entry["rejected"].extend(r for r in obj["rejected"] if r not in entry["rejected"])
+
+
+def _read_bronze_rejections(lake, bucket: str, read: set[str], objects: dict,  # noqa: ANN001
+                            refused: set[tuple[str, str, int]]) -> None:
+    for info in lake.list(BRONZE_QUARANTINE):
+        if info.key in read or not info.key.endswith(".reason.json"):
+            continue
+        read.add(info.key)
+        record = json.loads(lake.get_bytes(info.key))
+        for src in record.get("sources", []):
+            if src.get("bucket") != bucket:
+                continue
+            refused.add((src["key"], src["etag"], int(src["part"])))
+            entry = objects.setdefault((src["key"], src["etag"]), {"parts": None, "rejected": []})
+            rejection = {"reason": record["reason"], "member": None, "detail": record.get("detail", "")[:300]}
+            if rejection not in entry["rejected"]:
+                entry["rejected"].append(rejection)
 
 
 class IngestFailed(RuntimeError):
@@ -141,36 +163,86 @@ class _DeadLetters:
 class _LedgerFollower:
     """The committed parts of one bucket, reading each ledger data file once (the ledger is append-only)."""
 
+    POLL_S = 0.5
+    MAX_POLL_S = 5.0
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._table = None
         self._snapshot: int | None = None
         self._files: set[str] = set()
         self._parts: set[tuple[str, str, int]] = set()
+        self.poll_s = self.POLL_S
+        self.outages = 0  # polls that found the catalog unreachable
+
+    def parts_or_last(self) -> set[tuple[str, str, int]]:
+        """``parts()``; while the catalog is unreachable, the parts known so far (polls back off, one note)."""
+        try:
+            parts = self.parts()
+        except TransientError as exc:
+            if not self.outages:
+                log.warning("ateda ingest: catalog unreachable, waiting (%s)", str(exc)[:200])
+            self.outages += 1
+            self.poll_s = min(self.poll_s * 2, self.MAX_POLL_S)
+            return self._parts
+        if self.outages:
+            log.warning("ateda ingest: catalog reachable again after %d failed poll(s)", self.outages)
+        self.outages, self.poll_s = 0, self.POLL_S
+        return parts
 
     def parts(self) -> set[tuple[str, str, int]]:
+        """Raises TransientError when the catalog or the lake cannot be read."""
+        try:
+            return self._poll()
+        except TransientError:
+            self._table = None
+            raise
+        except Exception as exc:  # noqa: BLE001 - database errors, I/O errors: the catalog is unavailable
+            self._table = None
+            raise TransientError(f"ledger poll failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    def _poll(self) -> set[tuple[str, str, int]]:
         if self._table is None:
             self._table = ensure_tables(load_catalog(self.settings), self.settings)["ingest_ledger"]
         table = self._table.refresh()
         snap = table.current_snapshot()
         if snap is None or snap.snapshot_id == self._snapshot:
             return self._parts
-        self._snapshot = snap.snapshot_id
         for task in table.scan().plan_files():
             path = task.file.file_path
             if path in self._files:
                 continue
-            self._files.add(path)
-            fs, local = arrow_filesystem(path, self.settings)
+            fs, local = arrow_filesystem(path.removeprefix("file://"), self.settings)
             rows = pq.read_table(local, filesystem=fs, columns=["source_bucket", "source_key", "source_etag", "part"])
             rows = rows.filter(pc.equal(rows["source_bucket"], self.settings.bucket))
             self._parts.update(zip(rows["source_key"].to_pylist(), rows["source_etag"].to_pylist(),
                                    rows["part"].to_pylist()))
+            self._files.add(path)
+        self._snapshot = snap.snapshot_id  # only once every file of this snapshot was read
         return self._parts
 
 
 def summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, seconds: float,
-              commits: int) -> IngestSummary:
+              commits: int, outage_s: float = 300.0) -> IngestSummary:
+    """The summary, read from bronze.alert (a catalog outage is waited out for up to ``outage_s``)."""
+    deadline = time.monotonic() + outage_s
+    delay = 0.5
+    while True:
+        try:
+            return _summarise(settings, uploaded, manifests, seconds, commits)
+        except TransientError:
+            if time.monotonic() > deadline:
+                raise
+        except Exception as exc:  # noqa: BLE001 - a database error: the catalog is unavailable
+            if time.monotonic() > deadline:
+                raise TransientError(f"cannot read bronze.alert: {type(exc).__name__}") from exc
+        log.warning("ateda ingest: catalog unreachable while summarising, retrying in %.1f s", delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def _summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, seconds: float,
+               commits: int) -> IngestSummary:
     tables = ensure_tables(load_catalog(settings), settings)
     alerts = tables["alert"].scan(selected_fields=("objectId", "night", "source_key", "source_etag")).to_arrow()
     mine = {(u.key, u.etag) for u in uploaded}
@@ -188,6 +260,6 @@ def iceberg_commits(settings: Settings) -> int | None:
     """Snapshots across the bronze tables (each commit adds one); None if the catalog is unreachable."""
     try:
         tables = ensure_tables(load_catalog(settings), settings)
-    except TransientError:
+        return sum(len(t.refresh().metadata.snapshots) for t in tables.values())
+    except Exception:  # noqa: BLE001 - TransientError or a database error: the catalog is unavailable
         return None
-    return sum(len(t.refresh().metadata.snapshots) for t in tables.values())
