@@ -18,8 +18,10 @@ and retried only every ``RETRY_FAILED_S``. :meth:`BucketWatcher.health` says how
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from typing import Iterator
 
 from . import events
 from .config import Settings
-from .errors import BadInput
+from .errors import BadInput, TransientError
 from .keys import check_key
 from .metrics import m
 from .storage import LocalStore, ObjectInfo, ObjectStore, bucket_store, lake_store
@@ -77,8 +79,11 @@ class _RateLimitedLog:
 
 class BucketWatcher:
     def __init__(self, settings: Settings, sink: str, interval: float = 0.2, full_every: float = 10.0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, backoff: float = 0.5) -> None:
+        """``backoff``: the wait after a batch's first failed announcement (doubled each time, at most
+        ``MAX_BACKOFF_S``); ``token``: the broker's (default ``settings.broker_token``, else as events.post finds)."""
         self.settings = settings
+        self.backoff = backoff
         self.sink = sink
         self.token = token if token is not None else (settings.broker_token or None)
         self.interval = interval
@@ -92,6 +97,7 @@ class BucketWatcher:
         # key -> (size, mtime, time.monotonic() when first seen with them), until announced
         self._seen: dict[str, tuple[int, float, float]] = {}
         self._failing: dict[str, _Failing] = {}
+        self._refused: dict[str, BadInput] = {}  # key -> why the store refused it (this scan)
         self._log = _RateLimitedLog()
         db = Path(settings.home) / "state" / "watcher.sqlite"
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -149,9 +155,35 @@ class BucketWatcher:
             if is_temporary(key):
                 continue  # written under a temporary name: announced once renamed
             if full or key not in self._announced:
-                info = self.store.stat(key)
+                try:
+                    info = self.store.stat(key)
+                except BadInput as err:  # a name the store refuses (scan() quarantines it): the listed entry
+                    self._refused[key] = err
+                    info = self._lstat(key)
                 if info is not None:
                     yield info
+
+    def _lstat(self, key: str) -> ObjectInfo | None:
+        """Size and mtime of a listed entry the store refuses to stat (its name, or a symlink out of the root),
+        without following links: ``key`` comes from the folder's own listing."""
+        try:
+            st = os.lstat(os.path.join(self.store.root, key))
+        except OSError:
+            return None
+        return ObjectInfo(key, st.st_size, "", st.st_mtime)
+
+    def _read_refused(self, key: str) -> bytes | None:
+        """The first bytes of a listed regular file the store refuses to open (never through a symlink)."""
+        if not isinstance(self.store, LocalStore):
+            return None
+        try:
+            fd = os.open(os.path.join(self.store.root, key), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
+            return fh.read(self.settings.quarantine_copy_bytes)
 
     def _complete(self, info: ObjectInfo, mono: float) -> bool:
         """An S3 object, or a file this watcher saw keep its size and mtime for the grace period (observed, not
@@ -178,11 +210,15 @@ class BucketWatcher:
             if not self._complete(info, mono):
                 continue
             try:
+                refused = self._refused.pop(info.key, None)
+                if refused is not None:
+                    raise refused
                 check_key(info.key)
             except BadInput as err:
                 self._quarantine_name(info, err)
                 continue
             ready.append(info)
+        self._refused.clear()
         with self._lock:
             for key in [k for k in self._seen if k not in present]:  # gone (renamed, deleted) before announced
                 del self._seen[key]
@@ -207,8 +243,10 @@ class BucketWatcher:
         except Exception as exc:  # noqa: BLE001 (whatever it is, it must not block the next batch)
             self.failures += 1
             m().watcher_failures.inc()
-            refused = isinstance(exc, events.Refused) and exc.code == 400
-            if refused and len(batch) > 1:
+            # the broker answered (or the event could not even be built): find the object at fault by halves; an
+            # unreachable broker fails every batch alike, so its batch just waits
+            unreachable = isinstance(exc, TransientError) and not isinstance(exc, events.Refused)
+            if not unreachable and len(batch) > 1:
                 half = len(batch) // 2
                 return self._try_announce(batch[:half]) + self._try_announce(batch[half:])
             error = f"{type(exc).__name__}: {exc}"[:500]
@@ -231,7 +269,7 @@ class BucketWatcher:
                     f.next_try = mono + RETRY_FAILED_S
                     gave_up.append((info.key, f.mtime, f.attempts, f.error, f.since))
                 else:
-                    f.next_try = mono + min(MAX_BACKOFF_S, 0.5 * 2 ** (f.attempts - 1)) * random.uniform(0.8, 1.2)
+                    f.next_try = mono + min(MAX_BACKOFF_S, self.backoff * 2 ** (f.attempts - 1)) * random.uniform(0.8, 1.2)
         if gave_up:
             self._db.executemany("insert or replace into failed values (?, ?, ?, ?, ?)", gave_up)
             self._db.commit()
@@ -277,7 +315,9 @@ class BucketWatcher:
         try:
             with self.store.open(info.key) as fh:
                 payload: bytes | None = fh.read(self.settings.quarantine_copy_bytes)  # a capped copy
-        except Exception:  # noqa: BLE001 (a store that refuses the name: the record alone says what happened)
+        except BadInput:  # the store refuses the name: read the listed file itself (no link followed)
+            payload = self._read_refused(info.key)
+        except Exception:  # noqa: BLE001 (unreadable: the record alone says what happened)
             payload = None
         try:
             src = Source(self.settings.bucket, info.key, info.etag, datetime.fromtimestamp(
