@@ -3,34 +3,61 @@
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import sys
 
 import flask
 import functions_framework
 
 from ateda.batching import MicroBatcher
-from ateda.bridge import authorised, parse_webhook, post_batches
+from ateda.bridge import authorised, loopback_only, parse_webhook, post_batches, read_capped, startup_problem
 from ateda.config import settings
 from ateda.errors import AtedaError, BadInput
-from ateda.function import request_scope
+from ateda.function import configure_logging, request_scope, serve_metrics
 from ateda.metrics import m
+
+log = logging.getLogger("ateda.minio_bridge")
+
+
+def _refuse(status: int, reason: str, text: str) -> flask.Response:
+    """A 4xx, counted. Sent as a streamed response: functions-framework reads the whole request body into memory
+    after any other response (its ``read_request`` hook), which is what a body limit or a token must prevent."""
+    serve_metrics()  # a refusal may come before any request_scope started the endpoint
+    m().rejected.labels("minio-bridge", reason).inc()
+    log.info("refused a webhook (%s, HTTP %d): %s", reason, status, text[:300])
+    return flask.Response(iter([text]), status=status, mimetype="text/plain")
 
 
 @functions_framework.http
 def handle(request: flask.Request) -> flask.typing.ResponseReturnValue:
-    """HEAD: MinIO's probe. POST: one webhook; 200 once its event is with the broker, 401/400/503 otherwise."""
+    """HEAD: MinIO's probe. POST: one webhook; 200 once its event is with the broker; 401 bad token, 403 not
+    loopback (open mode), 413 body too large, 400 not a (safe) MinIO notification, 503 broker down."""
     if request.method in ("HEAD", "GET"):
         return "", 200
-    if not authorised(request.headers.get("Authorization"), settings().bridge_token):
-        return "bad or missing bearer token", 401
+    s = settings()
+    if s.bridge_token:
+        if not authorised(request.headers.get("Authorization"), s.bridge_token):
+            return _refuse(401, "unauthorized", "bad or missing bearer token")
+    elif not loopback_only(request.remote_addr, request.headers.getlist("X-Forwarded-For")
+                           + request.headers.getlist("Forwarded")):
+        return _refuse(403, "not_loopback", "this bridge runs without a token and serves loopback callers only")
     with request_scope("minio-bridge", "minio.webhook"):
         try:
-            items = parse_webhook(request.get_json(force=True, silent=False))
-        except (BadInput, ValueError) as exc:
-            m().rejected.labels("minio-bridge", getattr(exc, "reason", "not_json")).inc()
-            return f"not a MinIO notification: {exc}", 400
+            body = read_capped(request.stream, request.content_length, s.bridge_max_body)
+            try:
+                doc = json.loads(body)
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+                raise BadInput("not_json", f"body is not JSON: {type(exc).__name__}: {exc}"[:300]) from exc
+            items = parse_webhook(doc)
+        except BadInput as exc:
+            status = 413 if exc.reason == "too_large" else 400
+            return _refuse(status, exc.reason, f"not a MinIO notification: {exc}" if status == 400 else str(exc))
         try:
             for item in items:
-                _batcher().submit(item, timeout=60)
+                failure = _batcher().submit(item, timeout=60)
+                if failure is not None:
+                    raise failure
         except (AtedaError, TimeoutError) as exc:
             return f"broker unavailable: {exc}", 503
         m().objects.labels("minio-bridge").inc(len(items))
@@ -42,3 +69,19 @@ def _batcher() -> MicroBatcher:
     s = settings()
     return MicroBatcher(lambda items: post_batches(s.sink, items), s.batch_window_ms / 1000.0,
                         s.batch_max_objects, name="bridge-coalescer")
+
+
+def _start() -> None:
+    """Fail closed, when the server loads this function: no token and not explicitly open -> exit with one line."""
+    configure_logging()
+    s = settings()
+    problem = startup_problem(s)
+    if problem:
+        print(problem, file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    if not s.bridge_token:
+        log.warning("minio-bridge running OPEN (ATEDA_BRIDGE_INSECURE_OPEN=true, no token): requests from loopback "
+                    "only, for local development; never behind a proxy that connects from loopback")
+
+
+_start()

@@ -1,0 +1,340 @@
+"""The MinIO bridge under hostile requests (review 3.2, 3.13, 3.14): the real function server (functions-framework +
+gunicorn, as ``ateda up`` and the image start it) on loopback, real HTTP, the Sink server as K_SINK.
+
+Traversal keys and bucket names, malformed bodies, oversize bodies, missing or bad tokens: each gets its 4xx with a
+reason, is counted (ateda_rejected_total{function="minio-bridge"}), forwards nothing and never fails a neighbour.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ateda import events
+from ateda.runtime import free_port
+from conftest import REPO, Sink
+
+TOKEN = "bridge-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BODY = 64 << 10
+
+
+def notification(key: str = "night%2F2026+11+20%2Fztf%2B1.avro", bucket: object = "alerts") -> dict:
+    """One MinIO notification as MinIO sends it (key query-escaped)."""
+    return {
+        "EventName": "s3:ObjectCreated:Put", "Key": f"{bucket}/{key}",
+        "Records": [{
+            "eventVersion": "2.0", "eventSource": "minio:s3", "awsRegion": "", "eventTime": "2026-11-20T08:15:02.123Z",
+            "eventName": "s3:ObjectCreated:Put", "userIdentity": {"principalId": "minioadmin"},
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
+                   "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                   "object": {"key": key, "size": 18863, "eTag": "78f33c859e650ca4464f6690c047f5c4",
+                              "sequencer": "17F6B3C2A1E3D1C0"}},
+        }],
+    }
+
+
+class Bridge:
+    """``python -m functions_framework`` on functions/minio_bridge, as Runtime._spawn starts a function."""
+
+    def __init__(self, tmp: Path, sink: Sink, host: str = "127.0.0.1", **env: str) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.log_path = tmp / f"bridge-{self.port}.log"
+        self.env = {**os.environ, "ATEDA_HOME": str(tmp / "home"), "K_SINK": sink.url,
+                    "ATEDA_BATCH_WINDOW_MS": "200", "ATEDA_BRIDGE_MAX_BODY": str(MAX_BODY),
+                    "ATEDA_METRICS_PORT": str(self.metrics_port), "ATEDA_METRICS_ADDR": "127.0.0.1",
+                    "WORKERS": "1", "THREADS": "16", **env}
+        for name in ("ATEDA_BRIDGE_TOKEN", "ATEDA_BRIDGE_INSECURE_OPEN", "PROMETHEUS_MULTIPROC_DIR"):
+            if name not in env:
+                self.env.pop(name, None)
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "functions_framework", "--target", "handle",
+                 "--source", str(REPO / "functions" / "minio_bridge" / "main.py"), "--signature-type", "http",
+                 "--host", host, "--port", str(self.port)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> "Bridge":
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if requests.head(self.url, timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise TimeoutError(self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def post(self, body: object = None, raw: bytes | None = None, headers: dict | None = None) -> requests.Response:
+        data = raw if raw is not None else json.dumps(body).encode()
+        return requests.post(self.url, data=data, headers={"content-type": "application/json", **(headers or {})},
+                             timeout=30)
+
+    def rejected(self) -> dict[str, float]:
+        """ateda_rejected_total{function="minio-bridge"} by reason, scraped from the bridge's /metrics."""
+        try:
+            text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except requests.ConnectionError:  # the endpoint starts with the first request: nothing counted yet
+            return {}
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("ateda_rejected_total{") and 'function="minio-bridge"' in line:
+                reason = line.split('reason="')[1].split('"')[0]
+                out[reason] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server and its gunicorn workers (KiB)."""
+        pids = [self.proc.pid] + [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+                                  .read_text().split()]
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def sink():  # noqa: ANN201 (one sink for the module's bridge; tests look at the events they caused)
+    s = Sink()
+    yield s
+    s.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory, sink):  # noqa: ANN201
+    b = Bridge(tmp_path_factory.mktemp("bridge"), sink, ATEDA_BRIDGE_TOKEN=TOKEN).wait_ready()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def fresh(sink):  # noqa: ANN201
+    """The sink's events from this test only."""
+    sink.events.clear()
+    return sink
+
+
+def test_a_good_notification_still_goes_through(bridge, fresh):
+    resp = bridge.post(notification(), headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    (event,) = fresh.of(events.OBJECT_CREATED)
+    events.validate(event)
+    assert event["data"]["bucket"] == "alerts"
+    assert event["data"]["objects"][0]["key"] == "night/2026 11 20/ztf+1.avro"
+
+
+def test_missing_or_bad_tokens_are_refused(bridge, fresh):
+    before = bridge.rejected().get("unauthorized", 0)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer"}, {"Authorization": "Bearer é"}):
+        assert bridge.post(notification(), headers=headers).status_code == 401, headers
+    assert fresh.events == []
+    assert bridge.rejected()["unauthorized"] - before == 6
+
+
+TRAVERSALS = {
+    "key ../": notification("..%2F..%2F..%2Foutside%2Fsecret.txt"),
+    "key ../ plain": notification("../../../outside/secret.txt"),
+    "absolute key": notification("%2Fetc%2Fpasswd"),
+    "key a/../..": notification("a%2F..%2F..%2Fsecret.txt"),
+    "key with NUL": notification("x%00.avro"),
+    "key with newline": notification("x%0A.avro"),
+    "key not UTF-8": notification("x%FF.avro"),
+    "empty key": notification(""),
+    "bucket ../../outside": notification("secret.txt", "../../outside"),
+    "bucket /": notification("etc/passwd", "/"),
+    "bucket uppercase path": notification("x.avro", "Alerts/../x"),
+}
+
+
+@pytest.mark.parametrize("case", TRAVERSALS)
+def test_traversal_keys_and_buckets_get_400_and_nothing_is_forwarded(bridge, fresh, case):
+    before = bridge.rejected().get("unsafe_key", 0)
+    resp = bridge.post(TRAVERSALS[case], headers=AUTH)
+    assert resp.status_code == 400, (case, resp.status_code, resp.text)
+    assert "unsafe_key" in resp.text
+    assert fresh.events == [], "an unsafe name reached the broker (split would have read it)"
+    assert bridge.rejected()["unsafe_key"] - before == 1
+
+
+def _with(path: list, value: object) -> dict:
+    body = notification()
+    node = body
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return body
+
+
+MALFORMED = {
+    "[]": [], "null": None, '"hello"': "hello", "1": 1, '{"Records":[1]}': {"Records": [1]},
+    "Records not a list": {"Records": {"a": 1}}, "no Records": {"EventName": "s3:ObjectCreated:Put"},
+    "s3 is a string": {"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": "x"}]},
+    "bucket is a list": _with(["Records", 0, "s3", "bucket", "name"], ["alerts"]),
+    "bucket is null": _with(["Records", 0, "s3", "bucket", "name"], None),
+    "bucket is a string": _with(["Records", 0, "s3", "bucket"], "alerts"),
+    "key is a number": _with(["Records", 0, "s3", "object", "key"], 123),
+    "key is a dict": _with(["Records", 0, "s3", "object", "key"], {"a": "b"}),
+    "object missing": _with(["Records", 0, "s3", "object"], None),
+    "eventName is a list": _with(["Records", 0, "eventName"], ["s3:ObjectCreated:Put"]),
+    "eTag is a list": _with(["Records", 0, "s3", "object", "eTag"], ["x"]),
+    "eTag has a slash": _with(["Records", 0, "s3", "object", "eTag"], "../x"),
+    "size is a string": _with(["Records", 0, "s3", "object", "size"], "12"),
+    "size is negative": _with(["Records", 0, "s3", "object", "size"], -1),
+    "eventTime is a number": _with(["Records", 0, "eventTime"], 12),
+}
+NOT_JSON = {"not json": b"not json", "truncated": b'{"Records": [', "not UTF-8": b'{"Records": "\xff"}',
+            "empty": b"", "nested 30000 deep": b"[" * 30_000 + b"]" * 30_000}
+
+
+@pytest.mark.parametrize("case", [*MALFORMED, *NOT_JSON])
+def test_malformed_bodies_get_400_never_500(bridge, fresh, case):
+    resp = bridge.post(MALFORMED[case], headers=AUTH) if case in MALFORMED else \
+        bridge.post(raw=NOT_JSON[case], headers=AUTH)
+    assert resp.status_code == 400, (case, resp.status_code, resp.text)
+    assert resp.text.startswith("not a MinIO notification")
+    assert fresh.events == []
+
+
+def test_a_bad_record_does_not_fail_its_batch(bridge, fresh):
+    """Review 3.13: a list-valued bucket name failed every webhook of its 200 ms batch."""
+    good = [notification(f"night%2Fgood-{i}.avro") for i in range(6)]
+    bad = [_with(["Records", 0, "s3", "bucket", "name"], ["alerts"]), notification("..%2Fx.avro"),
+           notification("x.avro", "../../outside")]
+    bodies = good[:3] + bad + good[3:]
+    codes: dict[int, int] = {}
+    barrier = threading.Barrier(len(bodies))
+
+    def send(i: int) -> None:
+        barrier.wait()
+        codes[i] = bridge.post(bodies[i], headers=AUTH).status_code
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [codes[i] for i in range(len(bodies))] == [200] * 3 + [400] * 3 + [200] * 3
+    keys = sorted(o["key"] for e in fresh.of(events.OBJECT_CREATED) for o in e["data"]["objects"])
+    assert keys == sorted(f"night/good-{i}.avro" for i in range(6))
+    assert len(fresh.events) < 6, "the good ones were coalesced (same 200 ms window)"
+
+
+def test_a_key_that_is_no_header_still_makes_an_event(bridge, fresh):
+    """The first key becomes the CloudEvent subject (an HTTP header): encoded, it cannot break the post."""
+    key = "M31 – Andromeda/données αβγ.avro"
+    from urllib.parse import quote_plus
+
+    assert bridge.post(notification(quote_plus(key)), headers=AUTH).status_code == 200
+    (event,) = fresh.of(events.OBJECT_CREATED)
+    assert event["data"]["objects"][0]["key"] == key
+
+
+def test_oversize_bodies_get_413_without_being_read(bridge, fresh):
+    """Review 3.13: no body limit (eight 50 MB bodies took the bridge from 87 to 891 MiB)."""
+    before = bridge.rejected().get("too_large", 0)
+    # a declared 1 GB body: refused on the Content-Length alone, before the client sent more than a few bytes
+    conn = http.client.HTTPConnection("127.0.0.1", bridge.port, timeout=10)
+    conn.putrequest("POST", "/")
+    conn.putheader("Authorization", AUTH["Authorization"])
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(1 << 30))
+    conn.endheaders()
+    conn.send(b'{"Records": [')
+    start = time.monotonic()
+    resp = conn.getresponse()
+    assert resp.status == 413 and time.monotonic() - start < 5
+    conn.close()
+
+    # chunked bodies (no Content-Length): read up to the limit, then refused; memory stays flat
+    rss_before = bridge.rss_kib()
+
+    def chunks(total: int):  # noqa: ANN202
+        block = b" " * (1 << 20)
+        for _ in range(total // len(block)):
+            yield block
+
+    for _ in range(4):
+        try:
+            r = requests.post(bridge.url, data=chunks(32 << 20), headers=AUTH, timeout=60)
+            assert r.status_code == 413
+        except requests.ConnectionError:  # the server may close while the rest is still being sent
+            pass
+    just_over = bridge.post(raw=b" " * (MAX_BODY + 1), headers=AUTH)
+    at_limit = bridge.post(raw=json.dumps(notification()).encode().ljust(MAX_BODY), headers=AUTH)
+    assert just_over.status_code == 413 and at_limit.status_code == 200
+    grew = bridge.rss_kib() - rss_before
+    print(f"bridge RSS after 4 x 32 MiB chunked bodies: {grew / 1024:+.1f} MiB")
+    assert grew < 32 << 10, f"RSS grew {grew} KiB"
+    assert bridge.rejected()["too_large"] - before >= 2
+    assert len(fresh.of(events.OBJECT_CREATED)) == 1  # the one at the limit
+
+
+def test_without_a_token_the_bridge_refuses_to_start(tmp_path, sink):
+    b = Bridge(tmp_path, sink)
+    try:
+        rc = b.proc.wait(timeout=60)
+    finally:
+        b.stop()
+    out = b.log()
+    assert rc != 0
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines == [line for line in lines if "refuses to start" in line] and len(lines) == 1, out
+    assert "ATEDA_BRIDGE_TOKEN is not set" in lines[0] and "ATEDA_BRIDGE_INSECURE_OPEN" in lines[0]
+    with pytest.raises(requests.ConnectionError):
+        requests.head(b.url, timeout=2)
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: only picks the outgoing interface
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_open_mode_serves_loopback_only_and_says_so(tmp_path, sink):
+    sink.events.clear()
+    b = Bridge(tmp_path, sink, host="0.0.0.0", ATEDA_BRIDGE_INSECURE_OPEN="true").wait_ready()
+    try:
+        assert "running OPEN" in b.log() and "loopback" in b.log()
+        assert b.post(notification()).status_code == 200  # from 127.0.0.1, no token needed
+        assert b.post(notification(), headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 403
+        assert b.post(notification(), headers={"Forwarded": 'for="203.0.113.9";proto=http'}).status_code == 403
+        addr = _non_loopback_address()
+        if addr:  # the same server reached over a real interface: the caller is not loopback
+            resp = requests.post(f"http://{addr}:{b.port}", json=notification(), timeout=10)
+            assert resp.status_code == 403
+        assert len(sink.of(events.OBJECT_CREATED)) == 1
+        assert b.rejected()["not_loopback"] >= 2
+    finally:
+        b.stop()
+
+
+def test_the_token_never_appears_in_the_bridge_log(bridge):
+    bridge.post(notification("..%2Fx"), headers=AUTH)
+    assert TOKEN not in bridge.log()
