@@ -223,6 +223,16 @@ def test_temporary_names_are_never_announced_until_renamed(tmp_path, sink):
     assert _announced_keys(sink) == ["night/a.avro"]
 
 
+def test_a_file_the_store_put_is_announced_without_the_grace(tmp_path, sink):
+    s = _watcher_settings(tmp_path, grace=30.0)  # a user's copy would wait 30 s
+    LocalStore(s.bucket_root / s.bucket).put_bytes("ingested.avro", alert_files()[0].read_bytes())
+    _drop(s, "copied.avro", alert_files()[1].read_bytes())
+    w = BucketWatcher(s, sink.url)
+    w.scan()
+    w.scan()
+    assert _announced_keys(sink) == ["ingested.avro"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the broker's ingress: loopback, token, names
 

@@ -34,7 +34,7 @@ from .config import Settings
 from .errors import BadInput, TransientError
 from .keys import check_key
 from .metrics import m
-from .storage import LocalStore, ObjectInfo, ObjectStore, bucket_store, lake_store
+from .storage import LocalStore, ObjectInfo, ObjectStore, _cached_etag, bucket_store, lake_store
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +188,25 @@ class BucketWatcher:
     def _complete(self, info: ObjectInfo, mono: float) -> bool:
         """An S3 object, or a file this watcher saw keep its size and mtime for the grace period (observed, not
         trusted from the mtime: a clock-skewed or mtime-preserving writer still gets the whole grace)."""
-        if self.settings.uses_s3 or self.grace <= 0:
+        if self.settings.uses_s3 or self.grace <= 0 or self._put_by_store(info):
             return True
         before = self._seen.get(info.key)
         if before is None or before[:2] != (info.size, info.mtime):
             self._seen[info.key] = (info.size, info.mtime, mono)
             return False
         return mono - before[2] >= self.grace
+
+    def _put_by_store(self, info: ObjectInfo) -> bool:
+        """Written by ``LocalStore.put_*`` (``ateda ingest``): complete by construction (temp file + rename), as
+        the ETag it cached with that very size and mtime says."""
+        if not isinstance(self.store, LocalStore):
+            return False
+        path = Path(self.store.root, info.key)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == info.size and _cached_etag(path, st) is not None
 
     def scan(self) -> int:
         """One pass: announce every new, complete object. Returns how many were announced."""
