@@ -299,3 +299,27 @@ def _canonical() -> dict[str, dict[str, str]]:
 def canonical_field_types() -> dict[str, dict[str, str]]:
     """Per record ("candidate", "prv_candidate", "fp_hist"): field name -> Avro primitive type, in schema order."""
     return {r: dict(types) for r, types in _canonical().items()}
+
+
+# ---------------------------------------------------------------- physical ranges
+# A value outside these is corruption (a bit flip, a zeroed block), not science: the alert is rejected as bad_value.
+
+# 2016-01-01 00:00 UTC. ZTF's first light was in November 2017, but the project's own sample alerts (schemas 0.x-1.x,
+# built from pre-survey test data) carry mid-2016 dates, and so do their prv_candidates.
+FIRST_JD = 2457388.5
+RA_DEG = (0.0, 360.0)  # [0, 360)
+DEC_DEG = (-90.0, 90.0)  # [-90, 90]
+
+
+def range_problem(values: dict, last_jd: float) -> str | None:
+    """What is out of range in one candidate / prv_candidate / fp_hist record, or None. ``jd`` must lie in
+    [FIRST_JD, last_jd] (the caller passes now + 1 day), ``ra`` in [0, 360), ``dec`` in [-90, 90]; null values (an
+    upper limit has no position) are not checked, NaN is out of every range."""
+    jd, ra, dec = values.get("jd"), values.get("ra"), values.get("dec")
+    if isinstance(jd, (int, float)) and not FIRST_JD <= jd <= last_jd:
+        return f"jd {jd!r} outside ZTF's lifetime [{FIRST_JD}, {last_jd:.1f}]"
+    if isinstance(ra, (int, float)) and not RA_DEG[0] <= ra < RA_DEG[1]:
+        return f"ra {ra!r} outside [0, 360) deg"
+    if isinstance(dec, (int, float)) and not DEC_DEG[0] <= dec <= DEC_DEG[1]:
+        return f"dec {dec!r} outside [-90, 90] deg"
+    return None
