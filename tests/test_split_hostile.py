@@ -99,26 +99,34 @@ def deflate_bomb(inflated_bytes: int, template: bytes | None = None) -> bytes:
     return prefix + _zigzag(1) + _zigzag(len(block)) + block + header["sync"]
 
 
-def deep_schema_alert(depth: int, name: str = REAL_402) -> bytes:
-    """A valid Avro alert (written by fastavro) whose candidate has one more field nested ``depth`` records deep."""
+def with_candidate_field(avro_type: object, value: object, name: str = REAL_402, values: tuple = ()) -> bytes:
+    """A valid Avro file (written by fastavro) of the real alert ``name`` whose candidate has one more field,
+    ``extra``, of ``avro_type``; one record per entry of ``values`` (distinct candids), else one with ``value``."""
     with io.BytesIO(real(name)) as fh:
         reader = fastavro.reader(fh)
         schema, rec = reader.writer_schema, next(reader)
-    t: object = "long"
-    for i in range(depth):
-        t = {"type": "record", "name": f"level{i}", "fields": [{"name": "x", "type": t}]}
     cand = next(f for f in schema["fields"] if f["name"] == "candidate")
     cand_record = cand["type"] if isinstance(cand["type"], dict) else next(x for x in cand["type"] if x != "null")
-    cand_record["fields"].append({"name": "deep", "type": ["null", t], "default": None})
-    rec["candidate"]["deep"] = None
+    cand_record["fields"].append({"name": "extra", "type": avro_type})
+    recs = []
+    for i, v in enumerate(values or (value,)):
+        recs.append(dict(rec, candidate=dict(rec["candidate"], candid=rec["candidate"]["candid"] + i, extra=v)))
     limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 20 * depth))  # fastavro's own writer recurses through the schema
+    sys.setrecursionlimit(max(limit, 20_000))  # fastavro's own writer recurses through the schema
     try:
         out = io.BytesIO()
-        fastavro.writer(out, fastavro.parse_schema(schema), [rec])
+        fastavro.writer(out, fastavro.parse_schema(schema), recs)
     finally:
         sys.setrecursionlimit(limit)
     return out.getvalue()
+
+
+def deep_schema_alert(depth: int, name: str = REAL_402) -> bytes:
+    """A valid Avro alert whose candidate has one more field nested ``depth`` records deep (null in the record)."""
+    t: object = "long"
+    for i in range(depth):
+        t = {"type": "record", "name": f"level{i}", "fields": [{"name": "x", "type": t}]}
+    return with_candidate_field(["null", t], None, name)
 
 
 def tar_of(members: list[tuple[str, bytes]], gz: bool = False, special: list[tarfile.TarInfo] = ()) -> bytes:
@@ -217,6 +225,26 @@ def test_physical_ranges_keep_every_real_alert():
     assert range_problem({"jd": float("nan"), "ra": 1.0, "dec": 1.0}, now_jd + 1)
     assert range_problem({"jd": FIRST_JD + 1, "ra": None, "dec": None}, now_jd + 1) is None  # upper limits
     # (test_decode's every-real-file test asserts no real alert is rejected by them)
+
+
+def test_a_type_conflict_inside_one_chunk_rejects_the_later_alert_only(tmp_path):
+    """candidate.extra is a long in one file and a record in the next: Arrow cannot union them in one chunk."""
+    as_long = with_candidate_field("long", 5)
+    as_record = with_candidate_field({"type": "record", "name": "extra_t", "fields": [{"name": "v", "type": "long"}]},
+                                     {"v": 5})
+    run = Run(settings_for(tmp_path), {"a-long.avro": as_long, "b-record.avro": as_record, REAL_402: real()})
+    assert run.staged("a-long.avro") == 1 and run.staged(REAL_402) == 1
+    assert run.reasons("b-record.avro") == ["schema_conflict"] and run.staged("b-record.avro") == 0
+    assert not run.reasons("a-long.avro")
+
+
+def test_keys_that_name_no_object_are_rejected_not_retried(tmp_path):
+    s = settings_for(tmp_path)
+    run = Run(s, {REAL_402: real()})
+    more = Splitter(s, bucket_store(s), lake_store(s), lambda *a: None).run(s.bucket, [
+        {"key": "../outside.avro", "etag": "e"}, {"key": "gone.avro", "etag": "e"}])
+    assert [r["reason"] for r in more["rejected"]] == ["unsafe_key", "missing_object"]
+    assert run.staged(REAL_402) == 1
 
 
 def test_a_store_failure_while_reading_is_transient_not_bad_input(tmp_path):
@@ -428,6 +456,28 @@ def test_split_function_answers_200_and_stages_the_good_ones(env_settings, sink)
     assert got == {k: len(v) for k, v in expected_alerts(files).items()} | {k: 0 for k in bad if k in got}
     reasons = {e["data"]["source"]["key"]: e["data"]["reason"] for e in sink.of(events.INPUT_REJECTED)}
     assert reasons == {"broken.avro.gz": "corrupt_gzip", "flipped.avro": "bad_value", "deep.avro": "schema_too_deep"}
+    for e in staged:  # (the rejected events' reasons: test_every_reason_split_emits_is_in_the_event_catalogue)
+        events.validate(e)
+
+
+SPLIT_REASONS = ("empty_file", "not_avro", "corrupt_gzip", "truncated_avro", "corrupt_avro", "truncated_tar",
+                 "checksum_mismatch", "bad_value", "schema_too_deep", "schema_conflict", "too_large",
+                 "too_many_members", "too_many_alerts", "tar_member_skipped", "unsafe_key", "not_ztf_alert",
+                 "no_alerts", "missing_object")
+
+
+def test_every_reason_split_emits_is_in_the_event_catalogue():
+    """A broker that validates events (ateda up --validate, the e2e tests) refuses an input.rejected whose reason
+    events/schemas/dev.ateda.input.rejected.json does not list: split would then fail its whole request."""
+    missing = []
+    for reason in SPLIT_REASONS:
+        record = {"source": {"bucket": "b", "key": "k", "etag": "e"}, "member": "m", "reason": reason,
+                  "detail": "d", "alerts_kept": 0, "quarantined_at": "2026-12-04T00:00:00+00:00", "quarantine_uri": None}
+        try:
+            events.validate(events.make_event(events.INPUT_REJECTED, "/ateda/split", record, "k#m"))
+        except Exception:  # noqa: BLE001
+            missing.append(reason)
+    assert not missing, f"reasons missing from the input.rejected schema's enum: {missing}"
 
 
 # ---------------------------------------------------------------- peak memory of a split worker on a bomb

@@ -444,8 +444,17 @@ def _record_plan(record: dict, kind: str, names: dict) -> RecordPlan:
         target = _PRIMITIVE[canon[name]] if name in canon else writer
         if target != writer and not (pa.types.is_floating(target) and pa.types.is_integer(writer)):
             coerce[name] = {pa.string(): str, pa.float64(): float, pa.int64(): int}.get(target, str)
+        elif target == pa.string() and _non_null(avro_t) != ["string"]:
+            coerce[name] = _text  # a union of several types, an enum, a fixed: kept as text
         fields.append(pa.field(name, target))
     return RecordPlan(pa.struct(fields), coerce)
+
+
+def _text(value: Any) -> str:
+    """A value of a field kept as text: strings as they are, bytes in base64, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    return _json_default(value) if isinstance(value, bytes) else json.dumps(value, default=_json_default)
 
 
 @dataclass

@@ -39,6 +39,7 @@ Emit = Callable[[str, dict, str], None]  # (event type, data, subject)
 TAR_STREAM = "<tar stream>"  # the member name of a failure of the tarball itself (not of one member)
 _BLOCK = 1 << 20
 _SUMMARY_NAMES = 5  # member names a summary record lists
+_NOT_AN_OBJECT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)  # the key names no object (now)
 
 
 class _StoreStream(io.RawIOBase):
@@ -273,8 +274,12 @@ class Splitter:
     def _split_stream(self, prog: _ObjectProgress) -> None:
         try:
             stream = prog.store.open(prog.key)
-        except FileNotFoundError:
-            self._reject(prog, BadInput("missing_object", "gone from the store before it was read"), None, None)
+        except _NOT_AN_OBJECT as exc:
+            self._reject(prog, BadInput("missing_object", f"not an object in the store ({type(exc).__name__})"),
+                         None, None)
+            return
+        except BadInput as err:  # a key the store refuses (unsafe_key): never read
+            self._reject(prog, err, None, None)
             return
         members: list[tuple[str, bytes]] = []  # tar members held back until we know the tarball's size
         held = 0
@@ -400,7 +405,7 @@ class Splitter:
     def _original(self, prog: _ObjectProgress) -> IO[bytes] | _NoStream:
         try:
             return io.BufferedReader(_StoreStream(prog.store.open(prog.key)), _BLOCK)
-        except FileNotFoundError:  # gone: the record still says why
+        except (*_NOT_AN_OBJECT, BadInput):  # gone, or a key the store refuses: the record still says why
             return _NoStream()
 
     def _write_summaries(self, prog: _ObjectProgress) -> None:
