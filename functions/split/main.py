@@ -14,7 +14,8 @@ from ateda.storage import bucket_store, lake_store
 
 @functions_framework.cloud_event
 def handle(event: CloudEvent) -> None:
-    """Trigger: dev.ateda.object.created. Bad input is quarantined (200); a store failure raises (500, retried)."""
+    """Trigger: dev.ateda.object.created. Bad input of any kind is quarantined per alert, member or object (200); only
+    a store failure raises (500, retried)."""
     with request_scope("split", event["type"]):
         data = event.data
         s = settings()
