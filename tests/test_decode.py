@@ -118,3 +118,32 @@ def test_fields_of_several_types_are_kept_as_text():
     assert batch.add(decoded, decoded.records, Source("b", "k", "e"), 0, None) == []
     alerts, _ = batch.tables()
     assert alerts["candidate"].combine_chunks().field("extra").to_pylist() == ["5", "five", None]
+
+
+@pytest.mark.parametrize("codec", ["deflate", "bzip2", "xz"])
+def test_other_codecs_decode_bounded_and_checked(codec):
+    from ateda.alerts import Limits
+
+    multi = ALERTS / "astrolabsoftware_fink-client_avro_multi_alerts.avro"
+    with open(multi, "rb") as fh:
+        reader = fastavro.reader(fh)
+        schema, records = reader.writer_schema, list(reader)
+    out = io.BytesIO()
+    fastavro.writer(out, schema, records, codec=codec)
+    data = out.getvalue()
+    decoded = decode_container(data)
+    assert [r["candidate"]["candid"] for r in decoded.records] == [r["candidate"]["candid"] for r in records]
+    with pytest.raises(BadInput) as err:  # the same blocks past a small limit: refused before inflating whole
+        decode_container(data, Limits(max_bytes=10_000))
+    assert err.value.reason == "too_large"
+    cut = bytearray(data)
+    cut[-40] ^= 0xFF  # inside the last block's compressed stream
+    try:
+        damaged = decode_container(bytes(cut))
+        reason = damaged.error.reason if damaged.error else None
+    except BadInput as exc:
+        reason = exc.reason
+    if codec == "deflate":  # raw deflate has no checksum: a flip inside a stored run can go unseen
+        assert reason in ("checksum_mismatch", "corrupt_avro", "truncated_avro", "bad_value", None)
+    else:  # bzip2 and xz carry a CRC of their own
+        assert reason == "checksum_mismatch"

@@ -29,7 +29,7 @@ from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
 from ateda.split import Splitter, iter_containers
 from ateda.storage import bucket_store, lake_store
-from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, REPO, alert_files, expected_alerts
+from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
 
 MULTI_SNAPPY = "astrolabsoftware_fink-client_part-00002-0f70696a-f8dd-40ab-89e7-e7f64c104e25-c000.avro"  # 56 alerts
 SNAPPY_ONE = "alercebroker_pipeline_000010510007802576.avro"
@@ -472,7 +472,8 @@ def test_every_reason_split_emits_is_in_the_event_catalogue():
     missing = []
     for reason in SPLIT_REASONS:
         record = {"source": {"bucket": "b", "key": "k", "etag": "e"}, "member": "m", "reason": reason,
-                  "detail": "d", "alerts_kept": 0, "quarantined_at": "2026-12-04T00:00:00+00:00", "quarantine_uri": None}
+                  "detail": "d", "alerts_kept": 0, "quarantined_at": "2026-12-04T00:00:00+00:00",
+                  "quarantine_uri": None}
         try:
             events.validate(events.make_event(events.INPUT_REJECTED, "/ateda/split", record, "k#m"))
         except Exception:  # noqa: BLE001
