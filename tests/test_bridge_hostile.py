@@ -335,6 +335,11 @@ def test_open_mode_serves_loopback_only_and_says_so(tmp_path, sink):
         b.stop()
 
 
-def test_the_token_never_appears_in_the_bridge_log(bridge):
-    bridge.post(notification("..%2Fx"), headers=AUTH)
-    assert TOKEN not in bridge.log()
+def test_secrets_are_masked_in_the_bridge_log(bridge):
+    """Review 3.14: a refusal is logged with what was refused; a configured secret inside it is masked."""
+    assert bridge.post(notification(f"..%2F{TOKEN}.avro"), headers=AUTH).status_code == 400
+    uri_key = "..%2Fpostgresql%3A%2F%2Fateda%3Ahunter2pw%40db%2Fcat"
+    assert bridge.post(notification(uri_key), headers=AUTH).status_code == 400
+    log = bridge.log()
+    assert "refused a webhook (unsafe_key" in log and "../***.avro" in log and "ateda:***@db" in log
+    assert TOKEN not in log and "hunter2pw" not in log

@@ -166,7 +166,8 @@ def test_quarantine_keeps_hostile_member_names_as_data(tmp_path, home):
                "..", ".", "", "a/../x.avro", "données_αβγ\n.avro", "../object", "object"]
     records = []
     for i, member in enumerate(members):
-        records.append(quarantine(lake, SRC, BadInput("not_avro", f"member {i}"), member or None, f"bytes {i}".encode()))
+        err = BadInput("not_avro", f"member {i}")
+        records.append(quarantine(lake, SRC, err, member or None, f"bytes {i}".encode()))
     # a hostile source key and bucket name too (as they came in an event): still data
     odd = Source("../../outside", "../../../outside/secret.txt", "../etag")
     records.append(quarantine(lake, odd, BadInput("unsafe_key", "came from a hostile event"), None, b"odd"))
