@@ -130,8 +130,6 @@ def test_bucket_store_takes_bucket_names_not_paths(tmp_path, home):
     assert outside(tmp_path, home) == before
 
 
-@pytest.mark.xfail(strict=True, reason="keys.check_bucket uses re.match with '$', which accepts a trailing newline "
-                   "(fix: _BUCKET.fullmatch); remove this marker with that fix")
 def test_bucket_name_with_a_trailing_newline_is_refused(home):
     with pytest.raises(UnsafeName):
         bucket_store(Settings(home=home).resolved(), "alerts\n")

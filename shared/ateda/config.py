@@ -170,6 +170,9 @@ class Settings:
             )
         if self.bridge_token:
             env["ATEDA_BRIDGE_TOKEN"] = self.bridge_token
+        if self.bridge_open:
+            env["ATEDA_BRIDGE_INSECURE_OPEN"] = "true"
+        env["ATEDA_BRIDGE_MAX_BODY"] = str(self.bridge_max_body)
         if self.broker_token:
             env["ATEDA_BROKER_TOKEN"] = self.broker_token
         return env

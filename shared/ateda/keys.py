@@ -54,7 +54,7 @@ def check_bucket(name: object) -> str:
     """``name`` if it is a valid S3 bucket name (3-63 of a-z 0-9 . -, no '..'), else raise :class:`UnsafeName`."""
     if not isinstance(name, str):
         raise UnsafeName(f"bucket name must be a string, got {type(name).__name__}")
-    if not _BUCKET.match(name) or ".." in name:
+    if not _BUCKET.fullmatch(name) or ".." in name:
         raise UnsafeName(f"invalid bucket name {name!r}")
     return name
 
