@@ -20,7 +20,7 @@ from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
 from ateda.keys import UnsafeName
 from ateda.quarantine import list_reasons, quarantine
-from ateda.storage import LocalStore, S3Store, bucket_store
+from ateda.storage import LocalStore, S3Store, bucket_store, lake_store
 
 ESCAPES = ["../../../../elsewhere/y.avro", "../y.avro", "a/../../y.avro", "/tmp/y.avro", "./y.avro", "a//y.avro",
            "a/\n/y.avro", "", "a/..", ".."]
@@ -298,3 +298,24 @@ def test_catalog_errors_and_their_log_lines_carry_no_password(env_settings, monk
     assert "bronze commit failed" in text and "Traceback" in text and "catalog unavailable at" in text
     assert password not in text and "aws-secret-key-value" not in text
     assert "postgresql+psycopg2://ateda:***@127.0.0.1" in text
+
+
+def test_dead_letter_function_keeps_hostile_type_and_id_inside_the_lake(env_settings, tmp_path):
+    """The dead-letter function names its file after the event's type and id: data from the sender, never a path."""
+    from cloudevents.conversion import to_binary
+    from cloudevents.http import CloudEvent
+    from functions_framework import create_app
+
+    from conftest import REPO
+
+    before = outside(tmp_path, env_settings.home)
+    client = create_app("handle", str(REPO / "functions" / "dead_letter" / "main.py"), "cloudevent").test_client()
+    for type_, id_ in (("../../../../escaped", "../../../../x"), ("dev.ateda.alerts.staged", "/etc/evil"),
+                       ("dev.ateda.alerts.staged", "plain-id-1")):
+        ce = CloudEvent({"type": type_, "source": "/test", "id": id_}, {"k": 1})
+        headers, body = to_binary(ce)
+        assert client.post("/", headers=headers, data=body).status_code < 300
+    keys = sorted(i.key for i in lake_store(env_settings).list("dead-letter/"))
+    assert len(keys) == 3, keys
+    assert any(k.startswith("dead-letter/dev.ateda.alerts.staged/") and k.endswith("-plain-id-1.json") for k in keys)
+    assert outside(tmp_path, env_settings.home) == before

@@ -67,6 +67,15 @@ def segment(text: str, limit: int = 80) -> str:
     return f"{readable}-{digest}"
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+
+
+def name_segment(text: str) -> str:
+    """``text`` itself when it is already a plain, safe segment (letters, digits, ``._-``, no leading dot), else
+    :func:`segment` of it: event types and ids keep their readable folder names, hostile ones cannot climb out."""
+    return text if _PLAIN.fullmatch(text) else segment(text)
+
+
 def header_value(text: str, limit: int = 1024) -> str:
     """Text made fit for an HTTP header or CloudEvent attribute: percent-encoded to printable ASCII (RFC 3986
     unreserved characters and '/' kept), at most ``limit`` characters. Decode with ``urllib.parse.unquote``."""
