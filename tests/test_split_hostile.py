@@ -522,7 +522,6 @@ def split_peak_rss(home: Path, bomb: Path, pythonpath: str | None = None) -> dic
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
 def test_peak_rss_of_split_on_a_512_mib_deflate_bomb(tmp_path):
     bomb = tmp_path / "bomb.avro"
     bomb.write_bytes(deflate_bomb(512 << 20))

@@ -376,19 +376,21 @@ class Splitter:
     def _reject(self, prog: _ObjectProgress, err: BadInput, member: str | None, payload: bytes | None,
                 kept: int = 0) -> None:
         """Quarantine one rejection of ``prog``'s object: a record (and a copy of the bytes, capped) for each of
-        the first ``quarantine_records_per_object``, then only a count per reason (see _write_summaries).
-        A failure of the object or tarball itself (no member) keeps a copy of the original object."""
+        the first ``quarantine_records_per_object`` members or alerts, then only a count per reason (see
+        _write_summaries). A failure of the object or tarball itself (no member, or ``<tar stream>``) is always
+        recorded, with a copy of the original object."""
         from .metrics import m
 
         m().rejected.labels(self.function, err.reason).inc()
-        if prog.records >= self.settings.quarantine_records_per_object:
+        whole = member in (None, TAR_STREAM)  # a failure of the object itself: at most a few, always recorded
+        if not whole and prog.records >= self.settings.quarantine_records_per_object:
             over = prog.overflow.setdefault(err.reason, {"count": 0, "members": []})
             over["count"] += 1
             if len(over["members"]) < _SUMMARY_NAMES:
                 over["members"].append(member)
             return
         prog.records += 1
-        if payload is None and member in (None, TAR_STREAM):
+        if payload is None and whole:
             with self._original(prog) as original:
                 self._record(prog, err, member, original, kept)
         else:
