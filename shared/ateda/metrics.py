@@ -43,5 +43,15 @@ def m():  # noqa: ANN201
         lake = Gauge("ateda_lake_table_stat", "Shape of each lake table at the last maintenance pass "
                      "(data_files, partitions, max_files_per_partition, small_files, bytes, rows, snapshots, "
                      "manifests)", ["table", "stat"], multiprocess_mode="mostrecent")
+        # the embedded runtime (ateda up): broker ingress, bucket watcher, function supervision
+        broker_rejected = Counter("ateda_broker_rejected_total", "Requests the local broker's ingress refused",
+                                  ["reason"])
+        watcher_failures = Counter("ateda_watcher_failures_total", "Failed announcements of a batch of bucket objects")
+        watcher_last_scan = Gauge("ateda_watcher_last_scan_timestamp_seconds",
+                                  "Unix time of the bucket watcher's last successful scan", multiprocess_mode="max")
+        watcher_failing = Gauge("ateda_watcher_failing_objects",
+                                "Bucket objects whose announcement is failing (retrying or given up)",
+                                multiprocess_mode="mostrecent")
+        restarts = Counter("ateda_function_restarts_total", "Function servers restarted by the runtime", ["service"])
 
     return _M

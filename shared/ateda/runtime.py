@@ -354,7 +354,7 @@ def running_runtime(settings: Settings) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     try:
-        requests.get(info["broker"], timeout=1)
+        requests.get(info["broker"], headers={"authorization": f"Bearer {info.get('token') or ''}"}, timeout=1)
     except requests.RequestException:
         return None
     return info
