@@ -319,3 +319,12 @@ def test_dead_letter_function_keeps_hostile_type_and_id_inside_the_lake(env_sett
     assert len(keys) == 3, keys
     assert any(k.startswith("dead-letter/dev.ateda.alerts.staged/") and k.endswith("-plain-id-1.json") for k in keys)
     assert outside(tmp_path, env_settings.home) == before
+
+
+def test_a_folder_or_a_path_under_a_file_is_no_object(home):
+    """Not a transient failure (that would be retried, then dead-lettered): there is no such object."""
+    store = LocalStore(home / "bucket" / "alerts")
+    store.put_bytes("night/a.avro", b"x")
+    for key in ("night", "night/a.avro/b.avro"):
+        with pytest.raises(FileNotFoundError):
+            store.open(key)

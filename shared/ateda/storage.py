@@ -130,6 +130,8 @@ class LocalStore:
             return open(self._path(key), "rb")
         except FileNotFoundError:
             raise
+        except (IsADirectoryError, NotADirectoryError) as exc:  # a folder, or a path under a file: no such object
+            raise FileNotFoundError(key) from exc
         except OSError as exc:  # unreadable disk, stale NFS...: worth a retry
             raise TransientError(f"cannot open {key}: {exc}") from exc
 
