@@ -186,6 +186,22 @@ def test_a_failing_batch_backs_off_gives_up_visibly_and_never_blocks_the_next(tm
     assert _announced_keys(sink) == ["poison.avro"]
 
 
+def test_a_watcher_that_cannot_scan_says_stalled_and_logs_once(tmp_path, sink, caplog):
+    s = _watcher_settings(tmp_path)
+    (s.bucket_root).mkdir(parents=True)
+    (s.bucket_root / s.bucket).write_bytes(b"a file where the bucket folder should be")  # every listing fails
+    caplog.set_level(logging.WARNING, logger="ateda.watcher")
+    w = BucketWatcher(s, sink.url, interval=0.02, stall_after=0.5).start()
+    try:
+        assert w.health()["state"] == "ok"
+        _wait(lambda: w.health()["state"] == "stalled", 5)
+        health = w.health()
+    finally:
+        w.stop()
+    assert health["last_scan"] is None and health["announced"] == 0
+    assert len([r for r in caplog.records if "bucket scan failed" in r.getMessage()]) == 1  # not one per 0.02 s
+
+
 def test_a_file_written_in_two_halves_is_announced_once_whole(tmp_path, sink):
     s = _watcher_settings(tmp_path, grace=1.0)
     data = alert_files()[0].read_bytes()

@@ -79,11 +79,13 @@ class _RateLimitedLog:
 
 class BucketWatcher:
     def __init__(self, settings: Settings, sink: str, interval: float = 0.2, full_every: float = 10.0,
-                 token: str | None = None, backoff: float = 0.5) -> None:
+                 token: str | None = None, backoff: float = 0.5, stall_after: float = STALL_AFTER_S) -> None:
         """``backoff``: the wait after a batch's first failed announcement (doubled each time, at most
-        ``MAX_BACKOFF_S``); ``token``: the broker's (default ``settings.broker_token``, else as events.post finds)."""
+        ``MAX_BACKOFF_S``); ``token``: the broker's (default ``settings.broker_token``, else as events.post finds);
+        ``stall_after``: seconds without a successful scan before :meth:`health` says ``stalled``."""
         self.settings = settings
         self.backoff = backoff
+        self.stall_after = stall_after
         self.sink = sink
         self.token = token if token is not None else (settings.broker_token or None)
         self.interval = interval
@@ -352,7 +354,7 @@ class BucketWatcher:
 
     def health(self, show: int = 20) -> dict:
         """How the watcher is doing: ``state`` is ``ok``, ``failing`` (objects whose announcement fails) or
-        ``stalled`` (no successful scan for ``STALL_AFTER_S``, or the thread is gone)."""
+        ``stalled`` (no successful scan for ``stall_after`` seconds, or the thread is gone)."""
         now = time.time()
         with self._lock:
             failing = sorted(self._failing.items(), key=lambda kv: kv[1].since)
@@ -362,7 +364,7 @@ class BucketWatcher:
             alive = self._thread is not None and self._thread.is_alive()
             age = None if self.last_scan is None else round(now - self.last_scan, 1)
             since_start = now - (self.last_scan or self._started_at or now)
-            stalled = self._thread is not None and (not alive or since_start > STALL_AFTER_S)
+            stalled = self._thread is not None and (not alive or since_start > self.stall_after)
             return {
                 "state": "stalled" if stalled else "failing" if failing else "ok",
                 "last_scan": _iso(self.last_scan), "last_scan_age_s": age,
