@@ -1,14 +1,17 @@
 {#- Small SQL differences between DuckDB (default__) and StarRocks (starrocks__). -#}
 
-{#- Join each row of `list_expr` as `alias`(`col`): a lateral unnest. -#}
-{% macro unnest_join(list_expr, alias, col) %}
-    {{- return(adapter.dispatch('unnest_join', 'ateda')(list_expr, alias, col)) -}}
+{#- A FROM item: the rows of `relation` as `alias`, one per element of its list column `list_column`, the element
+    as `col` (rows with an empty or NULL list give none). DuckDB: the unnest in a select list, a streaming operator;
+    `cross join unnest(alias.list)` plus a filter on the element makes DuckDB decorrelate the lateral join into a
+    delim join that holds every input row, nested lists included, in memory (20 000 alerts: ~0.5 GB per model). -#}
+{% macro unnest_from(relation, alias, list_column, col) %}
+    {{- return(adapter.dispatch('unnest_from', 'ateda')(relation, alias, list_column, col)) -}}
 {% endmacro %}
-{% macro default__unnest_join(list_expr, alias, col) -%}
-    cross join unnest({{ list_expr }}) as {{ alias }}({{ col }})
+{% macro default__unnest_from(relation, alias, list_column, col) -%}
+    (select *, unnest({{ list_column }}) as {{ col }} from {{ relation }}) as {{ alias }}
 {%- endmacro %}
-{% macro starrocks__unnest_join(list_expr, alias, col) -%}
-    , unnest({{ list_expr }}) as {{ alias }}({{ col }})
+{% macro starrocks__unnest_from(relation, alias, list_column, col) -%}
+    {{ relation }} as {{ alias }}, unnest({{ alias }}.{{ list_column }}) as {{ alias }}_{{ col }}({{ col }})
 {%- endmacro %}
 
 {% macro list_length(expr) %}

@@ -42,6 +42,11 @@ def dbt_dir() -> Path:
 # the alert snapshot planned after it (silver's candid relationship holds even while matches are being appended)
 BRONZE_TABLES = ("crossmatch", "alert", "cutout")
 CLUSTER_LOOKBACK = dt.timedelta(minutes=15)  # rows committed while the previous cluster run was reading
+# DuckDB's own defaults are 80 % of the host's RAM and one thread per core, whatever else runs there. A refresh
+# process holds ~0.35 GB before DuckDB does any work (Python, dbt, pyarrow, pyiceberg); with DuckDB's buffers
+# capped here (operators past it spill to <warehouse>.duckdb.tmp) it stays under 1 GB (docs/performance.md).
+DUCKDB_MEMORY_LIMIT = "400MB"
+DUCKDB_THREADS = 2
 
 
 class WarehouseError(AtedaError):
@@ -77,6 +82,25 @@ def duckdb_path(settings: Settings) -> Path:
     """The local warehouse file: ``ATEDA_DUCKDB_PATH`` or ``$ATEDA_HOME/warehouse/ateda.duckdb``."""
     raw = os.environ.get("ATEDA_DUCKDB_PATH")
     return Path(raw).absolute() if raw else warehouse_dir(settings) / "ateda.duckdb"
+
+
+def duckdb_config(settings: Settings) -> dict[str, object]:
+    """The DuckDB settings of every refresh connection, ours and dbt's (dbt_env passes them to profiles.yml).
+
+    ``duckdb_memory_limit`` / ``duckdb_threads`` on Settings override the defaults when config.py has them.
+    """
+    return {"memory_limit": str(getattr(settings, "duckdb_memory_limit", None) or DUCKDB_MEMORY_LIMIT),
+            "threads": int(getattr(settings, "duckdb_threads", None) or DUCKDB_THREADS),
+            "preserve_insertion_order": False}
+
+
+def open_warehouse(settings: Settings):  # noqa: ANN201
+    """The refresh's read-write DuckDB connection to the local warehouse, with :func:`duckdb_config`."""
+    import duckdb
+
+    path = duckdb_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(str(path), config=duckdb_config(settings))
 
 
 # ---------------------------------------------------------------- bronze -> DuckDB views
@@ -302,7 +326,9 @@ def _env(values: dict[str, str]) -> Iterator[None]:
 
 
 def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
+    duck = duckdb_config(settings)
     env = {"ATEDA_HOME": str(settings.home), "ATEDA_DUCKDB_PATH": str(duckdb_path(settings)),
+           "ATEDA_DUCKDB_MEMORY_LIMIT": str(duck["memory_limit"]), "ATEDA_DUCKDB_THREADS": str(duck["threads"]),
            "ATEDA_DBT_TARGET": target, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}
     return env
 
@@ -386,17 +412,13 @@ def _dbt_args(command: str, full_refresh: bool, select: str | None, vars_: dict 
 
 
 def _refresh_local(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
-    import duckdb
-
     start = time.perf_counter()
-    path = duckdb_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(path)) as con:
+    with open_warehouse(settings) as con:
         files, new = prepare_bronze(con, settings)
     n_new = sum(len(v) for v in new.values())
     res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select), "local")
     result = _result("local", res, time.perf_counter() - start, n_new)
-    with duckdb.connect(str(path)) as con:
+    with open_warehouse(settings) as con:
         if result.success:
             _mark_processed(con, files)
         result.rows = _row_counts(con)

@@ -8,11 +8,9 @@
                'sigmapsf', 'isdiffpos', 'diffmaglim', 'rb', 'drb'] + measured
               + ['sgscore1', 'distpsnr1', source_column_list()] -%}
 
-with alerts as (
-    select * from {{ bronze_alerts() }} as b where objectId is not null
-),
-
-from_candidate as (
+{#- bronze is read once per branch, not through a shared CTE: DuckDB materialises a CTE referenced twice, i.e.
+    every column of every new alert (nested histories included) in memory at once. -#}
+with from_candidate as (
     select
         a.candid as candid, a.objectId as objectId,
         {%- for col in ['jd', 'fid', 'pid', 'field', 'rcid', 'rfid', 'ra'] %}
@@ -31,7 +29,8 @@ from_candidate as (
         {{ clean('a.candidate.sgscore1') }} as sgscore1,
         {{ clean('a.candidate.distpsnr1') }} as distpsnr1,
         {{ source_columns('a', 'alert') }}
-    from alerts as a
+    from {{ bronze_alerts() }} as a
+    where a.objectId is not null
 ),
 
 from_history as (
@@ -56,9 +55,8 @@ from_history as (
         {{ clean('a.candidate.sgscore1') }} as sgscore1,
         {{ clean('a.candidate.distpsnr1') }} as distpsnr1,
         {{ source_columns('a', 'prv_candidate') }}
-    from alerts as a
-    {{ unnest_join('a.prv_candidates', 'h', 'p') }}
-    where p.candid is not null
+    from {{ unnest_from(bronze_alerts(), 'a', 'prv_candidates', 'p') }}
+    where a.objectId is not null and p.candid is not null
 ),
 
 incoming as (

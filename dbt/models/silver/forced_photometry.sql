@@ -19,8 +19,7 @@ with incoming as (
         {{ clean('f.magnr') }} as magnr,
         {{ clean('f.sigmagnr') }} as sigmagnr,
         {{ source_columns('a', 'fp_hist') }}
-    from {{ bronze_alerts() }} as a
-    {{ unnest_join('a.fp_hists', 'h', 'f') }}
+    from {{ unnest_from(bronze_alerts(), 'a', 'fp_hists', 'f') }}
     where a.objectId is not null and f.pid is not null
       and f.forcediffimflux is not null and f.forcediffimflux not in (0, -99999)
       and f.forcediffimfluxunc is not null and f.forcediffimfluxunc not in (0, -99999)

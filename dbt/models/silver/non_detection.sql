@@ -15,8 +15,7 @@ with incoming as (
         p.rcid as rcid,
         p.diffmaglim as diffmaglim,
         {{ source_columns('a', 'prv_candidate') }}
-    from {{ bronze_alerts() }} as a
-    {{ unnest_join('a.prv_candidates', 'h', 'p') }}
+    from {{ unnest_from(bronze_alerts(), 'a', 'prv_candidates', 'p') }}
     where a.objectId is not null and p.candid is null and p.jd is not null and p.fid is not null
 ),
 
