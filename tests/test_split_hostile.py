@@ -530,3 +530,15 @@ def test_peak_rss_of_split_on_a_512_mib_deflate_bomb(tmp_path):
     assert got["outcome"] == ["too_large"]
     default_limit_mib = Settings(home=tmp_path).max_member_bytes / (1 << 20)
     assert got["peak_mib"] - got["base_mib"] < default_limit_mib + 64
+
+
+def test_malformed_object_created_is_acknowledged_not_retried(env_settings, sink):
+    """A payload split can never work on (no bucket, objects not a list, a key that is not a string) is refused
+    once and counted, not answered 500 (which the broker would retry, then dead-letter)."""
+    from test_functions import app, post
+
+    split = app("split")
+    for data in ({"objects": []}, {"bucket": "alerts", "objects": "x"}, {"bucket": "alerts", "objects": [{"key": 1}]},
+                 {"bucket": ["alerts"], "objects": []}):
+        assert post(split, "dev.ateda.object.created", data).status_code < 300, data
+    assert not sink.of("dev.ateda.alerts.staged")

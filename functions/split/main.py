@@ -5,11 +5,38 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
+import logging
+
 from ateda.config import settings
+from ateda.errors import BadInput
 from ateda.function import emitter, request_scope
+from ateda.keys import UnsafeName, check_bucket
 from ateda.metrics import m
 from ateda.split import Splitter
 from ateda.storage import bucket_store, lake_store
+
+log = logging.getLogger("ateda.split")
+
+
+class _Refusing:
+    """The store of a bucket whose name is unsafe: every object in it is refused (unsafe_key), none is read."""
+
+    def __init__(self, err: UnsafeName) -> None:
+        self.err = err
+
+    def open(self, key: str):  # noqa: ANN201
+        raise self.err
+
+
+def _shape_error(data: object) -> str | None:
+    """Why ``data`` is not an object.created payload split can work on (None when it is)."""
+    if not isinstance(data, dict) or not isinstance(data.get("bucket"), str):
+        return "data must be an object with a string 'bucket'"
+    objects = data.get("objects")
+    if not isinstance(objects, list) or not all(isinstance(o, dict) and isinstance(o.get("key"), str)
+                                                for o in objects):
+        return "data.objects must be a list of objects with a string 'key'"
+    return None
 
 
 @functions_framework.cloud_event
@@ -19,7 +46,16 @@ def handle(event: CloudEvent) -> None:
     with request_scope("split", event["type"]):
         data = event.data
         s = settings()
-        splitter = Splitter(s, bucket_store(s, data["bucket"]), lake_store(s), emitter("split"))
+        problem = _shape_error(data)
+        if problem:  # a malformed event can never succeed: acknowledged (a retry would fail the same), counted
+            log.warning("object.created %s refused: %s", event["id"], problem)
+            m().rejected.labels("split", "bad_event").inc()
+            return
+        try:
+            bucket = bucket_store(s, check_bucket(data["bucket"]))
+        except BadInput as err:  # quarantined per object below, with the bucket name kept as data
+            bucket = _Refusing(err if isinstance(err, UnsafeName) else UnsafeName(str(err)))
+        splitter = Splitter(s, bucket, lake_store(s), emitter("split"))
         result = splitter.run(data["bucket"], data["objects"])
         m().alerts.labels("split").inc(result["alerts"])
         m().objects.labels("split").inc(result["objects"])

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from .alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
 from .config import Settings
 from .errors import BadInput, TransientError
+from .keys import name_segment
 from .quarantine import quarantine
 from .storage import ObjectStore
 
@@ -484,7 +485,7 @@ class Splitter:
         record = {"bucket": done[0].src.bucket if done else "", "objects": objects,
                   "split_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
         blob = json.dumps(record).encode()
-        key = f"manifests/{record['bucket']}/{hashlib.sha1(blob).hexdigest()[:20]}.json"
+        key = f"manifests/{name_segment(record['bucket'])}/{hashlib.sha1(blob).hexdigest()[:20]}.json"
         self.lake.put_bytes(key, blob)
 
 
