@@ -282,7 +282,8 @@ def test_broker_ingress_takes_a_token_and_refuses_unsafe_names(tmp_path):
         hostile = [created(key="../../../outside/secret.txt"), created(key="/etc/passwd"),
                    created(bucket="../../outside"), created(key="a\nb"),
                    created(key="ok.tar", part_of={"bucket": "alerts", "key": "../x", "etag": "", "part": 0}),
-                   events.make_event(events.ALERTS_STAGED, "/x", {"sources": [{"bucket": "alerts", "key": "a/../../b"}]})]
+                   events.make_event(events.ALERTS_STAGED, "/x",
+                                     {"sources": [{"bucket": "alerts", "key": "a/../../b"}]})]
         for e in hostile:
             resp = _post(url, e, "t0ken-for-test")
             assert resp.status_code == 400 and resp.text.startswith("unsafe_key"), resp.text

@@ -263,7 +263,7 @@ def _handler(broker: Broker):  # noqa: ANN202
 
         def _refuse(self, code: int, reason: str, detail: str) -> None:
             m().broker_rejected.labels(reason).inc()
-            log.warning("broker refused a request: HTTP %s %s: %s", code, reason, detail[:200].encode("unicode_escape").decode())
+            log.warning("broker refused a request: HTTP %s %s: %r", code, reason, detail[:200])
             self._reply(code, f"{reason}: {detail}".encode())
 
         def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:

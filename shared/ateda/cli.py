@@ -175,7 +175,8 @@ def cmd_status(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def _print_runtime(rt: dict) -> None:
-    print(f"  runtime: pid {rt.get('pid')}, broker {rt.get('broker')}" + (f"  ({rt['error']})" if rt.get("error") else ""))
+    error = f"  ({rt['error']})" if rt.get("error") else ""
+    print(f"  runtime: pid {rt.get('pid')}, broker {rt.get('broker')}{error}")
     for name, f in (rt.get("functions") or {}).items():
         print(f"    {name:<20} {f['state']:<10} pid {f['pid'] or '-':<8} {f['restarts']} restart(s)"
               + (f", last exit {f['last_exit']}" if f.get("last_exit") is not None else ""))

@@ -283,7 +283,8 @@ class BucketWatcher:
                     f.next_try = mono + RETRY_FAILED_S
                     gave_up.append((info.key, f.mtime, f.attempts, f.error, f.since))
                 else:
-                    f.next_try = mono + min(MAX_BACKOFF_S, self.backoff * 2 ** (f.attempts - 1)) * random.uniform(0.8, 1.2)
+                    wait = min(MAX_BACKOFF_S, self.backoff * 2 ** (f.attempts - 1))
+                    f.next_try = mono + wait * random.uniform(0.8, 1.2)  # jitter: failed batches do not meet again
         if gave_up:
             self._db.executemany("insert or replace into failed values (?, ?, ?, ?, ?)", gave_up)
             self._db.commit()
