@@ -9,7 +9,7 @@ Staged files are never deleted here: a re-delivered event names files that may a
 
 Exactly once, with any number of committers on one catalog (processes, runtimes, replicas). The unit is a part
 (bucket, key, etag, part); ``bronze.ingest_ledger`` lists the parts that are in both ``alert`` and ``cutout``. A
-batch commits ``alert``, then ``cutout``, then the ledger, each as a compare-and-swap: the commit carries the
+batch commits ``cutout``, then ``alert``, then the ledger, each as a compare-and-swap: the commit carries the
 requirement "the table's current snapshot is still the one I checked against" (pyiceberg's own rebase-and-retry
 is switched off for these commits). "Is part P already in table T?" is answered from the ledger plus the data
 files of T that the ledger does not cover yet; the ledger's table property ``ateda.covered.<T>`` holds the highest
@@ -17,8 +17,8 @@ data sequence number of T up to which every file's parts are in the ledger, so o
 flight, or left by a crash between the data and the ledger commits) are read, whatever their age and however many
 snapshots came since. When another committer changed a table in between, the commit fails (CommitFailed); the
 batch refreshes, re-reads, re-classifies and retries with jitter. Each table thus receives each part once, and
-the ledger once. A part left in the data without its ledger row by a committer that never came back (older than
-``RECOVER_AFTER_S``, present in both data tables) is written to the ledger by the next committer. This holds for
+the ledger once. A part left in ``alert`` (so complete in ``cutout``) without its ledger row by a committer that
+never came back (older than ``RECOVER_AFTER_S``) is written to the ledger by the next committer. This holds for
 every catalog pyiceberg commits to atomically (SQLite, PostgreSQL, REST).
 
 Poison isolation. A chunk whose data cannot be committed (its Parquet cannot be read, its schema cannot be unioned
@@ -54,7 +54,7 @@ from .metrics import m
 log = logging.getLogger(__name__)
 PartKey = tuple[str, str, str, int]
 PART_COLUMNS = ("source_bucket", "source_key", "source_etag", "part")
-DATA_TABLES = ("alert", "cutout")
+DATA_TABLES = ("cutout", "alert")  # in commit order: a part in bronze.alert has all its cutouts
 SUMMARY_KEY = "ateda.chunks"
 COVERED_KEY = "ateda.covered.{}"  # ledger table property: "<data table uuid>:<sequence number>"
 QUARANTINE_PREFIX = "quarantine/schema_conflict/bronze/"
@@ -334,8 +334,7 @@ class _TablePlan:
         if not self.files and not self.rewrite:
             return
         self.schema = _unified([_read_schema(f, settings) for f in self.files] + [t.schema for t in self.rewrite])
-        current = table.schema().as_struct()
-        self.evolve = table.update_schema().union_by_name(self.schema)._apply().as_struct() != current
+        self.evolve = _needs_union(table, self.name, self.schema)
         self.rows = sum(_num_rows(f, settings) for f in self.files) + sum(t.num_rows for t in self.rewrite)
 
     def commit(self, table: Table) -> tuple[Table, int]:
@@ -381,6 +380,7 @@ class _View:
     ledger_snapshot: int | None = -1
     parts: set[PartKey] = field(default_factory=set)
     data: dict[str, dict[PartKey, tuple[int, date | None]]] = field(default_factory=dict)
+    manifests: dict[str, list[_DataFile]] = field(default_factory=dict)  # manifest files are immutable
 
     def ledger_parts(self, ledger: Table) -> set[PartKey]:
         snap = ledger.current_snapshot()
@@ -411,10 +411,11 @@ class _View:
         for mf in snap.manifests(table.io):
             if mf.content != ManifestContent.DATA or (mf.sequence_number or 0) <= covered:
                 continue
-            for entry in mf.fetch_manifest_entry(table.io, discard_deleted=True):
-                seq = entry.sequence_number or 0
-                if seq > covered:
-                    out.append(_DataFile(entry.data_file.file_path, seq, entry.snapshot_id))
+            if mf.manifest_path not in self.manifests:
+                self.manifests[mf.manifest_path] = [
+                    _DataFile(e.data_file.file_path, e.sequence_number or 0, e.snapshot_id)
+                    for e in mf.fetch_manifest_entry(table.io, discard_deleted=True)]
+            out.extend(f for f in self.manifests[mf.manifest_path] if f.seq > covered)
         return out
 
     def file_parts(self, path: str) -> dict[PartKey, tuple[int, date | None]]:
@@ -433,27 +434,36 @@ class _View:
 
     def abandoned(self, plans: dict[str, _TablePlan], done: set[PartKey], tables: dict[str, Table],
                   now: datetime) -> dict[PartKey, dict]:
-        """Ledger rows for parts in both data tables, absent from the ledger, committed by a committer that did
-        not come back (its data older than RECOVER_AFTER_S): the ledger records what the data holds."""
+        """Ledger rows for parts in bronze.alert (hence complete in bronze.cutout, committed first), absent from the
+        ledger, committed by a committer that did not come back (data older than RECOVER_AFTER_S)."""
         def old(f: _DataFile, table: Table) -> bool:
             snap = table.metadata.snapshot_by_id(f.snapshot_id) if f.snapshot_id else None
             return snap is None or snap.timestamp_ms < (now.timestamp() - RECOVER_AFTER_S) * 1000
 
-        found: dict[str, dict[PartKey, tuple[int, date | None, str]]] = {}
-        for name in DATA_TABLES:
-            found[name] = {}
-            for f in plans[name].pending:
-                if not old(f, tables[name]):
-                    continue
-                for p, (n, night) in self.file_parts(f.path).items():
-                    if p not in done:
-                        found[name][p] = (n, night, _chunk_of(f.path))
         rows = {}
-        for p, (n, night, chunk) in found["alert"].items():
-            if p in found["cutout"]:
-                rows[p] = {"source_bucket": p[0], "source_key": p[1], "source_etag": p[2], "part": p[3],
-                           "alerts": n, "chunk": chunk, "night": night, "arrived_at": None, "committed_at": now}
+        for f in plans["alert"].pending:  # cutouts are committed before alerts: these parts are complete
+            if not old(f, tables["alert"]):
+                continue
+            for p, (n, night) in self.file_parts(f.path).items():
+                if p not in done:
+                    rows[p] = {"source_bucket": p[0], "source_key": p[1], "source_etag": p[2], "part": p[3],
+                               "alerts": n, "chunk": _chunk_of(f.path), "night": night, "arrived_at": None,
+                               "committed_at": now}
         return rows
+
+
+_UNIONS: dict[tuple, bool] = {}  # (table, its schema, the input schema) -> does the union change the table?
+
+
+def _needs_union(table: Table, name: str, schema: pa.Schema) -> bool:
+    """Dry-run of the union by name (raises on a conflict: a data error), remembered per schema pair."""
+    current = table.schema()
+    key = (str(table.metadata.table_uuid), name, current.schema_id, schema.to_string())
+    if key not in _UNIONS:
+        _UNIONS[key] = table.update_schema().union_by_name(schema)._apply().as_struct() != current.as_struct()
+        if len(_UNIONS) > 1000:
+            _UNIONS.clear()
+    return _UNIONS[key]
 
 
 def _rejected(record: dict, duplicate: bool) -> CommitResult:

@@ -90,27 +90,39 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
-    """Create the namespace and the bronze tables if needed (idempotent; safe against a concurrent creator)."""
+    """Create the namespace and the bronze tables if needed (idempotent; safe against concurrent creators).
+
+    Creation races are harmless: a namespace or table another process created first (AlreadyExists, or the SQL
+    catalog's IntegrityError) is loaded instead. A table is created with its partition spec in one commit, so no
+    process ever sees it unpartitioned."""
     ns = settings.namespace
     try:
         catalog.create_namespace(ns)
     except NamespaceAlreadyExistsError:
         pass
-    tables = {}
-    for name, schema in TABLES.items():
-        ident = f"{ns}.{name}"
+    except Exception:  # noqa: BLE001 - a concurrent creator won (IntegrityError): fine if it exists now
+        if not catalog.namespace_exists(ns):
+            raise
+    return {name: _ensure_table(catalog, f"{ns}.{name}", name) for name in TABLES}
+
+
+def _ensure_table(catalog: Catalog, ident: str, name: str) -> Table:
+    try:
+        return catalog.load_table(ident)
+    except NoSuchTableError:
+        pass
+    schema = alert_schema() if name == "alert" else TABLES[name]
+    try:
+        with catalog.create_table_transaction(ident, schema=schema, properties=TABLE_PROPERTIES) as tx:
+            if name != "ingest_ledger":
+                with tx.update_spec() as spec:
+                    spec.add_identity("night")
+    except TableAlreadyExistsError:
+        pass
+    except Exception:  # noqa: BLE001 - a concurrent creator won (IntegrityError, CommitFailed): load it
         try:
-            tables[name] = catalog.load_table(ident)
-            continue
+            return catalog.load_table(ident)
         except NoSuchTableError:
             pass
-        try:
-            table = catalog.create_table(ident, schema=alert_schema() if name == "alert" else schema,
-                                         properties=TABLE_PROPERTIES)
-            if name != "ingest_ledger":
-                with table.update_spec() as spec:
-                    spec.add_identity("night")
-            tables[name] = table
-        except TableAlreadyExistsError:
-            tables[name] = catalog.load_table(ident)
-    return tables
+        raise
+    return catalog.load_table(ident)
