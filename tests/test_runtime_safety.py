@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import threading
 import time
@@ -279,6 +280,11 @@ def test_broker_ingress_takes_a_token_and_refuses_unsafe_names(tmp_path):
         assert _post(url, created(), None).status_code == 401
         assert _post(url, created(), "wrong").status_code == 401
         assert requests.get(broker.url, timeout=5).status_code == 401
+        with socket.create_connection(broker.server.server_address[:2], timeout=10) as raw:  # a 17 MB claim
+            raw.sendall(b"POST /ateda/ateda HTTP/1.1\r\nhost: x\r\nauthorization: Bearer t0ken-for-test\r\n"
+                        b"ce-type: t\r\ncontent-length: %d\r\n\r\n" % (17 << 20))
+            status_line = raw.recv(200).split(b"\r\n")[0]
+        assert status_line.split()[1:2] == [b"413"], status_line
         hostile = [created(key="../../../outside/secret.txt"), created(key="/etc/passwd"),
                    created(bucket="../../outside"), created(key="a\nb"),
                    created(key="ok.tar", part_of={"bucket": "alerts", "key": "../x", "etag": "", "part": 0}),

@@ -38,6 +38,7 @@ from .storage import ObjectStore
 
 log = logging.getLogger(__name__)
 RETRYABLE = {404, 408, 409, 429}
+MAX_EVENT_BYTES = 16 << 20  # an object.created of 256 objects is ~60 KB; the ingress takes no more than this
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 
 
@@ -226,17 +227,20 @@ def _handler(broker: Broker):  # noqa: ANN202
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:  # noqa: N802
+            if not broker.authorized(self.headers.get("authorization")):  # before reading a stranger's body
+                self.close_connection = True
+                self._refuse(401, "unauthorized", "missing or wrong broker token (Authorization: Bearer ...)")
+                return
             try:
                 length = int(self.headers.get("content-length", 0))
             except ValueError:
                 length = -1
-            if length < 0:
-                self._refuse(400, "bad_request", "invalid content-length")
+            if not 0 <= length <= MAX_EVENT_BYTES:
+                self.close_connection = True
+                self._refuse(413 if length > 0 else 400, "bad_request",
+                             f"content-length must be 0..{MAX_EVENT_BYTES}, got {self.headers.get('content-length')!r}")
                 return
             body = self.rfile.read(length)
-            if not broker.authorized(self.headers.get("authorization")):
-                self._refuse(401, "unauthorized", "missing or wrong broker token (Authorization: Bearer ...)")
-                return
             try:
                 event = events.from_http(dict(self.headers), body)
                 if broker.validate:
@@ -268,6 +272,8 @@ def _handler(broker: Broker):  # noqa: ANN202
 
         def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
             self.send_response(code)
+            if self.close_connection:
+                self.send_header("connection", "close")
             self.send_header("content-type", ctype)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
