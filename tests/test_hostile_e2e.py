@@ -100,6 +100,11 @@ def tmp_escapes(token: str) -> list[str]:
     return sorted(str(p) for p in Path("/tmp").iterdir() if token in p.name)
 
 
+def tail(text: str, lines: int = 3) -> str:
+    """The last lines of a process's stderr (the exception, not the whole traceback)."""
+    return " | ".join([x.strip() for x in text.strip().splitlines()][-lines:])
+
+
 def fmt(items, n: int = 25) -> str:  # noqa: ANN001
     items = list(items)
     return "\n  ".join([*map(str, items[:n]), *([f"... and {len(items) - n} more"] if len(items) > n else [])])
@@ -288,7 +293,7 @@ def hostile_run(tmp_path_factory):
 def test_hostile_corpus_ingest_completes_with_a_summary(hostile_run):
     run = hostile_run["run"]
     assert run.returncode == 0, (f"`ateda ingest` of the real alerts and the hostile corpus exited {run.returncode} "
-                                 f"after {hostile_run['seconds']:.0f}s:\n{run.stderr[-3000:]}")
+                                 f"after {hostile_run['seconds']:.0f}s: {tail(run.stderr)}")
     summary = json.loads(run.stdout)
     assert summary["files"] == 475 + len(hostile_run["items"])
 
@@ -363,6 +368,33 @@ def test_hostile_corpus_peak_rss_bounded(hostile_run):
                                       f"with {MAX_MEMBER >> 20} MiB max member bytes: a bomb was inflated in memory")
 
 
+def test_bombs_alone_stay_within_memory(tmp_path):
+    """The three bombs (deflate-codec Avro, gzip, tar.gz member), each inflating to 256-512 MiB, on their own (the
+    corpus run above only measures them if nothing before them sank the event): `too_large`, bounded RSS."""
+    items = [it for it in content_corpus(tmp_path / "corpus", alert_files(), SKIP, uuid.uuid4().hex[:10],
+                                         records_cap=RECORDS_CAP + 2) if it.name.startswith("bomb")]
+    assert len(items) == 3
+    drop = tmp_path / "bombs"
+    drop.mkdir()
+    for it in items:
+        (tmp_path / "corpus" / it.name).rename(drop / it.name)
+    env = cli_env(tmp_path / "home")
+    rss_file = tmp_path / "rss.json"
+    run = subprocess.run([sys.executable, "-c", RSS_WRAPPER, str(rss_file),
+                          *ateda("ingest", "--json", "--timeout", "120", str(drop))],
+                         env=env, capture_output=True, text=True, timeout=300)
+    s = settings_of(env)
+    rows, records = bronze_rows(s), quarantine_records(s)
+    must, maybe = expectations(items, {})
+    problems = check_alerts(rows, must, maybe) + check_records(items, records, rows)[0]
+    peak_mib = json.loads(rss_file.read_text())["maxrss_kib"] / 1024
+    print(f"FIGURES peak RSS with the three bombs alone: {peak_mib:.0f} MiB")
+    assert run.returncode == 0 and peak_mib < RSS_LIMIT_MIB and not problems, (
+        f"`ateda ingest` of the bombs exited {run.returncode} ({tail(run.stderr)}); peak RSS {peak_mib:.0f} MiB "
+        f"(limit {RSS_LIMIT_MIB}, ATEDA_MAX_MEMBER_BYTES {MAX_MEMBER >> 20} MiB); {len(problems)} problem(s):\n  "
+        f"{fmt(problems)}")
+
+
 # ---------------------------------------------------------------- hostile file names
 
 def test_hostile_file_names_land_or_are_refused_by_name(tmp_path):
@@ -379,7 +411,7 @@ def test_hostile_file_names_land_or_are_refused_by_name(tmp_path):
     must, maybe = expectations(items, expected_alerts(plain))
     problems = check_alerts(rows, must, maybe) + check_records(items, records, rows)[0]
     assert run.returncode == 0 and not problems, (
-        f"`ateda ingest` exited {run.returncode}: {run.stderr[-1500:]}\n{len(problems)} problem(s):\n  {fmt(problems)}")
+        f"`ateda ingest` exited {run.returncode}: {tail(run.stderr)}\n{len(problems)} problem(s):\n  {fmt(problems)}")
 
 
 # ---------------------------------------------------------------- concurrency: several `ateda ingest` on one home
@@ -404,7 +436,7 @@ def test_concurrent_ingests_on_one_home_are_exact(tmp_path, n):
     problems = check_alerts(rows, must, set())
     print(f"FIGURES {n} concurrent ingests: {duplicates(rows)} duplicate row(s), {sum(rows.values())} rows for "
           f"{len(must)} (key, candid)")
-    failed = [f"ingest {i} exited {p.returncode}: {out[1][-800:]}" for i, (p, out) in enumerate(zip(procs, outs))
+    failed = [f"ingest {i} exited {p.returncode}: {tail(out[1])}" for i, (p, out) in enumerate(zip(procs, outs))
               if p.returncode != 0]
     assert not failed and not problems, (
         f"{n} concurrent ingests: {duplicates(rows)} duplicate row(s), {sum(rows.values())} rows for {len(must)} "
@@ -530,7 +562,7 @@ def test_kill_9_function_servers_under_ateda_up_are_restarted_and_exact(tmp_path
         assert ingest.returncode == 0 and not problems and restarted.keys() == victims.keys() \
             and killed_bronze_after_first_commit, (
             f"after kill -9 of {victims} (bronze killed after a first commit: {killed_bronze_after_first_commit}): "
-            f"ingest exited {ingest.returncode} ({err[-600:]}); servers now {now}; "
+            f"ingest exited {ingest.returncode} ({tail(err)}); servers now {now}; "
             f"{duplicates(rows)} duplicate(s), {len(problems)} problem(s):\n  {fmt(problems)}")
     finally:
         up.send_signal(signal.SIGTERM)
