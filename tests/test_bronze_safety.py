@@ -276,6 +276,12 @@ def test_poison_chunks_are_quarantined_and_their_batch_commits(tmp_path):
         assert rec["staged_files"] == data["files"] and rec["quarantine_uri"]
         assert {x["key"] for x in rec["sources"]} == {x["key"] for x in data["sources"]}
     assert "deeply nested" in results[-1].rejected["detail"]
+    # `ateda ingest` waiting on those objects is not left hanging: their parts count as rejected
+    from ateda.ingest import Uploaded, wait_committed
+
+    refused = {(x["key"], x["etag"]) for d in poison for x in d["sources"]}
+    got = wait_committed(s, [Uploaded(k, e, 0) for k, e in sorted(refused)], timeout=30)
+    assert all(any(r["reason"] == "schema_conflict" for r in v["rejected"]) for v in got.values())
     # a replay (dead letter re-sent) is success at once, and the poison never reaches the tables
     replayed = _submit_together(GroupCommitter(s), poison + stage(s, files[4:8], group=4))
     assert all(r.rejected is not None and r.duplicate for r in replayed[:2]) and replayed[2].duplicate
