@@ -328,3 +328,16 @@ def test_a_folder_or_a_path_under_a_file_is_no_object(home):
     for key in ("night", "night/a.avro/b.avro"):
         with pytest.raises(FileNotFoundError):
             store.open(key)
+
+
+def test_ingest_summary_prints_a_refused_name_on_one_line(capsys):
+    """A name with a newline or undecodable bytes is shown escaped, on one line, never as a UnicodeEncodeError."""
+    from ateda.cli import _print_summary
+    from ateda.ingest import IngestSummary
+
+    bad = "caf\udce9\nnight.avro"
+    _print_summary(IngestSummary(files=1, rejected=[{"key": bad, "member": None, "reason": "unsafe_key",
+                                                     "detail": f"control character in object key {bad!r}"}]), False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("  caf\\xe9\\x0anight.avro: unsafe_key - "), lines
+    assert len(lines) == 4, lines

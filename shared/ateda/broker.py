@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import queue
+import random
 import re
 import secrets
 import threading
@@ -162,7 +163,8 @@ class Broker:
         code, error = 0, ""
         for attempt in range(trigger.delivery.retry + 1):
             if attempt:
-                time.sleep(trigger.delivery.delay(attempt) * self.backoff_scale)
+                # jitter: events that failed together (chunks of one poisoned batch) are not retried together again
+                time.sleep(trigger.delivery.delay(attempt) * self.backoff_scale * random.uniform(0.5, 1.5))
                 url = self.subscribers.get(trigger.subscriber, url)  # a restarted function server may have moved
             try:
                 resp = session.post(url, data=body, headers=headers, timeout=300)

@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from .config import Settings
+from .keys import printable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +147,8 @@ def _print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
     if s.rejected:
         print(f"{len(s.rejected)} rejected (quarantined):")
         for r in s.rejected:
-            member = f" [{r['member']}]" if r.get("member") else ""
-            print(f"  {r['key']}{member}: {r['reason']} - {r['detail'][:120]}")
+            member = f" [{printable(r['member'])}]" if r.get("member") else ""
+            print(f"  {printable(r['key'])}{member}: {r['reason']} - {printable(r['detail'][:120])}")
 
 
 def cmd_status(args, settings: Settings) -> int:  # noqa: ANN001

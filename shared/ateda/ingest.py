@@ -14,7 +14,10 @@ import pyarrow.parquet as pq
 
 from .catalog import ensure_tables, load_catalog
 from .config import Settings
+from .alerts import Source
 from .errors import TransientError
+from .keys import UnsafeName
+from .quarantine import quarantine
 from .storage import arrow_filesystem, bucket_store, lake_store
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ class Uploaded:
     key: str
     etag: str
     size: int
+    refused: dict | None = None  # the quarantine record when the bucket refused the name (never uploaded)
 
 
 @dataclass
@@ -60,11 +64,23 @@ def upload(settings: Settings, files: list[Path], prefix: str = "", progress=Non
     done = []
     for f in files:
         key = f"{prefix}{f.name}"
-        etag = store.put_file(key, f)
-        done.append(Uploaded(key, etag, f.stat().st_size))
+        try:
+            etag = store.put_file(key, f)
+        except UnsafeName as err:  # a name no store takes (a newline, bytes that are not UTF-8): quarantined, by name
+            done.append(_refuse(settings, key, f, err))
+        else:
+            done.append(Uploaded(key, etag, f.stat().st_size))
         if progress:
             progress(1)
     return done
+
+
+def _refuse(settings: Settings, key: str, path: Path, err: UnsafeName) -> Uploaded:
+    """Quarantine a file the bucket refused by name: the name is kept as data (never a path), its bytes capped."""
+    with open(path, "rb") as fh:  # the record's JSON keeps even undecodable bytes, as \udcXX escapes
+        record = quarantine(lake_store(settings), Source(settings.bucket, key, ""), err, None, fh, 0,
+                            copy_limit=settings.quarantine_copy_bytes)
+    return Uploaded(key, "", path.stat().st_size, refused={k: record[k] for k in ("reason", "member", "detail")})
 
 
 def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float = 3600.0,
@@ -77,8 +93,11 @@ def wait_committed(settings: Settings, uploaded: list[Uploaded], timeout: float 
     catalog being unreachable is waited out (polls back off up to 5 s), never an error.
     """
     lake = lake_store(settings)
-    pending = {(u.key, u.etag) for u in uploaded}
-    objects: dict[tuple[str, str], dict] = {}
+    pending = {(u.key, u.etag) for u in uploaded if not u.refused}
+    objects: dict[tuple[str, str], dict] = {(u.key, u.etag): {"parts": 0, "rejected": [u.refused]}
+                                            for u in uploaded if u.refused}
+    if progress and objects:
+        progress(len(objects))
     read: set[str] = set()
     refused: set[tuple[str, str, int]] = set()
     ledger = _LedgerFollower(settings)

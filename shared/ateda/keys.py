@@ -76,6 +76,12 @@ def name_segment(text: str) -> str:
     return text if _PLAIN.fullmatch(text) else segment(text)
 
 
+def printable(text: str) -> str:
+    """``text`` for one line of a terminal: undecodable bytes and control characters shown as escapes."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
 def header_value(text: str, limit: int = 1024) -> str:
     """Text made fit for an HTTP header or CloudEvent attribute: percent-encoded to printable ASCII (RFC 3986
     unreserved characters and '/' kept), at most ``limit`` characters. Decode with ``urllib.parse.unquote``."""
