@@ -65,6 +65,8 @@ def test_delivery_backoff_as_knative_computes_it():
     d = Delivery(retry=3, backoff_policy="exponential", backoff_delay=0.5)
     assert [d.delay(i) for i in (1, 2, 3)] == [1.0, 2.0, 4.0]
     assert Delivery(backoff_policy="linear", backoff_delay=0.5).delay(3) == 1.5
+    waits = [d.jittered(2) for _ in range(200)]  # retries of events that failed together spread out
+    assert all(1.0 <= w < 3.0 for w in waits) and max(waits) - min(waits) > 1.0
 
 
 def _broker(tmp_path, codes, retry=2):  # noqa: ANN001, ANN202
@@ -94,7 +96,7 @@ def test_broker_retries_5xx_with_backoff_then_delivers(tmp_path):
     _wait(broker)
     assert len(sub.calls) == 3
     gaps = [b - a for a, b in zip(sub.calls, sub.calls[1:])]
-    assert gaps[0] >= 0.09 and gaps[1] >= 0.19  # 0.05 * 2^1, 0.05 * 2^2
+    assert gaps[0] >= 0.045 and gaps[1] >= 0.095  # 0.05 * 2^1, 0.05 * 2^2, each times a jitter in [0.5, 1.5)
     assert not list(lake.list("dead-letter/"))
     broker.stop()
 

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import logging
 import queue
-import random
 import re
 import secrets
 import threading
@@ -163,8 +162,7 @@ class Broker:
         code, error = 0, ""
         for attempt in range(trigger.delivery.retry + 1):
             if attempt:
-                # jitter: events that failed together (chunks of one poisoned batch) are not retried together again
-                time.sleep(trigger.delivery.delay(attempt) * self.backoff_scale * random.uniform(0.5, 1.5))
+                time.sleep(trigger.delivery.jittered(attempt) * self.backoff_scale)
                 url = self.subscribers.get(trigger.subscriber, url)  # a restarted function server may have moved
             try:
                 resp = session.post(url, data=body, headers=headers, timeout=300)

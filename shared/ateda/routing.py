@@ -7,6 +7,7 @@ duration), deadLetterSink.
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,11 @@ class Delivery:
         if self.backoff_policy == "linear":
             return self.backoff_delay * attempt
         return self.backoff_delay * 2 ** attempt
+
+    def jittered(self, attempt: int) -> float:
+        """:meth:`delay` times a random factor in [0.5, 1.5): events that failed together (the chunks of one
+        poisoned batch) are not retried together again."""
+        return self.delay(attempt) * random.uniform(0.5, 1.5)
 
 
 @dataclass(frozen=True)
