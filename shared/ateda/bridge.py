@@ -25,7 +25,7 @@ from .config import Settings
 from .errors import AtedaError, BadInput
 from .keys import check_bucket, check_key, header_value
 
-_ETAG = re.compile(r"^[0-9A-Za-z-]{0,128}$")  # hex MD5, or hex-N for multipart uploads
+_ETAG = re.compile(r"^[0-9A-Za-z-]{0,128}\Z")  # hex MD5, or hex-N for multipart uploads
 
 
 class TooLarge(BadInput):

@@ -39,7 +39,7 @@ from .storage import ObjectStore
 log = logging.getLogger(__name__)
 RETRYABLE = {404, 408, 409, 429}
 MAX_EVENT_BYTES = 16 << 20  # an object.created of 256 objects is ~60 KB; the ingress takes no more than this
-_PLAIN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
 
 
 class Broker:

@@ -45,7 +45,7 @@ CROSSMATCH = pa.schema([
     ("match_id", pa.string()), ("match_ra", pa.float64()), ("match_dec", pa.float64()),
     ("dist_arcsec", pa.float64()), ("night", pa.date32()), ("matched_at", pa.timestamp("us", tz="UTC")),
 ])
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 _commit_lock = threading.Lock()
 
 

@@ -17,7 +17,7 @@ from .errors import BadInput
 
 MAX_KEY_BYTES = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3 bucket naming rules (DNS-compatible)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")  # S3 bucket naming rules (DNS-compatible)
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]")
 
 

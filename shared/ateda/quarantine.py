@@ -21,7 +21,7 @@ from .errors import BadInput
 from .keys import segment
 from .storage import ObjectStore
 
-_REASON = re.compile(r"^[a-z0-9_]{1,64}$")
+_REASON = re.compile(r"^[a-z0-9_]{1,64}\Z")
 _BLOCK = 1 << 20
 
 
