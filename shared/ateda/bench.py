@@ -88,7 +88,8 @@ class RssSampler:
             self._stop.wait(0.2)
 
 
-def _tree_memory(root: int) -> tuple[int, int]:
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> its children's pids, from /proc."""
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -97,6 +98,61 @@ def _tree_memory(root: int) -> tuple[int, int]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(d.name))
+    return children
+
+
+def _descendants(root: int) -> list[int]:
+    children, out, stack = _children(), [], list(_children().get(root, []))
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out
+
+
+class WorkerPeaks:
+    """Peak RSS (the kernel's high-water mark, VmHWM) of each descendant process of this one whose command line
+    holds ``marker`` (e.g. ``/split/main.py``: the split server and its forked gunicorn workers), read every 0.5 s
+    while running and once more on exit, so a worker that exits in between loses at most its last 0.5 s."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "WorkerPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def sample(self) -> None:
+        for pid in _descendants(os.getpid()):
+            try:
+                if self.marker not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    continue
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), int(line.split()[1]) * 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    @property
+    def peak(self) -> int:
+        return max(self.peaks.values(), default=0)
+
+
+def _tree_memory(root: int) -> tuple[int, int]:
+    children = _children()
     rss = pss = 0
     stack = [root]
     while stack:
@@ -219,36 +275,76 @@ def _text(r: dict) -> str:
     return "\n".join(lines)
 
 
+_REFRESH_CHILD = """
+import json, resource, sys, time
+from ateda.config import settings
+from ateda.warehouse import refresh
+t0 = time.perf_counter()
+res = refresh(settings(), full_refresh=sys.argv[1] == "full")
+seconds = time.perf_counter() - t0
+peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(json.dumps({"seconds": seconds, "new_files": res.new_files, "rows": res.rows, "peak_rss": peak * 1024}))
+"""
+
+
+def refresh_in_child(settings: Settings, full_refresh: bool = False) -> dict:
+    """One local dbt refresh in a fresh Python process: its time, rows and peak RSS (``getrusage`` ru_maxrss of
+    the process and of its children: the kernel's own high-water mark, not a sample)."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, **settings.as_env()}
+    out = subprocess.run([sys.executable, "-c", _REFRESH_CHILD, "full" if full_refresh else "incremental"],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"refresh in a child process failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_refresh_bench(n: int = 20_000, new: int = 200, seed: int = 7) -> dict:
     """dbt on the local warehouse: full build of a night of ``n`` alerts, then a refresh with nothing new, then
-    one after ``new`` more alerts. Shows that a refresh costs in proportion to the new data, not the tables."""
+    one after ``new`` more alerts. Shows that a refresh costs in proportion to the new data, not the tables.
+
+    Each refresh runs in its own process, so its peak RSS is measured exactly (``refresh_in_child``); the peak
+    RSS of every split worker (server and forked workers, VmHWM) is read while the night is ingested."""
     from .cli import run_ingest
     from .runtime import Runtime, ingestion_functions
     from .synth import write_single_files, write_tarball
-    from .warehouse import refresh
 
+    mib = lambda b: round(b / 2**20, 1)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="ateda-bench-refresh-"))
     try:
         night = write_tarball(work / "night.tar.gz", n, seed=seed, unique_cutouts=False)
         extra = work / "extra"
         write_single_files(extra, new, seed=seed + 1, unique_cutouts=False)
         settings = Settings(home=work / "home").resolved()
-        timings = {}
+        timings, peaks = {}, {}
         with Runtime(settings, functions=ingestion_functions()):
-            run_ingest(settings, [night], quiet=True)
-            for name, kw in (("full_build_s", {"full_refresh": True}), ("no_new_data_s", {})):
-                t0 = time.perf_counter()
-                rows = refresh(settings, **kw).rows
-                timings[name] = round(time.perf_counter() - t0, 2)
+            with WorkerPeaks(f"{os.sep}split{os.sep}main.py") as split:
+                run_ingest(settings, [night], quiet=True)
+            night.unlink()  # the tarball is in the bucket now; keep one copy on disk
+            for name, full in (("full_build", True), ("no_new_data", False)):
+                r = refresh_in_child(settings, full_refresh=full)
+                timings[f"{name}_s"], peaks[f"{name}_rss_mib"] = round(r["seconds"], 2), mib(r["peak_rss"])
+                rows = r["rows"]
             run_ingest(settings, [extra], quiet=True)
-            t0 = time.perf_counter()
-            after = refresh(settings).rows
-            timings[f"refresh_{new}_new_alerts_s"] = round(time.perf_counter() - t0, 2)
+            r = refresh_in_child(settings)
+            after = r["rows"]
+            timings[f"refresh_{new}_new_alerts_s"] = round(r["seconds"], 2)
+            peaks[f"refresh_{new}_new_alerts_rss_mib"] = mib(r["peak_rss"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {"n_alerts": n, "new_alerts": new, **timings, "rows_before": rows, "rows_after": after}
-    result["text"] = (f"dbt refresh bench ({n} alerts): full build {timings['full_build_s']} s, no new data "
-                      f"{timings['no_new_data_s']} s, {new} new alerts {timings[f'refresh_{new}_new_alerts_s']} s")
+    peaks["split_worker_rss_mib"] = mib(split.peak)
+    peaks["split_processes"] = len(split.peaks)
+    result = {"n_alerts": n, "new_alerts": new, **timings, "peak_rss": peaks, "rows_before": rows,
+              "rows_after": after}
+    result["text"] = (f"dbt refresh bench ({n} alerts): full build {timings['full_build_s']} s "
+                      f"(peak RSS {peaks['full_build_rss_mib']} MiB), no new data {timings['no_new_data_s']} s "
+                      f"({peaks['no_new_data_rss_mib']} MiB), {new} new alerts "
+                      f"{timings[f'refresh_{new}_new_alerts_s']} s ({peaks[f'refresh_{new}_new_alerts_rss_mib']} MiB); "
+                      f"peak RSS of a split worker while ingesting: {peaks['split_worker_rss_mib']} MiB "
+                      f"(max of {peaks['split_processes']} split processes)")
     return result
 
 
