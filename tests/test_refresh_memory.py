@@ -31,21 +31,21 @@ def _setting(con, name: str):  # noqa: ANN001, ANN202
     return con.execute("select current_setting(?)", [name]).fetchone()[0]
 
 
-def _expected_limit() -> str:
+def _expected_limit(limit: str) -> str:
     """The limit as DuckDB reports it (e.g. '381.4 MiB' for 400MB), from a connection given it explicitly."""
-    with duckdb.connect(config={"memory_limit": warehouse.DUCKDB_MEMORY_LIMIT}) as con:
+    with duckdb.connect(config={"memory_limit": limit}) as con:
         return _setting(con, "memory_limit")
 
 
 def test_every_refresh_connection_carries_the_memory_limit(tmp_path):
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path / "home")})
-    expected = _expected_limit()
+    expected = _expected_limit(s.duckdb_memory_limit)
     with duckdb.connect() as con:  # what a connection without the setting gets on this host
         assert _setting(con, "memory_limit") != expected, "DuckDB's default equals the limit: the test shows nothing"
 
     with warehouse.open_warehouse(s) as con:  # the refresh's own connection (bronze views, processed files)
         assert _setting(con, "memory_limit") == expected
-        assert _setting(con, "threads") == warehouse.DUCKDB_THREADS
+        assert _setting(con, "threads") == s.duckdb_threads
         assert _setting(con, "preserve_insertion_order") is False
 
     # dbt's connection, through the same profile, env and runner the refresh uses
@@ -55,7 +55,7 @@ def test_every_refresh_connection_carries_the_memory_limit(tmp_path):
     assert res.success, res.exception
     table = res.result.results[0].agate_table
     row = dict(zip(table.column_names, table.rows[0]))
-    assert row == {"memory_limit": expected, "threads": warehouse.DUCKDB_THREADS, "pio": False}
+    assert row == {"memory_limit": expected, "threads": s.duckdb_threads, "pio": False}
 
 
 @pytest.fixture(scope="module")

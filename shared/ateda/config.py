@@ -82,6 +82,9 @@ class Settings:
     broker_token: str = ""
     # the bucket-folder watcher: a file is announced once its size and mtime held still this long
     watch_grace_s: float = 2.0
+    # the dbt refresh's DuckDB: a bounded buffer pool (spills to disk past it) and thread count
+    duckdb_memory_limit: str = "400MB"
+    duckdb_threads: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -116,6 +119,8 @@ class Settings:
             bridge_max_body=_int(env, "ATEDA_BRIDGE_MAX_BODY", 4 << 20),
             broker_token=env.get("ATEDA_BROKER_TOKEN") or "",
             watch_grace_s=_float(env, "ATEDA_WATCH_GRACE_S", 2.0),
+            duckdb_memory_limit=env.get("ATEDA_DUCKDB_MEMORY_LIMIT") or "400MB",
+            duckdb_threads=_int(env, "ATEDA_DUCKDB_THREADS", 2),
         )
         return s.resolved()
 
@@ -160,6 +165,8 @@ class Settings:
             "ATEDA_QUARANTINE_COPY_BYTES": str(self.quarantine_copy_bytes),
             "ATEDA_QUARANTINE_RECORDS_PER_OBJECT": str(self.quarantine_records_per_object),
             "ATEDA_WATCH_GRACE_S": str(self.watch_grace_s),
+            "ATEDA_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
+            "ATEDA_DUCKDB_THREADS": str(self.duckdb_threads),
         }
         if self.uses_s3:
             env.update(

@@ -44,9 +44,8 @@ BRONZE_TABLES = ("crossmatch", "alert", "cutout")
 CLUSTER_LOOKBACK = dt.timedelta(minutes=15)  # rows committed while the previous cluster run was reading
 # DuckDB's own defaults are 80 % of the host's RAM and one thread per core, whatever else runs there. A refresh
 # process holds ~0.35 GB before DuckDB does any work (Python, dbt, pyarrow, pyiceberg); with DuckDB's buffers
-# capped here (operators past it spill to <warehouse>.duckdb.tmp) it stays under 1 GB (docs/performance.md).
-DUCKDB_MEMORY_LIMIT = "400MB"
-DUCKDB_THREADS = 2
+# capped by Settings.duckdb_memory_limit (operators past it spill to <warehouse>.duckdb.tmp) it stays under 1 GB
+# (docs/performance.md).
 
 
 class WarehouseError(AtedaError):
@@ -85,12 +84,9 @@ def duckdb_path(settings: Settings) -> Path:
 
 
 def duckdb_config(settings: Settings) -> dict[str, object]:
-    """The DuckDB settings of every refresh connection, ours and dbt's (dbt_env passes them to profiles.yml).
-
-    ``duckdb_memory_limit`` / ``duckdb_threads`` on Settings override the defaults when config.py has them.
-    """
-    return {"memory_limit": str(getattr(settings, "duckdb_memory_limit", None) or DUCKDB_MEMORY_LIMIT),
-            "threads": int(getattr(settings, "duckdb_threads", None) or DUCKDB_THREADS),
+    """The DuckDB settings of every refresh connection, ours and dbt's (dbt_env passes them to profiles.yml):
+    ``ATEDA_DUCKDB_MEMORY_LIMIT`` / ``ATEDA_DUCKDB_THREADS`` (Settings)."""
+    return {"memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads,
             "preserve_insertion_order": False}
 
 
