@@ -483,7 +483,7 @@ def _commit_tx(tx, table: Table) -> Table:  # noqa: ANN001
     """Commit ``tx`` (made on ``_cas(table)``); returns the table as of exactly that commit."""
     try:
         return tx.commit_transaction()
-    except CommitFailedException:
+    except Exception:  # a lost race (CommitFailed) or the catalog unavailable (locked, down): a failed attempt
         m().commit_retries.labels(table.name()[-1]).inc()
         raise
 
