@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import fastavro
+import psycopg2
 import pytest
 
 from ateda import events
@@ -110,3 +113,28 @@ def put_alerts(s: Settings, files: list[Path]) -> list[dict]:
 
 def dump(obj) -> str:  # noqa: ANN001
     return json.dumps(obj, indent=1, default=str)
+
+
+PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")  # this machine's server, trust auth
+
+
+@contextmanager
+def pg_database(prefix: str = "ateda_test", password: str = ""):  # noqa: ANN201
+    """A fresh database on the local PostgreSQL server, dropped afterwards; yields its SQLAlchemy URI. The server
+    trusts loopback, so a ``password`` is carried in the URI (as a real one would be) but not checked."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(**PG)
+    conn.autocommit = True
+    conn.cursor().execute(f"create database {name}")
+    try:
+        yield f"postgresql+psycopg2://postgres{':' + password if password else ''}@127.0.0.1:5432/{name}"
+    finally:
+        conn.cursor().execute(f"drop database {name} with (force)")
+        conn.close()
+
+
+@pytest.fixture
+def pg_uri():  # noqa: ANN201
+    """A fresh PostgreSQL catalog database for one test."""
+    with pg_database() as uri:
+        yield uri

@@ -13,7 +13,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,19 +28,8 @@ from ateda.split import Splitter
 from ateda.storage import bucket_store, lake_store
 from conftest import NOT_ZTF, alert_files, expected_alerts
 
-PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 SPAWN = mp.get_context("spawn")
 
-
-@pytest.fixture
-def pg_uri():
-    name = f"ateda_bz_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(**PG)
-    conn.autocommit = True
-    conn.cursor().execute(f"create database {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    conn.cursor().execute(f"drop database {name} with (force)")
-    conn.close()
 
 
 def make_settings(tmp_path: Path, catalog_uri: str = "", **kw) -> Settings:

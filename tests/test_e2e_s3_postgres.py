@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import boto3
 import psycopg2
@@ -13,10 +12,9 @@ from moto.server import ThreadedMotoServer
 from ateda.cli import run_ingest
 from ateda.config import Settings
 from ateda.runtime import Runtime, free_port
-from conftest import alert_files, expected_alerts
+from conftest import PG, alert_files, expected_alerts
 from test_e2e import bronze, check_bronze, check_cutouts
 
-PG = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 
 
 @pytest.fixture
@@ -28,20 +26,10 @@ def s3_endpoint():
     server.stop()
 
 
-@pytest.fixture
-def pg_catalog_uri():
-    name = f"ateda_test_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(**PG)
-    conn.autocommit = True
-    conn.cursor().execute(f"create database {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    conn.cursor().execute(f"drop database {name} with (force)")
-    conn.close()
 
-
-def test_s3_and_postgres_end_to_end(tmp_path, s3_endpoint, pg_catalog_uri):
+def test_s3_and_postgres_end_to_end(tmp_path, s3_endpoint, pg_uri):
     s = Settings(home=tmp_path / "home", bucket="alerts", lake="s3://lake", warehouse="s3://lake/warehouse",
-                 catalog_uri=pg_catalog_uri, s3_endpoint=s3_endpoint, s3_access_key="testing",
+                 catalog_uri=pg_uri, s3_endpoint=s3_endpoint, s3_access_key="testing",
                  s3_secret_key="testing", commit_window_ms=200).resolved()
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -57,7 +45,7 @@ def test_s3_and_postgres_end_to_end(tmp_path, s3_endpoint, pg_catalog_uri):
     # the data really is in the S3 endpoint and the catalog really is in PostgreSQL
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="lake", Prefix="staging/")["Contents"]]
     assert any(k.endswith(".parquet") for k in keys)
-    with psycopg2.connect(**{**PG, "dbname": pg_catalog_uri.rsplit("/", 1)[1]}) as conn:
+    with psycopg2.connect(**{**PG, "dbname": pg_uri.rsplit("/", 1)[1]}) as conn:
         cur = conn.cursor()
         cur.execute("select table_name from iceberg_tables order by 1")
         assert [r[0] for r in cur.fetchall()] == ["alert", "cutout", "ingest_ledger"]

@@ -16,11 +16,9 @@ import socket
 import stat
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import psycopg2
 import pytest
 import requests
 from pyiceberg.expressions import EqualTo
@@ -35,7 +33,7 @@ from ateda.runtime import Runtime, ingestion_functions
 from ateda.status import status
 from ateda.storage import LocalStore, lake_store
 from ateda.watcher import GIVE_UP_AFTER, BucketWatcher
-from conftest import Sink, alert_files, expected_alerts
+from conftest import Sink, alert_files, expected_alerts, pg_database
 from test_e2e import bronze
 
 HOSTILE = {  # file name -> what the watcher must do with it
@@ -386,14 +384,8 @@ def test_status_shows_functions_and_watcher_and_no_secret(runtime, capsys):
 
 @pytest.fixture
 def pg_uri_with_password():
-    name = f"ateda_status_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    conn.cursor().execute(f"create database {name}")
-    # the local server trusts loopback: the password is not checked, only carried (as a real one would be)
-    yield f"postgresql+psycopg2://postgres:Hunter2-s3cret@127.0.0.1:5432/{name}"
-    conn.cursor().execute(f"drop database {name} with (force)")
-    conn.close()
+    with pg_database("ateda_status", password="Hunter2-s3cret") as uri:
+        yield uri
 
 
 def test_status_masks_the_catalog_password(tmp_path, pg_uri_with_password, capsys):
