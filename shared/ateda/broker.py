@@ -7,18 +7,17 @@
   (``keys.check_bucket`` / ``keys.check_key``) is refused with 400 and its reason, counted, never routed.
 * Delivery: per Trigger, worker threads POST the event (binary mode) to the subscriber; 2xx acks; network errors,
   5xx, 404, 408, 409, 429 are retried with the Trigger's backoff; other codes fail at once. Failed events are
-  written to the dead-letter folder ``<lake>/dead-letter/<trigger>/`` with Knative's error extensions.
+  kept as dead letters of their Trigger (:mod:`ateda.deadletters`: ``<lake>/dead-letter/<trigger>/``, with Knative's
+  error extensions).
 """
 
 from __future__ import annotations
 
-import base64
 import hmac
 import ipaddress
 import json
 import logging
 import queue
-import re
 import secrets
 import threading
 import time
@@ -29,9 +28,9 @@ from typing import Callable
 
 import requests
 
-from . import events
+from . import deadletters, events
 from .errors import BadInput
-from .keys import check_bucket, check_key, segment
+from .keys import check_bucket, check_key
 from .metrics import m
 from .routing import Trigger
 from .storage import ObjectStore
@@ -39,7 +38,6 @@ from .storage import ObjectStore
 log = logging.getLogger(__name__)
 RETRYABLE = {404, 408, 409, 429}
 MAX_EVENT_BYTES = 16 << 20  # an object.created of 256 objects is ~60 KB; the ingress takes no more than this
-_PLAIN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\Z")
 
 
 class Broker:
@@ -182,14 +180,8 @@ class Broker:
         path.unlink(missing_ok=True)
 
     def _dead_letter(self, trigger: Trigger, event: dict, url: str, code: int, error: str) -> None:
-        event = dict(event, knativeerrordest=url, knativeerrorcode=str(code),
-                     knativeerrordata=base64.b64encode(error.encode()).decode())
-        event_id = str(event.get("id", ""))
-        name = event_id if _PLAIN_ID.match(event_id) else segment(event_id)  # an id is data, never a path
-        key = f"dead-letter/{trigger.name}/{time.strftime('%Y%m%dT%H%M%S')}-{name}.json"
-        self.lake.put_bytes(key, json.dumps(event, indent=1).encode())
-        m().dead_letters.labels(trigger.name).inc()
-        log.warning("dead-lettered %r on %s after HTTP %s: %s", event_id, trigger.name, code, error[:200])
+        deadletters.write(self.lake, trigger.name, event, url, code, error)
+        log.warning("dead-lettered %r on %s after HTTP %s: %s", event.get("id"), trigger.name, code, error[:200])
 
 
 def _retryable(code: int) -> bool:
@@ -286,22 +278,6 @@ def _handler(broker: Broker):  # noqa: ANN202
 
 
 def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None, token: str | None = None) -> int:
-    """Re-send dead-lettered events to the broker (their error extensions stripped); returns how many.
-    ``token``: the broker's (default: as ``events.post`` finds it)."""
-    sent = 0
-    for info in list(lake.list("dead-letter/")):
-        if not info.key.endswith(".json") or (trigger and f"/{trigger}/" not in f"/{info.key}"):
-            continue
-        event = json.loads(lake.get_bytes(info.key))
-        for ext in ("knativeerrordest", "knativeerrorcode", "knativeerrordata"):
-            event.pop(ext, None)
-        try:
-            events.post(broker_url, event, token=token)
-        except events.Refused as exc:
-            if exc.code != 400:
-                raise
-            log.warning("not replayed (the broker refuses it, the dead letter stays): %s: %s", info.key, exc)
-            continue
-        lake.delete(info.key)
-        sent += 1
-    return sent
+    """Re-send dead-lettered events to the broker: :func:`ateda.deadletters.replay` (``trigger``: a Trigger's name
+    in ``knative/``)."""
+    return deadletters.replay(lake, broker_url, trigger, token=token)

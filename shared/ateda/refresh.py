@@ -10,7 +10,8 @@ default 60000, so a steady stream still refreshes), then, holding an exclusive `
 deletes those markers. A failed run is retried ``ATEDA_REFRESH_RETRIES`` times (default 3) with exponential backoff
 (``ATEDA_REFRESH_BACKOFF_MS``, default 1000); so is a failed emit after a successful run (only the emit: dbt does
 not run again for it). When the attempts are exhausted the last triggering event is written as a dead letter
-(``dead-letter/dbt-refresh/<time>-<id>.json`` with ``knativeerror*`` extensions, so ``ateda replay`` re-sends it)
+(:mod:`ateda.deadletters`: ``dead-letter/ateda-dbt-refresh/<time>-<id>.json``, the cause base64 in
+``knativeerrordata`` as Knative writes it, so ``ateda replay`` re-sends it)
 and the markers are dropped. Markers left by a crashed process are picked up by the next one's worker.
 """
 
@@ -27,13 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import deadletters
 from .config import Settings
 
 log = logging.getLogger(__name__)
 SILVER_REFRESHED = "dev.ateda.silver.refreshed"
 REQUESTS = "refresh/requests/"
-DEAD_LETTERS = "dead-letter/dbt-refresh/"
 FUNCTION = "dbt-refresh"
+SUBSCRIBER = "ateda-dbt-refresh"  # its Knative Service: the folder of its dead letters (it cannot know the Trigger)
+DEAD_LETTERS = f"dead-letter/{SUBSCRIBER}/"
 
 
 def run_refresh(settings: Settings, target: str = "local"):
@@ -209,9 +212,7 @@ class RefreshWorker:
         evts = self._events(keys)
         event = dict(evts[-1]) if evts else {"specversion": "1.0", "id": uuid.uuid4().hex, "type": "unknown",
                                              "source": f"/ateda/{FUNCTION}"}
-        event.update(knativeerrordest=FUNCTION, knativeerrorcode="500", knativeerrordata=error[:2000])
-        key = f"{DEAD_LETTERS}{time.strftime('%Y%m%dT%H%M%S')}-{event.get('id', uuid.uuid4().hex)}.json"
-        self.lake.put_bytes(key, json.dumps(event, indent=1, default=str).encode())
+        deadletters.write(self.lake, SUBSCRIBER, event, FUNCTION, 500, error)
         log.error("dbt refresh dead-lettered after %d attempts: %s", self.config.retries + 1, error)
 
 
