@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import time
-
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from ateda import deadletters
 from ateda.config import settings
 from ateda.function import request_scope
-from ateda.keys import name_segment
-from ateda.metrics import m
 from ateda.storage import lake_store
 
 
 @functions_framework.cloud_event
 def handle(event: CloudEvent) -> None:
-    """Any event the Broker dead-letters: stored as dead-letter/<type>/<time>-<id>.json (each a safe segment) with its error extensions."""
+    """Any event Knative dead-letters: kept as delivered, with its ``knativeerror*`` extensions, under
+    dead-letter/<trigger>/ (the Trigger its ``knativeerrordest`` names, else the subscriber's Service)."""
     with request_scope("dead-letter", event["type"]):
-        attrs = {k: v for k, v in event.get_attributes().items()}
-        body = {**attrs, "data": event.data}
-        # type and id are data from the sender, never a path: each becomes one safe segment
-        key = f"dead-letter/{name_segment(str(event['type']))}/{time.strftime('%Y%m%dT%H%M%S')}-{name_segment(str(event['id']))}.json"
-        lake_store(settings()).put_bytes(key, json.dumps(body, indent=1, default=str).encode())
-        m().dead_letters.labels(attrs.get("knativeerrordest", "unknown")).inc()
+        attrs = dict(event.get_attributes())
+        dest = str(attrs.get("knativeerrordest", ""))
+        deadletters.write(lake_store(settings()), deadletters.folder_for(dest), {**attrs, "data": event.data}, dest,
+                          attrs.get("knativeerrorcode", ""), deadletters.error_body(attrs.get("knativeerrordata")))

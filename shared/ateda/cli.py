@@ -208,7 +208,7 @@ def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_replay(args, settings: Settings) -> int:  # noqa: ANN001
-    from .broker import replay
+    from .deadletters import default_triggers, replay
     from .runtime import running_runtime
     from .storage import lake_store
 
@@ -218,7 +218,12 @@ def cmd_replay(args, settings: Settings) -> int:  # noqa: ANN001
         print("no broker: start `ateda up` or pass --broker URL", file=sys.stderr)
         return 1
     token = settings.broker_token or running.get("token") or ""  # ATEDA_BROKER_TOKEN, else the local runtime's
-    print(f"replayed {replay(lake_store(settings), url, args.trigger, token=token or None)} event(s) to {url}")
+    triggers = default_triggers()
+    if args.trigger and all(t.name != args.trigger for t in triggers):
+        print(f"note: {args.trigger!r} is no Trigger in knative/ ({', '.join(t.name for t in triggers)}): only the "
+              f"letters in dead-letter/{args.trigger}/ are replayed", file=sys.stderr)
+    sent = replay(lake_store(settings), url, args.trigger, token=token or None, triggers=triggers)
+    print(f"replayed {sent} event(s) to {url}")
     return 0
 
 

@@ -126,17 +126,20 @@ def read(lake: ObjectStore, key: str) -> Letter:
 
 
 def decode_error(data: object) -> str:
-    """``knativeerrordata`` as text: base64 as Knative writes it; plain text as the refresh worker used to (its
-    messages, ``Type: detail``, are never valid base64)."""
+    """``knativeerrordata`` as text (see :func:`error_body`)."""
+    return error_body(data).decode("utf-8", "replace")
+
+
+def error_body(data: object) -> bytes:
+    """``knativeerrordata`` as the response's bytes: base64 as Knative writes it; plain text as the refresh worker
+    used to (its messages, ``Type: detail``, are never valid base64)."""
     if data is None:
-        return ""
-    if not isinstance(data, str):
-        return str(data)
+        return b""
+    text = data if isinstance(data, str) else str(data)
     try:
-        raw = base64.b64decode(data, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        return data
-    return raw.decode("utf-8", "replace")
+        return text.encode("utf-8", "replace")
 
 
 def keys(lake: ObjectStore) -> list[str]:

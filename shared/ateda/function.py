@@ -10,9 +10,14 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from werkzeug.exceptions import abort
+from werkzeug.wrappers import Response
+
 from . import events
 from .config import settings
+from .errors import TransientError
 from .metrics import m
+from .redact import mask
 
 log = logging.getLogger("ateda")
 _metrics_lock = threading.Lock()
@@ -62,7 +67,9 @@ def emitter(function: str):  # noqa: ANN201
 
 @contextmanager
 def request_scope(function: str, event_type: str) -> Iterator[None]:
-    """Count and time one request; keep the in-flight gauge true even when the handler raises."""
+    """Count and time one request; keep the in-flight gauge true even when the handler raises. A
+    :class:`TransientError` answers 500 with its message (secrets masked) as the body, not Flask's generic text:
+    Knative keeps that body in the dead letter's ``knativeerrordata``, so the letter says the real cause."""
     serve_metrics()
     install_secret_masking()
     mm = m()
@@ -71,6 +78,10 @@ def request_scope(function: str, event_type: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
         yield
+    except TransientError as exc:
+        log.exception("%s: transient failure, answering 500 (the broker retries)", function)
+        body = mask(f"{type(exc).__name__}: {exc}", configured_secrets())[:2000]
+        abort(Response(body, status=500, mimetype="text/plain"))
     finally:
         mm.inflight.labels(function).dec()
         mm.latency.labels(function, "request").observe(time.perf_counter() - start)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -12,11 +11,12 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import deadletters, events
 from .catalog import ensure_tables, load_catalog
 from .config import Settings
 from .alerts import Source
 from .errors import TransientError
-from .keys import UnsafeName
+from .keys import UnsafeName, printable
 from .quarantine import quarantine
 from .storage import arrow_filesystem, bucket_store, lake_store
 
@@ -157,26 +157,28 @@ class IngestFailed(RuntimeError):
 
 
 class _DeadLetters:
-    """Dead letters that appear while an ingest waits (checked every few seconds)."""
+    """Dead letters that appear while an ingest waits (checked every few seconds), in any format. Only letters of
+    the events an ingest waits on (``object.created`` to split, ``alerts.staged`` to bronze) stop it: a refresh or
+    crossmatch letter does not keep its alerts out of bronze (``ateda status`` counts it)."""
+
+    WAITED_ON = (events.OBJECT_CREATED, events.ALERTS_STAGED)
 
     def __init__(self, lake) -> None:  # noqa: ANN001
         self.lake = lake
-        self.seen = self._keys()
+        self.seen = set(deadletters.keys(lake))
         self.next_check = 0.0
-
-    def _keys(self) -> set[str]:
-        return {i.key for i in self.lake.list("dead-letter/") if i.key.endswith(".json")}
 
     def check(self) -> None:
         if time.monotonic() < self.next_check:
             return
         self.next_check = time.monotonic() + 2.0
-        new = sorted(self._keys() - self.seen)
-        if new:
-            letter = json.loads(self.lake.get_bytes(new[0]))
-            error = base64.b64decode(letter.get("knativeerrordata", "")).decode(errors="replace")[:300]
-            raise IngestFailed(f"{len(new)} event(s) dead-lettered, e.g. {new[0]}: HTTP "
-                               f"{letter.get('knativeerrorcode')} {error}. Fix the cause, then `ateda replay`.")
+        new = [k for k in deadletters.keys(self.lake) if k not in self.seen]
+        self.seen.update(new)
+        mine = [x for x in deadletters.letters(self.lake, new) if x.event.get("type") in self.WAITED_ON]
+        if mine:
+            letter = mine[0]
+            raise IngestFailed(f"{len(mine)} event(s) dead-lettered, e.g. {letter.key}: HTTP {letter.code} "
+                               f"{printable(letter.error[:300])}. Fix the cause, then `ateda replay`.")
 
 
 class _LedgerFollower:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import requests
 from pyiceberg.expressions import EqualTo
 
+from . import deadletters
 from .catalog import ensure_tables, load_catalog
 from .config import Settings
 from .redact import mask, mask_uri
@@ -25,7 +26,7 @@ def status(settings: Settings) -> dict:
             "snapshots": len(t.metadata.snapshots), "snapshot_id": snap.snapshot_id if snap else None,
         }
     lake = lake_store(settings)
-    info["dead_letters"] = sum(1 for i in lake.list("dead-letter/") if i.key.endswith(".json"))
+    info["dead_letters"] = deadletters.count(lake)  # every producer's letters, old formats too
     info["quarantined"] = sum(1 for i in lake.list("quarantine/") if i.key.endswith(".reason.json"))
     runtime = running_runtime(settings)
     info["backlog"] = None
