@@ -26,7 +26,7 @@ from pathlib import Path
 
 import fastavro
 
-from .config import Settings
+from .config import Settings, child_env
 
 
 def _ceiling_files(files: list[Path]) -> float:
@@ -294,7 +294,7 @@ def refresh_in_child(settings: Settings, full_refresh: bool = False) -> dict:
     import subprocess
     import sys
 
-    env = {**os.environ, **settings.as_env()}
+    env = child_env(settings)
     out = subprocess.run([sys.executable, "-c", _REFRESH_CHILD, "full" if full_refresh else "incremental"],
                          env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:

@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--maintenance", action="store_true",
                        help="instead: the lake before and after a compaction pass (docs/maintenance.md)")
     bench.set_defaults(func=cmd_bench)
+    cfg = sub.add_parser("config", help="the effective settings, by section (secrets masked); docs/settings.md")
+    cfg.add_argument("--json", action="store_true", help="machine-readable: section -> variable -> value")
+    cfg.add_argument("--doc", action="store_true", help="instead: the settings reference page (docs/settings.md)")
+    cfg.set_defaults(func=cmd_config)
     from .science import register; register(sub)  # noqa: E702
     from .crossmatch import register as _xm; _xm(sub)  # noqa: E702
     from .maintenance import register as _mt; _mt(sub)  # noqa: E702
@@ -286,6 +290,24 @@ def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
     else:
         result = run_refresh_bench(args.n) if args.refresh else run_bench(args.n, keep=args.keep)
     print(json.dumps(result, indent=1) if args.json else result["text"])
+    return 0
+
+
+def cmd_config(args, settings: Settings) -> int:  # noqa: ANN001
+    from .config import settings_doc
+
+    if args.doc:
+        print(settings_doc(), end="")
+        return 0
+    values = settings.effective(masked=True)
+    if args.json:
+        print(json.dumps(values, indent=1))
+        return 0
+    for section, rows in values.items():
+        print(f"[{section}]")
+        for name, value in rows.items():
+            shown = str(value).lower() if isinstance(value, bool) else value if value != "" else "(unset)"
+            print(f"  {name} = {shown}")
     return 0
 
 

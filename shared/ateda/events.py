@@ -150,11 +150,12 @@ class Refused(TransientError):
         self.code = code
 
 
-def catalog_dir() -> Path:
-    """The event catalogue: ``ATEDA_EVENTS_DIR`` (set in the image), else ``events/`` at the repository root."""
-    import os
+def catalog_dir(events_dir: Path | None = None) -> Path:
+    """The event catalogue: ``events_dir``, else the process settings' ``ATEDA_EVENTS_DIR`` (set in the image;
+    default ``events/`` at the repository root)."""
+    from .config import settings
 
-    return Path(os.environ.get("ATEDA_EVENTS_DIR") or Path(__file__).resolve().parents[2] / "events")
+    return Path(events_dir or settings().paths.events_dir)
 
 
 def validator(type_: str):  # noqa: ANN201

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -34,22 +33,23 @@ def serve_metrics() -> None:
         if _metrics_started:
             return
         _metrics_started = True
-        port = int(os.environ.get("ATEDA_METRICS_PORT", "9464"))
+        cfg = settings().metrics
+        port = cfg.port
         if port <= 0:
             return
         from prometheus_client import CollectorRegistry, start_http_server
 
         registry = None
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if cfg.multiproc_dir:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
         try:
             if registry is None:
-                start_http_server(port, addr=os.environ.get("ATEDA_METRICS_ADDR", "0.0.0.0"))
+                start_http_server(port, addr=cfg.addr)
             else:
-                start_http_server(port, addr=os.environ.get("ATEDA_METRICS_ADDR", "0.0.0.0"), registry=registry)
+                start_http_server(port, addr=cfg.addr, registry=registry)
         except OSError:  # another worker of this service already serves the (shared) registry
             pass
 
@@ -90,28 +90,18 @@ def request_scope(function: str, event_type: str) -> Iterator[None]:
 @functools.cache
 def configure_logging() -> None:
     """Log format and level, and secrets masked in every record of the process (any logger, any handler)."""
-    logging.basicConfig(level=os.environ.get("ATEDA_LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=settings().log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pyiceberg").setLevel(logging.WARNING)
     install_secret_masking()
 
 
 def configured_secrets() -> tuple[str, ...]:
-    """The literal secrets of the current settings: catalog password, S3 keys, bridge and broker tokens."""
-    from urllib.parse import unquote, urlsplit
-
+    """The literal secrets of the current settings (every secret of the table, the catalog URI's password)."""
     try:
-        s = settings()
+        return settings().secrets()
     except Exception:  # noqa: BLE001 - a malformed setting must not stop a log line
         return ()
-    out = [s.s3_secret_key, s.s3_access_key, s.bridge_token, s.broker_token]
-    try:
-        password = urlsplit(s.catalog_uri).password
-    except ValueError:
-        password = None
-    if password:
-        out += [password, unquote(password)]
-    return tuple(x for x in out if x)
 
 
 _masking_installed = False

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .config import Settings
+from .config import MaintenanceSettings, Settings
 from .errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -45,37 +44,7 @@ COMPACTED_KEY = "ateda.compacted"
 STAGING = "staging/"
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
-
-
-@dataclass(frozen=True)
-class MaintenanceConfig:
-    target_mb: float = 128.0  # ATEDA_COMPACT_TARGET_MB: size of a compacted file
-    min_files: int = 4  # ATEDA_COMPACT_MIN_FILES: a partition with fewer candidate files is left alone
-    quiet_minutes: float = 30.0  # ATEDA_COMPACT_QUIET_MINUTES: files added more recently are left alone
-    max_bins: int = 20  # ATEDA_COMPACT_MAX_BINS: rewrites per table and pass
-    retain_hours: float = 24.0  # ATEDA_SNAPSHOT_RETAIN_HOURS
-    retain_last: int = 100  # ATEDA_SNAPSHOT_RETAIN_LAST
-    orphan_grace_hours: float = 72.0  # ATEDA_ORPHAN_GRACE_HOURS
-    budget_s: float = 240.0  # ATEDA_MAINTENANCE_BUDGET_S
-
-    @classmethod
-    def from_env(cls) -> MaintenanceConfig:
-        d = cls()
-        return cls(target_mb=_env_float("ATEDA_COMPACT_TARGET_MB", d.target_mb),
-                   min_files=int(_env_float("ATEDA_COMPACT_MIN_FILES", d.min_files)),
-                   quiet_minutes=_env_float("ATEDA_COMPACT_QUIET_MINUTES", d.quiet_minutes),
-                   max_bins=int(_env_float("ATEDA_COMPACT_MAX_BINS", d.max_bins)),
-                   retain_hours=_env_float("ATEDA_SNAPSHOT_RETAIN_HOURS", d.retain_hours),
-                   retain_last=int(_env_float("ATEDA_SNAPSHOT_RETAIN_LAST", d.retain_last)),
-                   orphan_grace_hours=_env_float("ATEDA_ORPHAN_GRACE_HOURS", d.orphan_grace_hours),
-                   budget_s=_env_float("ATEDA_MAINTENANCE_BUDGET_S", d.budget_s))
-
-    @property
-    def target_bytes(self) -> int:
-        return int(self.target_mb * 1024 * 1024)
+MaintenanceConfig = MaintenanceSettings  # the section of Settings (ATEDA_COMPACT_*, ATEDA_SNAPSHOT_*, ...)
 
 
 @dataclass
@@ -144,7 +113,7 @@ def run_pass(settings: Settings, tasks: list[str] | None = None, config: Mainten
     """One maintenance pass under the lake's maintenance lock; see the module docstring."""
     from .warehouse import file_lock
 
-    config = config or MaintenanceConfig.from_env()
+    config = config or settings.maintenance
     report = PassReport(tasks=list(tasks or TASKS))
     start = time.monotonic()
     with file_lock(settings.home / "locks" / "maintenance.lock"):

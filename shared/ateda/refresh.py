@@ -25,11 +25,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import deadletters
-from .config import Settings
+from .config import RefreshSettings, Settings
 
 log = logging.getLogger(__name__)
 SILVER_REFRESHED = "dev.ateda.silver.refreshed"
@@ -46,26 +45,7 @@ def run_refresh(settings: Settings, target: str = "local"):
     return refresh(settings, target=target)
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
-
-
-@dataclass
-class RefreshConfig:
-    debounce_s: float = 5.0
-    max_wait_s: float = 60.0
-    retries: int = 3
-    backoff_s: float = 1.0
-    target: str = "local"
-
-    @classmethod
-    def from_env(cls) -> RefreshConfig:
-        return cls(debounce_s=_env_int("ATEDA_REFRESH_DEBOUNCE_MS", 5000) / 1000.0,
-                   max_wait_s=_env_int("ATEDA_REFRESH_MAX_WAIT_MS", 60000) / 1000.0,
-                   retries=_env_int("ATEDA_REFRESH_RETRIES", 3),
-                   backoff_s=_env_int("ATEDA_REFRESH_BACKOFF_MS", 1000) / 1000.0,
-                   target=os.environ.get("ATEDA_DBT_TARGET") or "local")
+RefreshConfig = RefreshSettings  # the section of Settings (ATEDA_REFRESH_*, ATEDA_DBT_TARGET); tests build their own
 
 
 def run_lock(settings: Settings, target: str):  # noqa: ANN201
@@ -79,11 +59,11 @@ class RefreshWorker:
     """``request(event)`` records and returns; a background thread debounces and runs the refresh."""
 
     def __init__(self, settings: Settings, emit: Callable[[str, dict, str], None],
-                 config: RefreshConfig | None = None) -> None:
+                 config: RefreshSettings | None = None) -> None:
         from .storage import lake_store
 
         self.settings = settings
-        self.config = config or RefreshConfig.from_env()
+        self.config = config or settings.refresh
         self.emit = emit
         self.lake = lake_store(settings)
         self.runs = 0  # completed (successful) runs, for tests and logs

@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 
 from .broker import Broker
-from .config import Settings
+from .config import LocalSettings, Settings, child_env, local_settings
 from .metrics import m
 from .routing import knative_dir, load_triggers
 from .storage import lake_store
@@ -122,8 +122,11 @@ class Runtime:
     pinger: "Pinger | None" = None
     servers: dict[str, _Server] = field(default_factory=dict)
     supervise_every: float = 0.25
+    # the runtime's own knobs (maintenance ping interval, metrics ports): the environment's when it starts, unless given
+    local: LocalSettings | None = None
 
     def start(self) -> "Runtime":
+        self.local = self.local or local_settings()
         home = Path(self.settings.home)
         home.mkdir(parents=True, exist_ok=True)
         # the broker's ingress token: configured, or one per run; the function servers get it in their env
@@ -148,7 +151,7 @@ class Runtime:
         self.broker.start()
         if self.watch:
             self.watcher = BucketWatcher(self.settings, sink, token=self.settings.broker_token).start()
-        every = float(os.environ.get("ATEDA_MAINTENANCE_EVERY_S") or 3600)
+        every = self.local.maintenance_every_s
         if "ateda-maintenance" in running and every > 0:
             self.pinger = Pinger(sink, every).start()
         self._write_state()
@@ -175,9 +178,9 @@ class Runtime:
     def _spawn(self, server: _Server, sink: str) -> None:
         spec = server.spec
         metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{spec.folder}-", dir=self.settings.home)
-        env = {**os.environ, **self.settings.as_env(), "K_SINK": sink, "WORKERS": str(spec.workers),
-               "THREADS": str(spec.threads), "PROMETHEUS_MULTIPROC_DIR": metrics_dir, **MALLOC_ENV,
-               "ATEDA_METRICS_PORT": os.environ.get(f"ATEDA_METRICS_PORT_{spec.folder.upper()}", "0")}
+        env = child_env(self.settings, K_SINK=sink, WORKERS=str(spec.workers), THREADS=str(spec.threads),
+                        PROMETHEUS_MULTIPROC_DIR=metrics_dir, **MALLOC_ENV,
+                        ATEDA_METRICS_PORT=str(self.local.metrics_port(spec.folder)))
         cmd = [sys.executable, "-m", "functions_framework", "--target", "handle",
                "--source", str(functions_dir() / spec.folder / "main.py"),
                "--signature-type", spec.signature, "--host", "127.0.0.1", "--port", str(server.port)]

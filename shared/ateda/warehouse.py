@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,9 @@ from typing import Iterator
 from .config import Settings
 from .errors import AtedaError, ConfigError
 
-def dbt_dir() -> Path:
+def dbt_dir(settings: Settings) -> Path:
     """The dbt project: ATEDA_DBT_DIR in the image (docker/Dockerfile copies dbt/ there), else dbt/ in the repo."""
-    return Path(os.environ.get("ATEDA_DBT_DIR") or Path(__file__).resolve().parents[2] / "dbt")
+    return Path(settings.paths.dbt_dir)
 # crossmatch first: a match is committed after its alert, so every match in the planned snapshot has its alert in
 # the alert snapshot planned after it (silver's candid relationship holds even while matches are being appended)
 BRONZE_TABLES = ("crossmatch", "alert", "cutout")
@@ -79,12 +80,13 @@ def warehouse_dir(settings: Settings) -> Path:
 
 def duckdb_path(settings: Settings) -> Path:
     """The local warehouse file: ``ATEDA_DUCKDB_PATH`` or ``$ATEDA_HOME/warehouse/ateda.duckdb``."""
-    raw = os.environ.get("ATEDA_DUCKDB_PATH")
+    raw = settings.paths.duckdb_path
     return Path(raw).absolute() if raw else warehouse_dir(settings) / "ateda.duckdb"
 
 
 def duckdb_config(settings: Settings) -> dict[str, object]:
-    """The DuckDB settings of every refresh connection, ours and dbt's (dbt_env passes them to profiles.yml):
+    """The DuckDB settings of every refresh connection, ours and dbt's (:func:`dbt_profile` renders them into the
+    profile):
     ``ATEDA_DUCKDB_MEMORY_LIMIT`` / ``ATEDA_DUCKDB_THREADS`` (Settings)."""
     return {"memory_limit": settings.duckdb_memory_limit, "threads": settings.duckdb_threads,
             "preserve_insertion_order": False}
@@ -306,48 +308,64 @@ def _mark_processed(con, files: dict[str, list[str]]) -> None:  # noqa: ANN001
 
 # ---------------------------------------------------------------- dbt
 
-@contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    """dbt reads its env vars from os.environ: set them for the duration of one invocation."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
+def dbt_values(settings: Settings, target: str = "local") -> dict[str, str]:
+    """The values dbt/profiles.yml takes from ``env_var()``, from ``settings`` (never from this process's
+    environment, and never written into it: dbt runs in-process, in a threaded server)."""
     duck = duckdb_config(settings)
-    env = {"ATEDA_HOME": str(settings.home), "ATEDA_DUCKDB_PATH": str(duckdb_path(settings)),
-           "ATEDA_DUCKDB_MEMORY_LIMIT": str(duck["memory_limit"]), "ATEDA_DUCKDB_THREADS": str(duck["threads"]),
-           "ATEDA_DBT_TARGET": target, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}
-    return env
+    return {**settings.as_env(), "ATEDA_DUCKDB_PATH": str(duckdb_path(settings)),
+            "ATEDA_DUCKDB_MEMORY_LIMIT": str(duck["memory_limit"]), "ATEDA_DUCKDB_THREADS": str(duck["threads"]),
+            "ATEDA_DBT_TARGET": target}
+
+
+def dbt_profile(settings: Settings, target: str = "local") -> Path:
+    """dbt/profiles.yml rendered with :func:`dbt_values` in place of each ``env_var(name, default)``, written to
+    ``$ATEDA_HOME/warehouse/dbt/profiles-<target>/profiles.yml`` (mode 0600: the cluster profile holds a password);
+    returns its folder, for ``--profiles-dir``. The repository's profile stays as it is for a ``dbt run`` by hand."""
+    import jinja2
+
+    values = dbt_values(settings, target)
+
+    def env_var(name: str, default: str | None = None) -> str:
+        if name in values:  # every value sits inside a double-quoted YAML scalar: JSON escapes are YAML escapes
+            text = json.dumps(values[name])[1:-1]
+            # dbt renders the profile again: a value holding Jinja syntax stays literal
+            return f"{{% raw %}}{text}{{% endraw %}}" if "{" in text or "%" in text else text
+        if default is None:
+            raise ConfigError(f"dbt/profiles.yml reads {name}, which is not a setting and has no default")
+        return default
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["as_number"] = lambda x: x
+    text = env.from_string((dbt_dir(settings) / "profiles.yml").read_text()).render(env_var=env_var)
+    folder = warehouse_dir(settings) / "dbt" / f"profiles-{target}"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".profiles.yml.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, folder / "profiles.yml")
+    return folder
 
 
 def run_dbt(settings: Settings, args: list[str], target: str = "local"):  # noqa: ANN201
     """Run one dbt command in-process on this home's project/profile; returns dbt's ``dbtRunnerResult``.
 
-    The compiled files and logs go under ``$ATEDA_HOME/warehouse/dbt`` (never into the repository).
+    The profile is rendered from ``settings`` (:func:`dbt_profile`); the compiled files and logs go under
+    ``$ATEDA_HOME/warehouse/dbt`` (never into the repository).
     """
     from dbt.cli.main import dbtRunner
 
     out = warehouse_dir(settings) / "dbt"
     out.mkdir(parents=True, exist_ok=True)
-    project = str(dbt_dir())
-    full = [*args, "--project-dir", project, "--profiles-dir", project, "--target", target,
-            "--target-path", str(out / f"target-{target}"), "--log-path", str(out / "logs")]
+    project = str(dbt_dir(settings))
+    full = [*args, "--project-dir", project, "--profiles-dir", str(dbt_profile(settings, target)),
+            "--target", target, "--target-path", str(out / f"target-{target}"), "--log-path", str(out / "logs")]
     if args and args[0] in ("run", "build", "test", "compile"):
         full.append("--quiet")
-    with _env(dbt_env(settings, target)):
-        try:
-            return dbtRunner().invoke(full)
-        finally:
-            _release_duckdb()
+    try:
+        return dbtRunner().invoke(full, send_anonymous_usage_stats=False)
+    finally:
+        _release_duckdb()
 
 
 def _release_duckdb() -> None:
