@@ -8,13 +8,38 @@
 -#}
 
 {#- True when the model is being updated rather than built from scratch. `dbt compile` offline cannot ask the
-    warehouse, so `--vars '{ateda_assume_incremental: true|false}'` forces either branch. -#}
+    warehouse, so `--vars '{ateda_assume_incremental: true|false}'` forces either branch. An ephemeral (staging)
+    model is compiled once per run for all its consumers, and is_incremental() is false in it: it reads only the new
+    bronze rows when every model that refs it is an incremental table that exists (and no --full-refresh), else all
+    of them (a consumer that is updated in place then recomputes from all of bronze: slower, same rows). -#}
 {% macro ateda_is_incremental() %}
     {%- set forced = var('ateda_assume_incremental', none) -%}
     {%- if forced is not none -%}
         {{ return(forced in (true, 'true', 'True', 1, '1')) }}
     {%- endif -%}
+    {%- if model.config.materialized == 'ephemeral' -%}
+        {{ return(consumers_are_incremental()) }}
+    {%- endif -%}
     {{ return(is_incremental()) }}
+{% endmacro %}
+
+{% macro consumers_are_incremental() %}
+    {%- if not execute or should_full_refresh() -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set consumers = [] -%}
+    {%- for node in graph.nodes.values() -%}
+        {%- if node.resource_type == 'model' and model.unique_id in node.depends_on.nodes -%}
+            {%- do consumers.append(node) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- for node in consumers -%}
+        {%- set relation = adapter.get_relation(node.database, node.schema, node.alias) -%}
+        {%- if node.config.materialized != 'incremental' or relation is none or relation.type != 'table' -%}
+            {{ return(false) }}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(consumers | length > 0) }}
 {% endmacro %}
 
 {#- The rows of bronze.<table> a model reads: all of them on a full build, only the new ones on an incremental run
@@ -103,33 +128,27 @@
     {%- if ateda_is_incremental() %} where {{ column }} in {{ touched_candids() }}{% endif -%}
 {%- endmacro %}
 
-{#- The kept copy of each row: `candidates` is the new rows (`incoming`) plus, on an incremental run, the rows
-    this model already holds for the objects they touch; `best` keeps the first of each `partition_by` group in
-    source_rank_order (with `tiebreak` last). Emits the two CTEs, for a model that defines `incoming`. -#}
-{% macro best_copy_ctes(raw, partition_by, tiebreak=none) %}
-{{ candidates_cte(raw, 'objectId') }},
-
-best as (
-    select {{ raw | join(', ') }}
+{#- The kept copy of each `grain` group (a list of columns), as a FROM item (`from {{ kept_copies(...) }} as best`):
+    among the rows of `incoming` (a CTE of the model) and, on an incremental run, the rows this model already holds
+    with the same `scope` value (they compete with the new copies, and flags or ranks computed over the group move
+    with them), the first in `order` (default: source_rank_order() with `tiebreak` last). `columns` are the columns
+    carried through. The one place where silver chooses among copies. -#}
+{% macro kept_copies(incoming, columns, grain, scope='objectId', tiebreak=none, order=none) -%}
+(
+    select {{ columns | join(', ') }}
     from (
         select *, row_number() over (
-            partition by {{ partition_by }} order by {{ source_rank_order(tiebreak) }}
+            partition by {{ grain | join(', ') }} order by {{ order or source_rank_order(tiebreak) }}
         ) as copy_rank
-        from candidates
+        from (
+            select {{ columns | join(', ') }} from {{ incoming }}
+            {%- if ateda_is_incremental() %}
+            union all
+            select {{ columns | join(', ') }} from {{ this }}
+            where {{ scope }} in (select {{ scope }} from {{ incoming }})
+            {%- endif %}
+        ) as copies
     ) as ranked
     where copy_rank = 1
-)
-{%- endmacro %}
-
-{#- `candidates`: the new rows (`incoming`) plus, on an incremental run, the rows this model already holds with the
-    same `scope` key (they compete with the new copies, and flags or ranks computed over the group move with them). -#}
-{% macro candidates_cte(raw, scope) %}
-candidates as (
-    select {{ raw | join(', ') }} from incoming
-    {%- if ateda_is_incremental() %}
-    union all
-    select {{ raw | join(', ') }} from {{ this }}
-    where {{ scope }} in (select {{ scope }} from incoming)
-    {%- endif %}
 )
 {%- endmacro %}

@@ -1,4 +1,7 @@
-{{ config(unique_key=['night', 'fid'], keys=['night', 'fid'], distributed_by=['night']) }}
+{%- set grain = ['night', 'fid'] -%}
+{#- unique_key is the delete scope of an incremental run (the touched nights' rows); here it is also the
+    grain, meta.grain (and StarRocks' primary key, `keys`), tested unique in gold.yml. -#}
+{{ config(meta={'grain': grain}, unique_key=['night', 'fid'], keys=grain, distributed_by=['night']) }}
 {#- Grain: one row per (night, fid). Alerts received, objects alerting, objects first detected in the band that
     night, detections and upper limits (from all histories), and the median depth: the median limiting magnitude
     over the night's distinct images (pid) in the band. Incremental: the nights touched by the new alerts or by

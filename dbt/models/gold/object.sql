@@ -1,4 +1,7 @@
-{{ config(unique_key='objectId', keys=['objectId'], distributed_by=['objectId']) }}
+{%- set grain = ['objectId'] -%}
+{#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the
+    grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in gold.yml. -#}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
 {#- Grain: one row per object (objectId). Positions are means weighted by 1/sigma^2 with the per-band astrometric
     sigma (var position_sigma_arcsec; sigma_ra = sigma / |cos dec|), taken around the first detection's ra so that
     objects on ra = 0/360 average correctly. Incremental: the touched objects are recomputed. -#}

@@ -1,4 +1,4 @@
-{{ config(materialized='view') }}
+{{ config(materialized='view', meta={'grain': ['objectId']}) }}
 {#- Grain: one row per object passing the transient filter (objectId). Each criterion is a column (its value and
     whether it passes), so a reader sees why an object is here:
       real      latest alert's deep real-bogus drb >= var candidate_min_drb (0.5), or, for alerts from before drb

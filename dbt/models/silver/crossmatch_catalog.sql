@@ -1,4 +1,7 @@
-{{ config(unique_key='candid', keys=['candid', 'catalog', 'catalog_version', 'match_id'], distributed_by=['candid']) }}
+{%- set grain = ['candid', 'catalog', 'catalog_version', 'match_id'] -%}
+{#- unique_key is the delete scope of an incremental run (every held row of the alerts with new matches), not the
+    grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
+{{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid']) }}
 {#- Grain: one row per (candid, catalog, catalog_version, match_id): a match of an alert against a user-registered
     catalog (bronze.crossmatch), every catalog version kept. A re-registered catalog with new content is a new
     version; an alert is matched against the versions registered when it was committed, so an alert's matches of an
@@ -15,18 +18,10 @@ with incoming as (
     select {{ raw | join(', ') }} from {{ bronze_rows('crossmatch') }} as x
 ),
 
-{{ candidates_cte(raw, 'candid') }},
-
 kept as (
-    select {{ raw | join(', ') }}
-    from (
-        select *, row_number() over (
-            partition by catalog, catalog_version, candid, match_id
-            order by dist_arcsec, match_ra, match_dec, matched_at
-        ) as copy_rank
-        from candidates
-    ) as copies
-    where copy_rank = 1
+    select *
+    from {{ kept_copies('incoming', raw, ['catalog', 'catalog_version', 'candid', 'match_id'], scope='candid',
+                        order='dist_arcsec, match_ra, match_dec, matched_at') }} as chosen
 ),
 
 versions as (

@@ -1,4 +1,7 @@
-{{ config(unique_key='candid', keys=['candid', 'match_rank'], distributed_by=['candid']) }}
+{%- set grain = ['candid', 'match_rank'] -%}
+{#- unique_key is the delete scope of an incremental run (the held rows of the new alerts), not the
+    grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
+{{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid']) }}
 {#- Grain: one row per alert and Pan-STARRS1 match (candid, match_rank 1..3), from the alert's own
     objectidps/sgscore/distpsnr fields (the three nearest PS1 sources within 30 arcsec). -#}
 with alerts as (

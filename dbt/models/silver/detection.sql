@@ -1,4 +1,7 @@
-{{ config(unique_key='objectId', keys=['candid'], distributed_by=['candid']) }}
+{%- set grain = ['candid'] -%}
+{#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the grain;
+    the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['candid']) }}
 {#- Grain: one row per detection (candid), from every alert's candidate and every prv_candidates entry that has a
     candid, across all alerts and schema versions; alerts without objectId (pre-2018) are left out.
     Incremental: the touched objects' detections are recomputed (new copies compete with the kept ones, and the
@@ -8,55 +11,24 @@
                'sigmapsf', 'isdiffpos', 'diffmaglim', 'rb', 'drb'] + measured
               + ['sgscore1', 'distpsnr1', source_column_list()] -%}
 
-{#- bronze is read once per branch, not through a shared CTE: DuckDB materialises a CTE referenced twice, i.e.
-    every column of every new alert (nested histories included) in memory at once. -#}
+{#- Each staging model is read once, by one branch: DuckDB materialises a CTE referenced twice (here: every new
+    alert's rows at once), and inlines one referenced once, so the unnest streams. -#}
 with from_candidate as (
-    select
-        a.candid as candid, a.objectId as objectId,
-        {%- for col in ['jd', 'fid', 'pid', 'field', 'rcid', 'rfid', 'ra'] %}
-        a.candidate.{{ col }} as {{ col }},
-        {%- endfor %}
-        {{ dec_col('a.candidate.') }} as {{ dec_col() }},
-        a.candidate.magpsf as magpsf,
-        a.candidate.sigmapsf as sigmapsf,
-        {{ isdiffpos_bool('a.candidate.isdiffpos') }} as isdiffpos,
-        a.candidate.diffmaglim as diffmaglim,
-        a.candidate.rb as rb,
-        a.candidate.drb as drb,
-        {%- for col in measured %}
-        {{ clean('a.candidate.' ~ col) }} as {{ col }},
-        {%- endfor %}
-        {{ clean('a.candidate.sgscore1') }} as sgscore1,
-        {{ clean('a.candidate.distpsnr1') }} as distpsnr1,
-        {{ source_columns('a', 'alert') }}
-    from {{ bronze_alerts() }} as a
-    where a.objectId is not null
+    select {{ raw | join(', ') }}
+    from {{ ref('stg_candidate') }}
+    where objectId is not null
 ),
 
 from_history as (
-    {#- prv_candidates carry no PS1 fields: those of the carrying alert (same position) are used. -#}
-    select
-        p.candid as candid, a.objectId as objectId,
-        {%- for col in ['jd', 'fid', 'pid', 'field', 'rcid'] %}
-        p.{{ col }} as {{ col }},
-        {%- endfor %}
-        cast(null as bigint) as rfid,  {#- not in ZTF's prv_candidate (some brokers add it) #}
-        p.ra as ra,
-        {{ dec_col('p.') }} as {{ dec_col() }},
-        p.magpsf as magpsf,
-        p.sigmapsf as sigmapsf,
-        {{ isdiffpos_bool('p.isdiffpos') }} as isdiffpos,
-        p.diffmaglim as diffmaglim,
-        p.rb as rb,
-        cast(null as double) as drb,
-        {%- for col in measured %}
-        {{ clean('p.' ~ col) }} as {{ col }},
-        {%- endfor %}
-        {{ clean('a.candidate.sgscore1') }} as sgscore1,
-        {{ clean('a.candidate.distpsnr1') }} as distpsnr1,
-        {{ source_columns('a', 'prv_candidate') }}
-    from {{ unnest_from(bronze_alerts(), 'a', 'prv_candidates', 'p') }}
-    where a.objectId is not null and p.candid is not null
+    {#- not in ZTF's prv_candidate (some brokers add them): rfid, drb -#}
+    {%- set history_columns = [] -%}
+    {%- for col in raw -%}
+        {%- do history_columns.append({'rfid': 'cast(null as bigint) as rfid', 'drb': 'cast(null as double) as drb'}
+                                      .get(col, col)) -%}
+    {%- endfor %}
+    select {{ history_columns | join(', ') }}
+    from {{ ref('stg_prv_candidate') }}
+    where candid is not null
 ),
 
 incoming as (
@@ -65,7 +37,9 @@ incoming as (
     select * from from_history
 ),
 
-{{ best_copy_ctes(raw, 'candid') }},
+best as (
+    select * from {{ kept_copies('incoming', raw, ['candid']) }} as kept
+),
 
 corrected as (
     select

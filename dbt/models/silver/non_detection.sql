@@ -1,4 +1,7 @@
-{{ config(unique_key='objectId', keys=['objectId', 'fid', 'mjd_ms'], distributed_by=['objectId']) }}
+{%- set grain = ['objectId', 'fid', 'mjd_ms'] -%}
+{#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the grain;
+    the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
 {#- Grain: one row per upper limit (objectId, fid, mjd): prv_candidates entries without a candid.
     Consecutive alerts of an object repeat them: one copy is kept (source_rank_order()). mjd_ms (the same instant
     in whole milliseconds) stands in for mjd in StarRocks' primary key, which cannot be floating point.
@@ -6,20 +9,14 @@
 {%- set raw = ['objectId', 'fid', 'jd', 'pid', 'field', 'rcid', 'diffmaglim', source_column_list()] -%}
 
 with incoming as (
-    select
-        a.objectId as objectId,
-        p.fid as fid,
-        p.jd as jd,
-        p.pid as pid,
-        p.field as field,
-        p.rcid as rcid,
-        p.diffmaglim as diffmaglim,
-        {{ source_columns('a', 'prv_candidate') }}
-    from {{ unnest_from(bronze_alerts(), 'a', 'prv_candidates', 'p') }}
-    where a.objectId is not null and p.candid is null and p.jd is not null and p.fid is not null
+    select {{ raw | join(', ') }}
+    from {{ ref('stg_prv_candidate') }}
+    where candid is null and jd is not null and fid is not null
 ),
 
-{{ best_copy_ctes(raw, 'objectId, fid, jd', 'diffmaglim desc, pid') }}
+best as (
+    select * from {{ kept_copies('incoming', raw, ['objectId', 'fid', 'jd'], tiebreak='diffmaglim desc, pid') }} as kept
+)
 
 select
     objectId,

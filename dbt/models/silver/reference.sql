@@ -1,4 +1,7 @@
-{{ config(unique_key='objectId', keys=['objectId', 'rfid'], distributed_by=['objectId']) }}
+{%- set grain = ['objectId', 'rfid'] -%}
+{#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the
+    grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
 {#- Grain: one row per (objectId, rfid): the reference image an object's alerts were subtracted against, with the
     nearest reference-image source, as first seen (earliest alert). -#}
 with alerts as (

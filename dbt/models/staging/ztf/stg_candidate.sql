@@ -1,0 +1,46 @@
+{{ config(materialized='ephemeral') }}
+{#- Staging (ephemeral: inlined into its consumers as a CTE, never stored): one row per copy of an alert's own
+    `candidate` in bronze.alert (an alert delivered by several sources gives several rows), typed and cleaned
+    (docs/data-model.md, Conventions), with the carrying alert's lineage columns (source_columns()). No copy is
+    chosen here: the consumers keep one (kept_copies()). New rows only when every consumer is updated in place
+    (ateda_is_incremental()). -#}
+{%- set ps1 = [] -%}
+{%- for n in [1, 2, 3] -%}
+    {%- do ps1.extend(['sgmag' ~ n, 'srmag' ~ n, 'simag' ~ n, 'szmag' ~ n, 'sgscore' ~ n, 'distpsnr' ~ n]) -%}
+{%- endfor -%}
+{%- set cleaned = ['magnr', 'sigmagnr', 'distnr', 'chinr', 'sharpnr', 'ranr', 'decnr', 'neargaia', 'maggaia',
+                   'neargaiabright', 'maggaiabright', 'ssdistnr', 'ssmagnr'] + ps1 -%}
+select
+    a.candid,
+    a.objectId,
+    a.candidate.jd as jd,
+    {{ mjd('a.candidate.jd') }} as mjd,
+    a.night,
+    a.candidate.fid as fid,
+    {{ band('a.candidate.fid') }} as band,
+    {%- for col in ['pid', 'programid', 'field', 'rcid', 'ra'] %}
+    a.candidate.{{ col }} as {{ col }},
+    {%- endfor %}
+    {{ dec_col('a.candidate.') }} as {{ dec_col() }},
+    a.candidate.magpsf as magpsf,
+    a.candidate.sigmapsf as sigmapsf,
+    a.candidate.diffmaglim as diffmaglim,
+    {{ isdiffpos_bool('a.candidate.isdiffpos') }} as isdiffpos,
+    {%- for col in ['rb', 'rbversion', 'drb', 'drbversion', 'ndethist', 'ncovhist', 'jdstarthist', 'jdendhist',
+                    'rfid', 'jdstartref', 'jdendref', 'nframesref', 'magzpsci'] %}
+    a.candidate.{{ col }} as {{ col }},
+    {%- endfor %}
+    {%- for n in [1, 2, 3] %}
+    case when a.candidate.objectidps{{ n }} > 0 then a.candidate.objectidps{{ n }} end as objectidps{{ n }},
+    {%- endfor %}
+    a.candidate.nmtchps as nmtchps,
+    case when a.candidate.ssnamenr <> 'null' then a.candidate.ssnamenr end as ssnamenr,
+    {%- for col in cleaned %}
+    {{ clean('a.candidate.' ~ col) }} as {{ col }},
+    {%- endfor %}
+    {{ list_length('a.prv_candidates') }} as n_prv_candidates,
+    {{ list_length('a.fp_hists') }} as n_fp_hists,
+    a.schemavsn,
+    a.publisher,
+    {{ source_columns('a', 'alert') }}
+from {{ bronze_alerts() }} as a
