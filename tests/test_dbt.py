@@ -8,6 +8,7 @@ recomputed in plain Python straight from the Avro files with fastavro, following
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -265,6 +266,53 @@ def test_dbt_build_passes(home):
                                                        "transient_candidates", "object_catalog_match")}
 
 
+def _manifest(s: Settings) -> dict:
+    return json.loads((warehouse.warehouse_dir(s) / "dbt" / "target-local" / "manifest.json").read_text())
+
+
+def test_project_structure_layers_grain_and_unit_tests(home):
+    """Staging is ephemeral and the only reader of bronze.alert among the silver models built from it; every model
+    states its grain (meta.grain) and a data test checks it unique; silver's tests need no gold model; the unit
+    tests exist and ran (dbt build), and test-paths names a folder that exists."""
+    s, result = home
+    nodes = _manifest(s)["nodes"]
+    models = {n["name"]: n for n in nodes.values() if n["resource_type"] == "model"}
+    staging = {k: v for k, v in models.items() if v["fqn"][1] == "staging"}
+    assert set(staging) == {"stg_candidate", "stg_prv_candidate", "stg_fp_hist"}
+    assert {m["config"]["materialized"] for m in staging.values()} == {"ephemeral"}
+    for name in ("ztf_alert", "detection", "non_detection", "forced_photometry"):
+        deps = models[name]["depends_on"]["nodes"]
+        assert not any(d.startswith("source.") for d in deps), f"{name} reads bronze itself: {deps}"
+        assert any(d.split(".")[-1] in staging for d in deps), name
+    tests = [n for n in nodes.values() if n["resource_type"] == "test"]
+    for name, model in models.items():
+        if name in staging:
+            continue
+        grain = model["config"]["meta"].get("grain")
+        assert grain, f"{name}: no meta.grain"
+        if model["config"]["materialized"] == "incremental":
+            assert model["config"]["keys"] == grain, f"{name}: StarRocks keys differ from the grain"
+        tested = set()
+        for t in tests:
+            if t["attached_node"] != model["unique_id"]:
+                continue
+            meta = t["test_metadata"]
+            if meta["name"] == "unique":
+                tested.add((meta["kwargs"]["column_name"],))
+            elif meta["name"] == "ateda_unique_combination":
+                tested.add(tuple(meta["kwargs"]["columns"]))
+        assert tuple(grain) in tested, f"{name}: grain {grain} not tested unique ({tested})"
+    for t in tests:  # a silver model's tests reference silver models only
+        attached = nodes.get(t["attached_node"] or "", {})
+        if attached.get("fqn", [None, None])[1] == "silver":
+            layers = {nodes[d]["fqn"][1] for d in t["depends_on"]["nodes"] if d in nodes}
+            assert layers == {"silver"}, f"{t['name']} needs {layers}"
+    assert (Path(__file__).resolve().parents[1] / "dbt" / "tests" / "fixtures").is_dir()
+    unit = [n for n in _manifest(s).get("unit_tests", {}).values()]
+    assert {u["model"] for u in unit} >= {"detection", "magstats", "transient_candidates"}
+    assert not result.errors  # dbt build ran the unit tests first; a failing one fails the build
+
+
 def test_detections_match_avro(home, reference):
     with _con(home[0]) as con:
         actual = _rows(con, "select * from silver.detection", ("candid",))
@@ -332,6 +380,11 @@ def test_incremental_refresh_equals_full_build(home, tmp_path):
     run_ingest(s, [f for f in files if f not in set(first)], quiet=True)
     second = warehouse.refresh(s)
     assert second.new_files > 0
+    # the staging models read only the new files on an incremental run (ephemeral, compiled once for the run)
+    compiled = warehouse.warehouse_dir(s) / "dbt" / "target-local" / "compiled" / "ateda" / "models" / "silver"
+    for name in ("ztf_alert", "detection", "non_detection", "forced_photometry"):
+        sql = (compiled / f"{name}.sql").read_text()
+        assert '"bronze"."alert_delta"' in sql and '"bronze"."alert"' not in sql, name
     with duckdb.connect() as con:
         con.execute(f"attach '{warehouse.duckdb_path(full)}' as f (read_only)")
         con.execute(f"attach '{warehouse.duckdb_path(s)}' as i (read_only)")
