@@ -293,3 +293,30 @@ def test_a_bronze_letter_carries_the_real_cause_masked_not_flasks_generic_500(en
     assert "Internal Server Error" not in letter.error
     assert password not in letter.error and "***" in letter.error
     assert letter.event["id"] == staged["id"] and letter.event["data"] == staged["data"]
+
+
+def test_ateda_replay_command_selects_by_trigger_and_says_when_a_name_is_no_trigger(env_settings, capsys):
+    import argparse
+
+    from ateda import cli
+
+    lake = lake_store(env_settings)
+    old_refresh_letter(lake, _event(events.BRONZE_COMMITTED))
+    old_function_letter(lake, _event(events.OBJECT_CREATED))
+    sinks = {t.subscriber: Sink() for t in TRIGGERS}
+    broker = Broker(TRIGGERS, {svc: s.base for svc, s in sinks.items()}, env_settings.home / "spool", lake).start()
+    try:
+        url = f"{broker.url}/ateda/ateda"
+        assert cli.cmd_replay(argparse.Namespace(trigger="refresh-on-bronze-committed", broker=url), env_settings) == 0
+        out = capsys.readouterr()
+        assert f"replayed 1 event(s) to {url}" in out.out and not out.err
+        assert cli.cmd_replay(argparse.Namespace(trigger=events.OBJECT_CREATED, broker=url), env_settings) == 0
+        out = capsys.readouterr()
+        assert "replayed 1 event(s)" in out.out and "is no Trigger in knative/" in out.err
+        assert deadletters.count(lake) == 0
+        _idle(broker)
+        assert [e["type"] for e in sinks["ateda-dbt-refresh"].events] == [events.BRONZE_COMMITTED]
+    finally:
+        broker.stop()
+        for sub in sinks.values():
+            sub.server.shutdown()
