@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from ateda import crossmatch as xm
+from ateda import deadletters
 from ateda import events
 from ateda import refresh as rf
 from ateda.config import Settings
@@ -427,7 +428,7 @@ def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
     (path,) = list(dl.glob("*.json"))
     body = json.loads(path.read_text())
     assert body["type"] == events.BRONZE_COMMITTED and body["id"] == event["id"]
-    assert body["knativeerrorcode"] == "500" and "dbt exploded" in body["knativeerrordata"]
+    assert body["knativeerrorcode"] == "500" and "dbt exploded" in deadletters.decode_error(body["knativeerrordata"])
     assert body["knativeerrordest"] == "dbt-refresh"
     events.validate({k: v for k, v in body.items() if not k.startswith("knativeerror")})
     assert not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json"))
@@ -468,7 +469,8 @@ def test_a_failed_emit_is_retried_without_running_dbt_again(lake_settings, monke
     assert len(fake.calls) == 2 and len(emitted) == 1
     (path,) = list(dl.glob("*.json"))
     body = json.loads(path.read_text())
-    assert body["id"] == "1002" and "emitting" in body["knativeerrordata"] and "unreachable" in body["knativeerrordata"]
+    cause = deadletters.decode_error(body["knativeerrordata"])
+    assert body["id"] == "1002" and "emitting" in cause and "unreachable" in cause
     assert not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json"))
     w.stop()
 

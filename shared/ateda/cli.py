@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     cut.add_argument("-o", "--out", type=Path, default=Path("."))
     cut.set_defaults(func=cmd_cutout)
     rep = sub.add_parser("replay", help="re-send dead-lettered events to the broker")
-    rep.add_argument("--trigger", default=None)
+    rep.add_argument("--trigger", default=None,
+                     help="a Trigger's name in knative/ (e.g. bronze-on-alerts-staged): the same letters locally and "
+                          "in the cluster")
     rep.add_argument("--broker", default=None, help="broker URL (default: the running local runtime)")
     rep.set_defaults(func=cmd_replay)
     demo = sub.add_parser("demo", help="generate a synthetic night and ingest it, offline, with any real alerts given")
