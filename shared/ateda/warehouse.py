@@ -26,6 +26,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -335,7 +336,7 @@ def dbt_profile(settings: Settings, target: str = "local") -> Path:
         return default
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["as_number"] = lambda x: x
+    env.filters["as_number"] = _as_number
     text = env.from_string((dbt_dir(settings) / "profiles.yml").read_text()).render(env_var=env_var)
     folder = warehouse_dir(settings) / "dbt" / f"profiles-{target}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -345,6 +346,13 @@ def dbt_profile(settings: Settings, target: str = "local") -> Path:
         fh.write(text)
     os.replace(tmp, folder / "profiles.yml")
     return folder
+
+
+def _as_number(value: str) -> str:
+    """dbt's ``as_number`` left for dbt's own rendering of the profile (it makes the YAML value a number)."""
+    if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", str(value)):
+        raise ConfigError(f"dbt/profiles.yml wants a number, got {value!r}")
+    return f"{{{{ '{value}' | as_number }}}}"
 
 
 def run_dbt(settings: Settings, args: list[str], target: str = "local"):  # noqa: ANN201
