@@ -34,6 +34,22 @@ def test_every_field_of_every_section_has_exactly_one_variable():
     assert len({v.name for v in VARIABLES}) == len(VARIABLES)
 
 
+def test_every_variable_the_manifests_and_image_set_is_in_the_table():
+    """A name set in knative/, deploy/ or docker/ that the table does not know would be silently ignored."""
+    import re
+
+    known = {v.name for v in VARIABLES} | {a for v in VARIABLES for a in v.aliases}
+    found = set()
+    for folder in ("knative", "deploy", "docker"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".yaml", ".yml", ".tpl", ""):
+                text = path.read_text(errors="replace")  # `- name: X` in YAML, `ENV X=... \` lines in the Dockerfile
+                found |= set(re.findall(r"name: (ATEDA_[A-Z0-9_]+)", text))
+                found |= set(re.findall(r"(?m)^(?:ENV)?\s+(ATEDA_[A-Z0-9_]+)=", text))
+    assert {"ATEDA_DBT_DIR", "ATEDA_EVENTS_DIR", "ATEDA_REFRESH_DEBOUNCE_MS"} <= found, "the scan is broken"
+    assert found - known == set()
+
+
 def _environment_readers(path: Path) -> list[str]:
     """Every ``os.environ`` / ``os.getenv`` / ``environ`` / ``getenv`` name in a module, with its line."""
     hits = []
