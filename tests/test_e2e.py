@@ -18,7 +18,7 @@ import pytest
 from ateda.catalog import ensure_tables, load_catalog
 from ateda.cli import run_ingest
 from ateda.ingest import IngestFailed
-from ateda.config import Settings
+from ateda.config import RefreshSettings, Settings
 from ateda.runtime import Runtime
 from ateda.storage import lake_store
 from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
@@ -218,8 +218,7 @@ def test_catalog_matches_reach_silver_through_events_alone(tmp_path, monkeypatch
     from ateda import crossmatch as xm
     from ateda import warehouse
 
-    monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "300")
-    s = Settings(home=tmp_path / "home", commit_window_ms=200).resolved()
+    s = Settings(home=tmp_path / "home", commit_window_ms=200, refresh=RefreshSettings(debounce_s=0.3)).resolved()
     files = [f for f in alert_files() if f.name not in NOT_ZTF and f.name != DAMAGED_TAIL][100:130]
     pos = _positions(files)
     assert len(pos) >= 20  # the same alert comes from several sources

@@ -15,7 +15,7 @@ from ateda import crossmatch as xm
 from ateda import deadletters
 from ateda import events
 from ateda import refresh as rf
-from ateda.config import Settings
+from ateda.config import Settings, settings
 from ateda.errors import TransientError
 from conftest import alert_files, put_alerts, validate_all
 from test_functions import app, post
@@ -371,6 +371,7 @@ def test_a_burst_of_commits_is_one_run_and_the_event_validates(env_settings, sin
     fake = FakeDbt()
     monkeypatch.setattr(rf, "run_refresh", fake)
     monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "400")
+    settings.cache_clear()  # the function reads the settings once per process: read them again with this debounce
     client = app("dbt_refresh")
     t0 = time.monotonic()
     for i in range(8):
@@ -500,6 +501,7 @@ def test_one_real_refresh_on_real_alerts(env_settings, sink, monkeypatch):
     s = env_settings
     committed = _ingest(s, sink, 12)
     monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "100")
+    settings.cache_clear()  # the function reads the settings once per process: read them again with this debounce
     client = app("dbt_refresh")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
