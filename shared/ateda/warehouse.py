@@ -487,8 +487,8 @@ def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select:
     started = dt.datetime.now(dt.timezone.utc)
     since = state.get("bronze_since", "1970-01-01 00:00:00")
     start = time.perf_counter()
-    res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select, {"bronze_since": since}),
-                  "cluster")
+    dbt_vars = {"bronze_since": since, "iceberg_catalog": settings.dbt.iceberg_catalog}
+    res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select, dbt_vars), "cluster")
     result = _result("cluster", res, time.perf_counter() - start, 0)
     if not result.success:
         raise WarehouseError("dbt failed: " + "; ".join(result.errors or ["see the dbt log"])) from res.exception
