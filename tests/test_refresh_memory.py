@@ -147,3 +147,20 @@ def test_refresh_peak_rss_stays_bounded(lake):
     bound = noop["peak_rss"] + 2 * data + 128 * MiB
     assert full["peak_rss"] < bound, (f"full build {full['peak_rss'] / MiB:.0f} MiB, no-op "
                                       f"{noop['peak_rss'] / MiB:.0f} MiB, bronze.alert {data / MiB:.0f} MiB")
+
+
+def test_a_child_reports_its_own_peak_not_its_parents():
+    """ru_maxrss survives fork and exec on Linux: late in a suite pytest is over 1 GiB, and a refresh child would
+    report that. own_peak_rss reads the child's own high-water mark."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(600 * MiB)  # touched: resident in this (parent) process
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = ("import json, resource; from ateda.bench import own_peak_rss; "
+            "print(json.dumps([own_peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]))")
+    own, maxrss = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                            check=True).stdout)
+    del ballast
+    assert own < 200 * MiB, own
+    assert maxrss > 500 * MiB, "ru_maxrss no longer inherits the parent's size here: the test shows nothing"

@@ -275,21 +275,32 @@ def _text(r: dict) -> str:
     return "\n".join(lines)
 
 
+def own_peak_rss() -> int:
+    """This process's peak RSS in bytes since its program started: VmHWM of its own memory map. Not ru_maxrss,
+    which Linux carries across fork and exec, so a child of a big parent (pytest late in a suite) would report the
+    parent's size."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 _REFRESH_CHILD = """
-import json, resource, sys, time
+import json, sys, time
+from ateda.bench import own_peak_rss
 from ateda.config import settings
 from ateda.warehouse import refresh
 t0 = time.perf_counter()
 res = refresh(settings(), full_refresh=sys.argv[1] == "full")
 seconds = time.perf_counter() - t0
-peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-print(json.dumps({"seconds": seconds, "new_files": res.new_files, "rows": res.rows, "peak_rss": peak * 1024}))
+print(json.dumps({"seconds": seconds, "new_files": res.new_files, "rows": res.rows, "peak_rss": own_peak_rss()}))
 """
 
 
 def refresh_in_child(settings: Settings, full_refresh: bool = False) -> dict:
-    """One local dbt refresh in a fresh Python process: its time, rows and peak RSS (``getrusage`` ru_maxrss of
-    the process and of its children: the kernel's own high-water mark, not a sample)."""
+    """One local dbt refresh in a fresh Python process: its time, rows and peak RSS (the kernel's own high-water
+    mark of that process, not a sample: :func:`own_peak_rss`; dbt runs in-process)."""
     import json
     import subprocess
     import sys

@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
@@ -80,13 +83,20 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
 def load_catalog(settings: Settings) -> Catalog:
     from pyiceberg.catalog import load_catalog as _load
 
-    try:
-        return _load(settings.catalog_name, **catalog_properties(settings))
-    except Exception as exc:  # connection refused, auth...: the catalog is unavailable
-        from .redact import mask  # the URI's password and the S3 keys never reach an error message or a log
+    for attempt in range(3):
+        try:
+            return _load(settings.catalog_name, **catalog_properties(settings))
+        except Exception as exc:  # connection refused, auth...: the catalog is unavailable
+            # the SQL catalog creates its own tables on first use: a process that raced another there sees
+            # "already exists", and the next try finds them
+            if "already exists" in str(exc) and attempt < 2:
+                time.sleep(random.uniform(0.05, 0.2))
+                continue
+            from .redact import mask  # the URI's password and the S3 keys never reach an error message or a log
 
-        raise TransientError(mask(f"catalog unavailable at {settings.catalog_uri}: {exc}",
-                                  (settings.s3_secret_key, settings.s3_access_key))) from exc
+            raise TransientError(mask(f"catalog unavailable at {settings.catalog_uri}: {exc}",
+                                      (settings.s3_secret_key, settings.s3_access_key))) from exc
+    raise AssertionError("unreachable")
 
 
 def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
