@@ -138,3 +138,16 @@ def pg_uri():  # noqa: ANN201
     """A fresh PostgreSQL catalog database for one test."""
     with pg_database() as uri:
         yield uri
+
+
+# The slow tier: modules whose tests start a full runtime, run dbt or race several processes. `pytest -m "not slow"`
+# is the fast tier for the edit loop; the README's test command (and CI) runs both.
+SLOW_MODULES = {"test_hostile_e2e", "test_bronze_safety", "test_maintenance", "test_e2e", "test_e2e_s3_postgres",
+                "test_dbt", "test_refresh_memory", "test_refresh_crossmatch", "test_prometheus_scrape", "test_demo",
+                "test_runtime_safety"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -29,6 +29,7 @@ def rows(s, table: str):  # noqa: ANN001, ANN201
     return ensure_tables(load_catalog(s), s)[table].scan().to_arrow()
 
 
+@pytest.mark.slow
 def test_split_then_bronze_every_real_alert_once(env_settings, sink):
     s = env_settings
     files = alert_files()

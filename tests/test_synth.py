@@ -185,6 +185,7 @@ def test_cutouts_are_gzipped_63x63_fits(night: list[dict[str, Any]]) -> None:
         assert "CRVAL1" in _fits_header(alert["cutoutScience"]["stampData"])
 
 
+@pytest.mark.slow
 def test_candids_are_unique_over_a_big_night():
     """A bench-sized night: every alert has its own candid (file names and bronze rows depend on it)."""
     candids = [a["candid"] for a in synth.generate_alerts(20_000, seed=7, unique_cutouts=False)]
