@@ -14,7 +14,7 @@ import fastavro
 import psycopg2
 import pytest
 
-from ateda import events
+from ateda.events import catalogue as events
 from ateda.config import Settings, settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def validate_all(evts: list[dict]) -> None:
 
 
 def put_alerts(s: Settings, files: list[Path]) -> list[dict]:
-    from ateda.storage import bucket_store
+    from ateda.lake.storage import bucket_store
 
     store = bucket_store(s)
     return [{"key": f.name, "etag": store.put_bytes(f.name, f.read_bytes())} for f in files]

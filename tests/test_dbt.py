@@ -20,7 +20,7 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from ateda import warehouse
+from ateda.warehouse import build as warehouse
 from ateda.cli import main, run_ingest
 from ateda.config import Settings
 from conftest import ALERTS, NOT_ZTF, alert_files

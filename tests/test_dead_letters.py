@@ -16,15 +16,17 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 from werkzeug.serving import make_server
 
-from ateda import deadletters, events
-from ateda import refresh as rf
-from ateda.broker import Broker
+from ateda.lake import deadletters
+
+from ateda.events import catalogue as events
+from ateda.steps import dbt_refresh as rf
+from ateda.local.broker import Broker
 from ateda.config import settings
 from ateda.ingest import IngestFailed, _DeadLetters
-from ateda.routing import knative_dir, load_triggers
-from ateda.runtime import free_port
+from ateda.events.routing import knative_dir, load_triggers
+from ateda.local.runtime import free_port
 from ateda.status import status
-from ateda.storage import lake_store
+from ateda.lake.storage import lake_store
 from conftest import REPO, Sink, alert_files, put_alerts
 
 TRIGGERS = load_triggers(knative_dir())
@@ -64,7 +66,7 @@ def old_refresh_letter(lake, event: dict):  # noqa: ANN001, ANN201
 
 @pytest.fixture
 def lake(tmp_path):  # noqa: ANN201
-    from ateda.storage import LocalStore
+    from ateda.lake.storage import LocalStore
 
     return LocalStore(tmp_path / "lake")
 

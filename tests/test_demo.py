@@ -11,7 +11,7 @@ from collections import defaultdict
 import duckdb
 import fastavro
 
-from ateda import warehouse
+from ateda.warehouse import build as warehouse
 from ateda.cli import DEMO_REAL_PREFIX, main
 from ateda.config import settings
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files

@@ -1390,7 +1390,7 @@ def exported_metrics() -> frozenset[str]:
     """Sample names shared/ateda/metrics.py exports, read from the prometheus_client registry after creating them."""
     from prometheus_client import REGISTRY
 
-    from ateda.metrics import m
+    from ateda.serving.metrics import m
 
     m()
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),

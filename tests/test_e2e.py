@@ -15,12 +15,12 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from ateda.catalog import ensure_tables, load_catalog
+from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.cli import run_ingest
 from ateda.ingest import IngestFailed
 from ateda.config import RefreshSettings, Settings
-from ateda.runtime import Runtime
-from ateda.storage import lake_store
+from ateda.local.runtime import Runtime
+from ateda.lake.storage import lake_store
 from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
 
 OTHER_SCHEMA = {"type": "record", "name": "Weather", "fields": [{"name": "city", "type": "string"},
@@ -167,7 +167,7 @@ def test_local_end_to_end_every_real_alert_bad_input_and_duplicates(local_settin
 
 
 def test_transient_failure_retries_dead_letters_and_replays(tmp_path):
-    from ateda.broker import replay
+    from ateda.local.broker import replay
 
     good = Settings(home=tmp_path / "home", commit_window_ms=100).resolved()
     down = Settings(home=good.home, lake=good.lake, warehouse=good.warehouse,
@@ -215,8 +215,8 @@ def test_catalog_matches_reach_silver_through_events_alone(tmp_path, monkeypatch
     Avro files (haversine, brute force: independent of the pipeline's Vincenty)."""
     from prometheus_client import REGISTRY
 
-    from ateda import crossmatch as xm
-    from ateda import warehouse
+    from ateda.steps import crossmatch as xm
+    from ateda.warehouse import build as warehouse
 
     s = Settings(home=tmp_path / "home", commit_window_ms=200, refresh=RefreshSettings(debounce_s=0.3)).resolved()
     files = [f for f in alert_files() if f.name not in NOT_ZTF and f.name != DAMAGED_TAIL][100:130]

@@ -10,8 +10,8 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 from prometheus_client import REGISTRY
 
-from ateda import events
-from ateda.catalog import ensure_tables, load_catalog
+from ateda.events import catalogue as events
+from ateda.lake.iceberg import ensure_tables, load_catalog
 from conftest import DAMAGED_TAIL, NOT_ZTF, REPO, alert_files, expected_alerts, put_alerts, validate_all
 
 
@@ -99,8 +99,8 @@ def test_a_new_lake_holds_the_full_4_02_layout_and_takes_old_alerts(env_settings
     schemas still commit (their missing fields are NULL) and their own extra fields are unioned in."""
     import pyarrow as pa
 
-    from ateda.alerts import canonical_struct
-    from ateda.ztf_layout import canonical_field_types
+    from ateda.ztf.alerts import canonical_struct
+    from ateda.ztf.layout import canonical_field_types
 
     def nested_fields(table) -> dict[str, dict]:  # noqa: ANN001
         arrow, out = table.schema().as_arrow(), {}
@@ -176,7 +176,7 @@ def test_bronze_raises_500_when_the_catalog_is_down(env_settings, sink, monkeypa
 
 
 def _put(s, key: str, data: bytes) -> str:  # noqa: ANN001
-    from ateda.storage import bucket_store
+    from ateda.lake.storage import bucket_store
 
     return bucket_store(s).put_bytes(key, data)
 

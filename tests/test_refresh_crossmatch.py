@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from ateda import crossmatch as xm
-from ateda import deadletters
-from ateda import events
-from ateda import refresh as rf
+from ateda.steps import crossmatch as xm
+from ateda.lake import deadletters
+from ateda.events import catalogue as events
+from ateda.steps import dbt_refresh as rf
 from ateda.config import Settings, settings
 from ateda.errors import TransientError
 from conftest import alert_files, put_alerts, validate_all
@@ -99,7 +99,7 @@ def test_only_the_needed_cells_are_read_and_pruning_loses_nothing(lake_settings,
     assert len(info.cells) > 8_000
     alerts = _alerts([(1, 0.0, 0.0), (2, 359.99, 0.01), (3, 33.0, 89.995), (4, 150.0, -20.0)])
 
-    from ateda.storage import LocalStore
+    from ateda.lake.storage import LocalStore
 
     reads: list[str] = []
     orig = LocalStore.get_bytes
@@ -178,7 +178,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     """bronze.crossmatch -> silver.crossmatch_catalog with dbt on DuckDB: distances known by construction, a
     catalog id held twice kept once (the nearest), a re-registered catalog's new version flagged latest for the
     alerts it matched, and a refresh without new data changes nothing."""
-    from ateda import warehouse
+    from ateda.warehouse import build as warehouse
 
     s = env_settings
     committed = _ingest(s, sink, 8)
@@ -254,7 +254,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     first_gold = gold()
     assert set(first_gold) == {(oid, "watch") for oid in alerts["objectId"].to_pylist() if oid}
     assert {v[0] for v in first_gold.values()} == {v1}
-    from ateda.science import format_object, object_info
+    from ateda.warehouse.science import format_object, object_info
 
     (oid, _), row = min(first_gold.items(), key=lambda kv: (-kv[1][4], kv[0]))  # the object with most sources
     info = object_info(s, oid)
@@ -299,8 +299,8 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     """No table yet: DuckDB gets an empty typed bronze.crossmatch (nothing created in the catalog). A table written
     before ``matched_at`` existed: DuckDB reads the column as NULL; the next commit adds it to the table."""
     import duckdb
-    from ateda import warehouse
-    from ateda.catalog import TABLE_PROPERTIES, load_catalog
+    from ateda.warehouse import build as warehouse
+    from ateda.lake.iceberg import TABLE_PROPERTIES, load_catalog
 
     s = lake_settings
     s.home.mkdir(parents=True, exist_ok=True)
@@ -347,7 +347,7 @@ class FakeDbt:
             if self.fail:
                 self.fail -= 1
                 raise RuntimeError("dbt exploded")
-        from ateda.warehouse import RefreshResult
+        from ateda.warehouse.build import RefreshResult
 
         return RefreshResult(target=target, success=True, seconds=self.seconds, new_files=1,
                              models={"detection": {"status": "success", "rows_affected": 3, "seconds": 0.1}},
@@ -511,7 +511,7 @@ def test_one_real_refresh_on_real_alerts(env_settings, sink, monkeypatch):
     d = evt["data"]
     assert d["target"] == "local" and d["requests"] == len(committed) and d["new_files"] >= 1
     assert all(m["status"] == "success" for m in d["models"].values()) and "detection" in d["models"]
-    from ateda.warehouse import connect
+    from ateda.warehouse.build import connect
 
     with connect(s) as con:
         n = con.execute("select count(*) from silver.ztf_alert").fetchone()[0]

@@ -18,8 +18,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ateda import warehouse
-from ateda.bench import refresh_in_child
+from ateda.warehouse import build as warehouse
+from ateda.dev.bench import refresh_in_child
 from ateda.cli import run_ingest
 from ateda.config import Settings
 from conftest import ALERTS

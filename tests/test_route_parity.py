@@ -1,11 +1,11 @@
-"""Both modes route identically: the local broker (ateda.routing + ateda.broker) and Knative read the same Trigger
+"""Both modes route identically: the local broker (ateda.events.routing + ateda.local.broker) and Knative read the same Trigger
 YAML, and for a table of events they pick the same subscribers.
 
 (a) is an independent evaluation of the Trigger ``filters`` as the Knative docs describe them (eventing "Triggers":
 filters is a list that must all pass, each one of exact / prefix / suffix with one attribute, all / any over a list,
 not over one filter; an absent attribute never matches exact/prefix/suffix; an empty ``filters`` matches everything;
 the legacy ``filter.attributes`` is only used when ``filters`` is empty, and a "" value there means any value), written
-here without ateda.routing. (b) is the real Broker over HTTP, delivering to recording subscriber servers.
+here without ateda.events.routing. (b) is the real Broker over HTTP, delivering to recording subscriber servers.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ateda import events
-from ateda.broker import Broker
+from ateda.events import catalogue as events
+from ateda.local.broker import Broker
 from ateda.config import Settings
-from ateda.routing import load_triggers
-from ateda.storage import lake_store
+from ateda.events.routing import load_triggers
+from ateda.lake.storage import lake_store
 from conftest import REPO, Sink
 
 KNATIVE = REPO / "knative"

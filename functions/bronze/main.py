@@ -8,10 +8,10 @@ import time
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from ateda.bronze import Chunk, GroupCommitter
+from ateda.steps.bronze import Chunk, GroupCommitter
 from ateda.config import settings
-from ateda.function import emitter, request_scope
-from ateda.metrics import m
+from ateda.serving.request import emitter, request_scope
+from ateda.serving.metrics import m
 
 
 @functions_framework.cloud_event

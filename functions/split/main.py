@@ -9,11 +9,11 @@ import logging
 
 from ateda.config import settings
 from ateda.errors import BadInput
-from ateda.function import emitter, request_scope
+from ateda.serving.request import emitter, request_scope
 from ateda.keys import UnsafeName, check_bucket
-from ateda.metrics import m
-from ateda.split import Splitter
-from ateda.storage import bucket_store, lake_store
+from ateda.serving.metrics import m
+from ateda.steps.split import Splitter
+from ateda.lake.storage import bucket_store, lake_store
 
 log = logging.getLogger("ateda.split")
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from ateda.errors import ConfigError
 
-_REPO = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- sections
@@ -69,8 +69,8 @@ class MetricsSettings:
 class PathSettings:
     """Project folders the code reads (the image sets them) and the local warehouse file."""
 
-    dbt_dir: Path = _REPO / "dbt"
-    events_dir: Path = _REPO / "events"
+    dbt_dir: Path = REPO_ROOT / "dbt"
+    events_dir: Path = REPO_ROOT / "events"
     duckdb_path: str = ""  # empty: $ATEDA_HOME/warehouse/ateda.duckdb
 
 
@@ -399,7 +399,7 @@ class Settings:
     def effective(self, masked: bool = True) -> dict[str, dict[str, Any]]:
         """Section -> variable -> effective value in the variable's unit (what ``ateda config`` prints), the local
         runtime's from this process's environment; secrets masked unless told."""
-        from .redact import MASK, mask_uri
+        from ateda.redact import MASK, mask_uri
 
         out: dict[str, dict[str, Any]] = {}
         local = local_settings()

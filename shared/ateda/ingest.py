@@ -11,17 +11,19 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import deadletters, events
-from .catalog import ensure_tables, load_catalog
-from .config import Settings
-from .alerts import Source
-from .errors import TransientError
-from .keys import UnsafeName, printable
-from .quarantine import quarantine
-from .storage import arrow_filesystem, bucket_store, lake_store
+from ateda.lake import deadletters
+
+from ateda.events import catalogue as events
+from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.config import Settings
+from ateda.ztf.alerts import Source
+from ateda.errors import TransientError
+from ateda.keys import UnsafeName, printable
+from ateda.lake.quarantine import quarantine
+from ateda.lake.storage import arrow_filesystem, bucket_store, lake_store
 
 log = logging.getLogger(__name__)
-BRONZE_QUARANTINE = "quarantine/schema_conflict/bronze/"  # chunks bronze refused (ateda.bronze.QUARANTINE_PREFIX)
+BRONZE_QUARANTINE = "quarantine/schema_conflict/bronze/"  # chunks bronze refused (ateda.steps.bronze.QUARANTINE_PREFIX)
 
 @dataclass
 class Uploaded:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import fastavro
 
-from .config import Settings, child_env
+from ateda.config import Settings, child_env
 
 
 def _ceiling_files(files: list[Path]) -> float:
@@ -200,10 +200,10 @@ def _cpu_by_role(rt) -> dict[str, float]:  # noqa: ANN001
 
 
 def _end_to_end(home: Path, inputs: list[Path]) -> dict:
-    from .catalog import ensure_tables, load_catalog
-    from .ingest import iceberg_commits
-    from .cli import run_ingest
-    from .runtime import Runtime, ingestion_functions
+    from ateda.lake.iceberg import ensure_tables, load_catalog
+    from ateda.ingest import iceberg_commits
+    from ateda.cli import run_ingest
+    from ateda.local.runtime import Runtime, ingestion_functions
 
     settings = Settings(home=home).resolved()
     with RssSampler() as rss, Runtime(settings, functions=ingestion_functions()) as rt:
@@ -230,8 +230,8 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
 
 
 def run_bench(n: int = 20_000, keep: bool = False, seed: int = 7) -> dict:
-    from .runtime import ingestion_functions
-    from .synth import write_single_files
+    from ateda.local.runtime import ingestion_functions
+    from ateda.dev.synth import write_single_files
 
     work = Path(tempfile.mkdtemp(prefix="ateda-bench-"))
     try:
@@ -278,7 +278,7 @@ def _text(r: dict) -> str:
 _REFRESH_CHILD = """
 import json, resource, sys, time
 from ateda.config import settings
-from ateda.warehouse import refresh
+from ateda.warehouse.build import refresh
 t0 = time.perf_counter()
 res = refresh(settings(), full_refresh=sys.argv[1] == "full")
 seconds = time.perf_counter() - t0
@@ -308,9 +308,9 @@ def run_refresh_bench(n: int = 20_000, new: int = 200, seed: int = 7) -> dict:
 
     Each refresh runs in its own process, so its peak RSS is measured exactly (``refresh_in_child``); the peak
     RSS of every split worker (server and forked workers, VmHWM) is read while the night is ingested."""
-    from .cli import run_ingest
-    from .runtime import Runtime, ingestion_functions
-    from .synth import write_single_files, write_tarball
+    from ateda.cli import run_ingest
+    from ateda.local.runtime import Runtime, ingestion_functions
+    from ateda.dev.synth import write_single_files, write_tarball
 
     mib = lambda b: round(b / 2**20, 1)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="ateda-bench-refresh-"))
@@ -354,11 +354,11 @@ def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
     the incremental dbt refresh after it (compacted rows are not new: it reads no file)."""
     import duckdb
 
-    from .cli import run_ingest
-    from .maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
-    from .runtime import Runtime, ingestion_functions
-    from .synth import write_single_files
-    from .warehouse import prepare_bronze, refresh
+    from ateda.cli import run_ingest
+    from ateda.steps.maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
+    from ateda.local.runtime import Runtime, ingestion_functions
+    from ateda.dev.synth import write_single_files
+    from ateda.warehouse.build import prepare_bronze, refresh
 
     def measure() -> dict:
         tables = lake_tables(settings)

@@ -10,14 +10,14 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from .config import Settings
-from .keys import printable
+from ateda.config import Settings
+from ateda.keys import printable
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from .function import configure_logging
+    from ateda.serving.request import configure_logging
 
     configure_logging()
     return args.func(args, Settings.from_env()) or 0
@@ -69,16 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     cfg.add_argument("--json", action="store_true", help="machine-readable: section -> variable -> value")
     cfg.add_argument("--doc", action="store_true", help="instead: the settings reference page (docs/settings.md)")
     cfg.set_defaults(func=cmd_config)
-    from .science import register; register(sub)  # noqa: E702
-    from .crossmatch import register as _xm; _xm(sub)  # noqa: E702
-    from .maintenance import register as _mt; _mt(sub)  # noqa: E702
+    from ateda.warehouse.science import register; register(sub)  # noqa: E702
+    from ateda.steps.crossmatch import register as _xm; _xm(sub)  # noqa: E702
+    from ateda.steps.maintenance import register as _mt; _mt(sub)  # noqa: E702
     return p
 
 
 def cmd_up(args, settings: Settings) -> int:  # noqa: ANN001
     import signal
 
-    from .runtime import Runtime
+    from ateda.local.runtime import Runtime
 
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     if args.metrics_port:
@@ -104,7 +104,7 @@ def ensure_runtime(settings: Settings):  # noqa: ANN201
     """The running runtime if ``ateda up`` runs on this home, else one started for the caller's duration: the
     ingestion functions only (a background dbt refresh would be cut short when the caller exits; `ateda refresh`
     or `ateda up` run the science functions)."""
-    from .runtime import Runtime, ingestion_functions, running_runtime
+    from ateda.local.runtime import Runtime, ingestion_functions, running_runtime
 
     return nullcontext() if running_runtime(settings) else Runtime(settings, functions=ingestion_functions())
 
@@ -113,7 +113,7 @@ def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout:
                quiet: bool = False):  # noqa: ANN201
     from tqdm import tqdm
 
-    from .ingest import expand, iceberg_commits, summarise, upload, wait_committed
+    from ateda.ingest import expand, iceberg_commits, summarise, upload, wait_committed
 
     files = expand(paths)
     with ensure_runtime(settings):
@@ -130,7 +130,7 @@ def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout:
 
 
 def cmd_ingest(args, settings: Settings) -> int:  # noqa: ANN001
-    from .ingest import IngestFailed
+    from ateda.ingest import IngestFailed
 
     try:
         summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json)
@@ -158,8 +158,8 @@ def _print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
 
 
 def cmd_status(args, settings: Settings) -> int:  # noqa: ANN001
-    from .redact import mask
-    from .status import status
+    from ateda.redact import mask
+    from ateda.status import status
 
     try:
         info = status(settings)
@@ -199,7 +199,7 @@ def _print_runtime(rt: dict) -> None:
 
 
 def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
-    from .status import cutouts_of
+    from ateda.status import cutouts_of
 
     rows = cutouts_of(settings, args.candid)
     if not rows:
@@ -214,9 +214,9 @@ def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_replay(args, settings: Settings) -> int:  # noqa: ANN001
-    from .deadletters import default_triggers, replay
-    from .runtime import running_runtime
-    from .storage import lake_store
+    from ateda.lake.deadletters import default_triggers, replay
+    from ateda.local.runtime import running_runtime
+    from ateda.lake.storage import lake_store
 
     running = running_runtime(settings) or {}
     url = args.broker or running.get("broker")
@@ -234,7 +234,7 @@ def cmd_replay(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
-    from .synth import write_single_files, write_tarball
+    from ateda.dev.synth import write_single_files, write_tarball
 
     src = settings.home / "demo-input"
     tar_n = args.n // 2
@@ -249,7 +249,7 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
         if not args.json:
             print(f"\nreal ZTF alerts from {', '.join(map(str, real))} (bucket prefix {DEMO_REAL_PREFIX}):")
         _print_summary(run_ingest(settings, real, prefix=DEMO_REAL_PREFIX, quiet=args.json), args.json)
-    from .warehouse import refresh
+    from ateda.warehouse.build import refresh
 
     result = refresh(settings)  # silver and gold, as the dbt-refresh function does after commits
     plotted = _plot_richest_real_object(settings) if real else None
@@ -271,8 +271,8 @@ DEMO_REAL_PREFIX = "ztf-real/"
 def _plot_richest_real_object(settings: Settings) -> Path | None:
     """Plot the object, among those whose alerts came in under the demo's real-data prefix, with the most
     detections: the light curve an astronomer would look at first."""
-    from .science import plot_object
-    from .warehouse import connect
+    from ateda.warehouse.science import plot_object
+    from ateda.warehouse.build import connect
 
     with connect(settings) as con:
         row = con.execute(
@@ -285,7 +285,7 @@ def _plot_richest_real_object(settings: Settings) -> Path | None:
 
 
 def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
-    from .bench import run_bench, run_maintenance_bench, run_refresh_bench
+    from ateda.dev.bench import run_bench, run_maintenance_bench, run_refresh_bench
 
     if args.maintenance:
         result = run_maintenance_bench(args.n)
@@ -296,7 +296,7 @@ def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_config(args, settings: Settings) -> int:  # noqa: ANN001
-    from .config import settings_doc
+    from ateda.config import settings_doc
 
     if args.doc:
         print(settings_doc(), end="")

@@ -7,7 +7,7 @@ a re-run stages the same parts, which bronze recognises as already committed.
 Failures stay with the smallest unit they belong to: one alert, one tar member, one object. Anything that goes wrong
 while decoding is bad input for that unit (quarantined with a reason; the rest goes on); only a failure of the store
 itself (:class:`TransientError`, an ``OSError`` writing the lake) fails the request, for the broker to retry.
-Reading is bounded (:class:`~ateda.alerts.Limits`: bytes per member or object, members per tarball, alerts per
+Reading is bounded (:class:`~ateda.ztf.alerts.Limits`: bytes per member or object, members per tarball, alerts per
 container), and so is quarantine: past ``quarantine_records_per_object`` records an object's further rejections are
 counted into one summary record per reason.
 """
@@ -29,12 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
-from .config import Settings
-from .errors import BadInput, TransientError
-from .keys import name_segment
-from .quarantine import quarantine
-from .storage import ObjectStore
+from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
+from ateda.config import Settings
+from ateda.errors import BadInput, TransientError
+from ateda.keys import name_segment
+from ateda.lake.quarantine import quarantine
+from ateda.lake.storage import ObjectStore
 
 Emit = Callable[[str, dict, str], None]  # (event type, data, subject)
 TAR_STREAM = "<tar stream>"  # the member name of a failure of the tarball itself (not of one member)
@@ -380,7 +380,7 @@ class Splitter:
         the first ``quarantine_records_per_object`` members or alerts, then only a count per reason (see
         _write_summaries). A failure of the object or tarball itself (no member, or ``<tar stream>``) is always
         recorded, with a copy of the original object."""
-        from .metrics import m
+        from ateda.serving.metrics import m
 
         m().rejected.labels(self.function, err.reason).inc()
         whole = member in (None, TAR_STREAM)  # a failure of the object itself: at most a few, always recorded

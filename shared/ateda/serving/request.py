@@ -12,11 +12,11 @@ from typing import Iterator
 from werkzeug.exceptions import abort
 from werkzeug.wrappers import Response
 
-from . import events
-from .config import settings
-from .errors import TransientError
-from .metrics import m
-from .redact import mask
+from ateda.events import catalogue as events
+from ateda.config import settings
+from ateda.errors import TransientError
+from ateda.serving.metrics import m
+from ateda.redact import mask
 
 log = logging.getLogger("ateda")
 _metrics_lock = threading.Lock()
@@ -116,7 +116,7 @@ def install_secret_masking() -> None:
         if _masking_installed:
             return
         _masking_installed = True
-    from .redact import mask
+    from ateda.redact import mask
 
     make = logging.getLogRecordFactory()
     formatter = logging.Formatter()

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import requests
 
-from .broker import Broker
-from .config import LocalSettings, Settings, child_env, local_settings
-from .metrics import m
-from .routing import knative_dir, load_triggers
-from .storage import lake_store
-from .watcher import BucketWatcher
+from ateda.local.broker import Broker
+from ateda.config import REPO_ROOT, LocalSettings, Settings, child_env, local_settings
+from ateda.serving.metrics import m
+from ateda.events.routing import knative_dir, load_triggers
+from ateda.lake.storage import lake_store
+from ateda.local.watcher import BucketWatcher
 
 
 # glibc's dynamic mmap threshold lets the freed 45 KB stamps and multi-MB chunk buffers fragment the heap, so a
@@ -41,7 +41,7 @@ MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def functions_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "functions"
+    return REPO_ROOT / "functions"
 
 
 @dataclass(frozen=True)
@@ -316,7 +316,7 @@ def ping(sink: str) -> dict:
     """Send one maintenance ping, as the PingSource would; returns the event."""
     import yaml
 
-    from . import events
+    from ateda.events import catalogue as events
 
     (source,) = [d for p in sorted(knative_dir().glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
                  if d and d.get("kind") == "PingSource"]

@@ -10,7 +10,7 @@ default 60000, so a steady stream still refreshes), then, holding an exclusive `
 deletes those markers. A failed run is retried ``ATEDA_REFRESH_RETRIES`` times (default 3) with exponential backoff
 (``ATEDA_REFRESH_BACKOFF_MS``, default 1000); so is a failed emit after a successful run (only the emit: dbt does
 not run again for it). When the attempts are exhausted the last triggering event is written as a dead letter
-(:mod:`ateda.deadletters`: ``dead-letter/ateda-dbt-refresh/<time>-<id>.json``, the cause base64 in
+(:mod:`ateda.lake.deadletters`: ``dead-letter/ateda-dbt-refresh/<time>-<id>.json``, the cause base64 in
 ``knativeerrordata`` as Knative writes it, so ``ateda replay`` re-sends it)
 and the markers are dropped. Markers left by a crashed process are picked up by the next one's worker.
 """
@@ -27,8 +27,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from . import deadletters
-from .config import RefreshSettings, Settings
+from ateda.lake import deadletters
+from ateda.config import RefreshSettings, Settings
 
 log = logging.getLogger(__name__)
 SILVER_REFRESHED = "dev.ateda.silver.refreshed"
@@ -40,7 +40,7 @@ DEAD_LETTERS = f"dead-letter/{SUBSCRIBER}/"
 
 def run_refresh(settings: Settings, target: str = "local"):
     """The dbt run itself (module level so that tests can count or fake it)."""
-    from .warehouse import refresh
+    from ateda.warehouse.build import refresh
 
     return refresh(settings, target=target)
 
@@ -50,7 +50,7 @@ RefreshConfig = RefreshSettings  # the section of Settings (ATEDA_REFRESH_*, ATE
 
 def run_lock(settings: Settings, target: str):  # noqa: ANN201
     """One refresh worker runs per target and home at a time (the warehouse also locks each dbt run itself)."""
-    from .warehouse import file_lock
+    from ateda.warehouse.build import file_lock
 
     return file_lock(Path(settings.home) / "refresh" / f"dbt-refresh-{target}.lock")
 
@@ -60,7 +60,7 @@ class RefreshWorker:
 
     def __init__(self, settings: Settings, emit: Callable[[str, dict, str], None],
                  config: RefreshSettings | None = None) -> None:
-        from .storage import lake_store
+        from ateda.lake.storage import lake_store
 
         self.settings = settings
         self.config = config or settings.refresh
@@ -197,7 +197,7 @@ class RefreshWorker:
 
 
 def silver_refreshed_data(result, keys: list[str], evts: list[dict]) -> dict:
-    """The ``data`` of ``dev.ateda.silver.refreshed`` from a :class:`ateda.warehouse.RefreshResult`."""
+    """The ``data`` of ``dev.ateda.silver.refreshed`` from a :class:`ateda.warehouse.build.RefreshResult`."""
     d = result.as_dict() if hasattr(result, "as_dict") else dict(result)
     snaps = []
     for e in evts:

@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import Settings
-from .errors import AtedaError, ConfigError
+from ateda.config import Settings
+from ateda.errors import AtedaError, ConfigError
 
 log = logging.getLogger(__name__)
 NSIDE = 64
@@ -134,7 +134,7 @@ def _read_input(path: Path) -> pa.Table:
 
 def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float, nside: int = NSIDE) -> CatalogInfo:
     """Register (or replace) catalog ``name`` from a Parquet/CSV file; returns its manifest."""
-    from .storage import lake_store
+    from ateda.lake.storage import lake_store
 
     if not _NAME.match(name):
         raise ConfigError(f"catalog name {name!r}: lower-case letters, digits, '-' and '_'")
@@ -171,7 +171,7 @@ def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float,
 
 
 def list_catalogs(settings: Settings) -> list[CatalogInfo]:
-    from .storage import lake_store
+    from ateda.lake.storage import lake_store
 
     lake = lake_store(settings)
     root = getattr(lake, "root", None)
@@ -199,7 +199,7 @@ class MatchStats:
 def match(settings: Settings, alerts: pa.Table, catalogs: list[CatalogInfo] | None = None,
           stats: MatchStats | None = None) -> pa.Table:
     """Matches of ``alerts`` (columns candid, objectId, ra, dec, night) against every registered catalog."""
-    from .storage import lake_store
+    from ateda.lake.storage import lake_store
 
     catalogs = list_catalogs(settings) if catalogs is None else catalogs
     stats = stats if stats is not None else MatchStats()
@@ -243,7 +243,7 @@ def alerts_of_commit(settings: Settings, data: dict) -> pa.Table:
     """candid, objectId, ra, dec, night of the alerts of the event's chunks (found through the ingest ledger)."""
     from pyiceberg.expressions import In
 
-    from .catalog import ensure_tables, load_catalog
+    from ateda.lake.iceberg import ensure_tables, load_catalog
 
     chunks = list(data.get("chunks") or [])
     empty = pa.table({"candid": pa.array([], pa.int64()), "objectId": pa.array([], pa.string()),
@@ -280,7 +280,7 @@ def ensure_table(settings: Settings):
         TableAlreadyExistsError,
     )
 
-    from .catalog import TABLE_PROPERTIES, load_catalog
+    from ateda.lake.iceberg import TABLE_PROPERTIES, load_catalog
 
     catalog = load_catalog(settings)
     ident = f"{settings.namespace}.{TABLE}"
@@ -313,7 +313,7 @@ def existing_table(settings: Settings):  # noqa: ANN201
     """bronze.crossmatch if it exists, else None (readers do not create it; :func:`ensure_table` does)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from .catalog import load_catalog
+    from ateda.lake.iceberg import load_catalog
 
     try:
         return load_catalog(settings).load_table(f"{settings.namespace}.{TABLE}")

@@ -7,7 +7,7 @@
   (``keys.check_bucket`` / ``keys.check_key``) is refused with 400 and its reason, counted, never routed.
 * Delivery: per Trigger, worker threads POST the event (binary mode) to the subscriber; 2xx acks; network errors,
   5xx, 404, 408, 409, 429 are retried with the Trigger's backoff; other codes fail at once. Failed events are
-  kept as dead letters of their Trigger (:mod:`ateda.deadletters`: ``<lake>/dead-letter/<trigger>/``, with Knative's
+  kept as dead letters of their Trigger (:mod:`ateda.lake.deadletters`: ``<lake>/dead-letter/<trigger>/``, with Knative's
   error extensions).
 """
 
@@ -28,12 +28,14 @@ from typing import Callable
 
 import requests
 
-from . import deadletters, events
-from .errors import BadInput
-from .keys import check_bucket, check_key
-from .metrics import m
-from .routing import Trigger
-from .storage import ObjectStore
+from ateda.lake import deadletters
+
+from ateda.events import catalogue as events
+from ateda.errors import BadInput
+from ateda.keys import check_bucket, check_key
+from ateda.serving.metrics import m
+from ateda.events.routing import Trigger
+from ateda.lake.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 RETRYABLE = {404, 408, 409, 429}
@@ -278,6 +280,6 @@ def _handler(broker: Broker):  # noqa: ANN202
 
 
 def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None, token: str | None = None) -> int:
-    """Re-send dead-lettered events to the broker: :func:`ateda.deadletters.replay` (``trigger``: a Trigger's name
+    """Re-send dead-lettered events to the broker: :func:`ateda.lake.deadletters.replay` (``trigger``: a Trigger's name
     in ``knative/``)."""
     return deadletters.replay(lake, broker_url, trigger, token=token)

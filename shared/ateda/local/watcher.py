@@ -29,12 +29,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from . import events
-from .config import Settings
-from .errors import BadInput, TransientError
-from .keys import check_key
-from .metrics import m
-from .storage import LocalStore, ObjectInfo, ObjectStore, _cached_etag, bucket_store, lake_store
+from ateda.events import catalogue as events
+from ateda.config import Settings
+from ateda.errors import BadInput, TransientError
+from ateda.keys import check_key
+from ateda.serving.metrics import m
+from ateda.lake.storage import LocalStore, ObjectInfo, ObjectStore, _cached_etag, bucket_store, lake_store
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +323,8 @@ class BucketWatcher:
     def _quarantine_name(self, info: ObjectInfo, err: BadInput) -> None:
         """A name no store should take: keep a quarantine record (the name as data, a capped copy of the bytes when
         they can be read) and never announce it, until the file changes."""
-        from .alerts import Source
-        from .quarantine import quarantine
+        from ateda.ztf.alerts import Source
+        from ateda.lake.quarantine import quarantine
 
         lake = lake_store(self.settings)
         try:

@@ -20,10 +20,10 @@ import re
 from typing import IO
 from urllib.parse import unquote_plus
 
-from . import events
-from .config import Settings
-from .errors import AtedaError, BadInput
-from .keys import check_bucket, check_key, header_value
+from ateda.events import catalogue as events
+from ateda.config import Settings
+from ateda.errors import AtedaError, BadInput
+from ateda.keys import check_bucket, check_key, header_value
 
 _ETAG = re.compile(r"^[0-9A-Za-z-]{0,128}\Z")  # hex MD5, or hex-N for multipart uploads
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from ateda.config import REPO_ROOT
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -109,4 +111,4 @@ def load_triggers(folder: Path) -> list[Trigger]:
 
 
 def knative_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "knative"
+    return REPO_ROOT / "knative"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Protocol
 
-from .config import Settings
-from .errors import TransientError
-from .keys import UnsafeName, check_bucket, check_key
+from ateda.config import Settings
+from ateda.errors import TransientError
+from ateda.keys import UnsafeName, check_bucket, check_key
 
 
 @dataclass(frozen=True)

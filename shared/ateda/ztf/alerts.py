@@ -34,8 +34,8 @@ import numpy as np
 from fastavro.read import HEADER_SCHEMA
 import pyarrow as pa
 
-from .errors import BadInput, TransientError
-from .ztf_layout import canonical_field_types, range_problem
+from ateda.errors import BadInput, TransientError
+from ateda.ztf.layout import canonical_field_types, range_problem
 
 CUTOUT_KINDS = (("cutoutScience", "science"), ("cutoutTemplate", "template"), ("cutoutDifference", "difference"))
 ZTF_TOP = {"schemavsn", "publisher", "objectId", "candid", "candidate", "prv_candidates", "fp_hists",

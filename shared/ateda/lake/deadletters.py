@@ -30,11 +30,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from . import events
-from .keys import name_segment
-from .metrics import m
-from .routing import Trigger, knative_dir, load_triggers
-from .storage import ObjectStore
+from ateda.events import catalogue as events
+from ateda.keys import name_segment
+from ateda.serving.metrics import m
+from ateda.events.routing import Trigger, knative_dir, load_triggers
+from ateda.lake.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 PREFIX = "dead-letter/"

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import TransientError
-from .keys import header_value
+from ateda.errors import TransientError
+from ateda.keys import header_value
 
 OBJECT_CREATED = "dev.ateda.object.created"
 ALERTS_STAGED = "dev.ateda.alerts.staged"
@@ -108,7 +108,7 @@ def _token_for(sink: str) -> str:
     runtime gives its function servers); empty when none (Knative's broker in the cluster takes none)."""
     if origin(sink) in _tokens:
         return _tokens[origin(sink)]
-    from .config import settings
+    from ateda.config import settings
 
     return settings().broker_token
 
@@ -153,7 +153,7 @@ class Refused(TransientError):
 def catalog_dir(events_dir: Path | None = None) -> Path:
     """The event catalogue: ``events_dir``, else the process settings' ``ATEDA_EVENTS_DIR`` (set in the image;
     default ``events/`` at the repository root)."""
-    from .config import settings
+    from ateda.config import settings
 
     return Path(events_dir or settings().paths.events_dir)
 

@@ -11,8 +11,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
-from .config import Settings
-from .errors import TransientError
+from ateda.config import Settings
+from ateda.errors import TransientError
 
 ALERT_BASE = pa.schema([
     ("objectId", pa.string()), ("candid", pa.int64()), ("schemavsn", pa.string()), ("publisher", pa.string()),
@@ -51,7 +51,7 @@ def alert_schema() -> pa.Schema:
     (StarRocks) binds every field the models use even on a lake that only ever received old-schema alerts (their
     files lack the newer fields: NULL). Fields of older schemas that 4.02 dropped are unioned in by the bronze
     commit when a file carries them."""
-    from .alerts import NESTED, canonical_struct
+    from ateda.ztf.alerts import NESTED, canonical_struct
 
     nested = [pa.field(top, canonical_struct(kind) if top == "candidate" else pa.list_(canonical_struct(kind)))
               for top, kind in NESTED.items()]
@@ -83,7 +83,7 @@ def load_catalog(settings: Settings) -> Catalog:
     try:
         return _load(settings.catalog_name, **catalog_properties(settings))
     except Exception as exc:  # connection refused, auth...: the catalog is unavailable
-        from .redact import mask  # the URI's password and the S3 keys never reach an error message or a log
+        from ateda.redact import mask  # the URI's password and the S3 keys never reach an error message or a log
 
         raise TransientError(mask(f"catalog unavailable at {settings.catalog_uri}: {exc}",
                                   (settings.s3_secret_key, settings.s3_access_key))) from exc

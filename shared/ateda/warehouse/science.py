@@ -1,7 +1,7 @@
 """Looking at the science layers: ``ateda query``, ``ateda object``, ``ateda plot``, ``ateda refresh``.
 
 Everything reads the local warehouse (DuckDB, ``$ATEDA_HOME/warehouse/ateda.duckdb``) read-only; ``refresh``
-builds it from bronze with dbt (:mod:`ateda.warehouse`). Unqualified table names resolve in gold, then silver,
+builds it from bronze with dbt (:mod:`ateda.warehouse.build`). Unqualified table names resolve in gold, then silver,
 then bronze (``select * from object`` is ``gold.object``).
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
-from .errors import AtedaError
+from ateda.config import Settings
+from ateda.errors import AtedaError
 
 SEARCH_PATH = "gold,silver,bronze"
 BANDS = {1: ("g", "#1a9850"), 2: ("r", "#d73027"), 3: ("i", "#b8860b")}  # ZTF g/r/i, colour-blind-safe pair
@@ -115,7 +115,7 @@ def cmd_plot(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_refresh(args, settings: Settings) -> int:  # noqa: ANN001
-    from .warehouse import WarehouseError, refresh
+    from ateda.warehouse.build import WarehouseError, refresh
 
     try:
         result = refresh(settings, target=args.target, full_refresh=args.full_refresh, test=args.test,
@@ -136,7 +136,7 @@ def cmd_refresh(args, settings: Settings) -> int:  # noqa: ANN001
 # ---------------------------------------------------------------- query
 
 def _connect(settings: Settings):  # noqa: ANN202
-    from .warehouse import connect
+    from ateda.warehouse.build import connect
 
     con = connect(settings, read_only=True)
     con.execute(f"set search_path = '{SEARCH_PATH}'")

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .ztf_layout import SCHEMA_VERSION, canonical_field_types, field_names, parsed_alert_schema
+from ateda.ztf.layout import SCHEMA_VERSION, canonical_field_types, field_names, parsed_alert_schema
 
 __all__ = ["generate_alerts", "write_single_files", "write_container", "write_tarball", "tarball_name", "night_jd",
            "PUBLISHER"]

@@ -35,7 +35,7 @@ def m():  # noqa: ANN201
                                buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000))
         dead_letters = Counter("ateda_dead_letters_total", "Events dead-lettered", ["trigger"])
         deliveries = Counter("ateda_broker_deliveries_total", "Broker delivery attempts", ["trigger", "outcome"])
-        # lake maintenance (ateda.maintenance): what a pass did, and the lake's shape after it
+        # lake maintenance (ateda.steps.maintenance): what a pass did, and the lake's shape after it
         maintenance_runs = Counter("ateda_maintenance_runs_total", "Maintenance passes", ["outcome"])
         compacted = Counter("ateda_maintenance_files_compacted_total", "Small data files rewritten", ["table"])
         expired = Counter("ateda_maintenance_snapshots_expired_total", "Iceberg snapshots expired", ["table"])

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .config import Settings
-from .errors import AtedaError, ConfigError
+from ateda.config import Settings
+from ateda.errors import AtedaError, ConfigError
 
 def dbt_dir(settings: Settings) -> Path:
     """The dbt project: ATEDA_DBT_DIR in the image (docker/Dockerfile copies dbt/ there), else dbt/ in the repo."""
@@ -192,8 +192,8 @@ def _inherit_processed(settings: Settings, done: set[tuple[str, str]]) -> set[tu
     """``done`` plus the files that compaction wrote from processed files only (same rows, moved: not new)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from .catalog import load_catalog
-    from .maintenance import compaction_lineage
+    from ateda.lake.iceberg import load_catalog
+    from ateda.steps.maintenance import compaction_lineage
 
     if not done:
         return done
@@ -221,14 +221,14 @@ def _drop_relation(con, name: str) -> None:  # noqa: ANN001
 
 def _bronze_tables(settings: Settings) -> dict:
     """The bronze tables the warehouse reads; ``crossmatch`` is None until the crossmatch function created it."""
-    from .catalog import ensure_tables, load_catalog
-    from .crossmatch import existing_table
+    from ateda.lake.iceberg import ensure_tables, load_catalog
+    from ateda.steps.crossmatch import existing_table
 
     return {**ensure_tables(load_catalog(settings), settings), "crossmatch": existing_table(settings)}
 
 
 def _crossmatch_schema():  # noqa: ANN202
-    from .crossmatch import CROSSMATCH
+    from ateda.steps.crossmatch import CROSSMATCH
 
     return CROSSMATCH
 
@@ -270,7 +270,7 @@ def _normalised_columns(paths: list[str], schema=None) -> str:  # noqa: ANN001
     """
     import pyarrow.parquet as pq
 
-    from .ztf_layout import canonical_field_types
+    from ateda.ztf.layout import canonical_field_types
 
     present: dict[str, set[str]] = {}
     for s in ([schema] if schema is not None else (pq.read_schema(p) for p in paths)):
@@ -479,7 +479,7 @@ def _result(target: str, res, seconds: float, n_new: int) -> RefreshResult:  # n
 
 
 def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
-    from .crossmatch import ensure_table
+    from ateda.steps.crossmatch import ensure_table
 
     ensure_table(settings)  # StarRocks binds bronze.crossmatch in the Iceberg catalog: it must exist, even empty
     state_path = warehouse_dir(settings) / "cluster-state.json"

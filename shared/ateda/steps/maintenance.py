@@ -4,13 +4,13 @@ One pass (:func:`run_pass`) does, for every Iceberg table of the lake (bronze.al
 crossmatch):
 
 1. **housekeeping properties**: manifests merged on append, old ``metadata.json`` deleted after commit
-   (:data:`ateda.catalog.HOUSEKEEPING`; new tables get them at creation, older ones here);
+   (:data:`ateda.lake.iceberg.HOUSEKEEPING`; new tables get them at creation, older ones here);
 2. **compact**: per partition, data files smaller than half the target size that were added more than
    ``ATEDA_COMPACT_QUIET_MINUTES`` ago are packed into bins of about ``ATEDA_COMPACT_TARGET_MB``; each bin of two or
    more files is read (in the table's current schema, whatever schema version wrote each file), written again as
    one file and swapped in by one Iceberg overwrite that deletes exactly those files. Rows are not changed, only
    moved. The snapshot summary ``ateda.compacted`` names the files removed and added, so the local warehouse does
-   not treat the rewritten rows as new (:mod:`ateda.warehouse`);
+   not treat the rewritten rows as new (:mod:`ateda.warehouse.build`);
 3. **expire**: snapshots older than ``ATEDA_SNAPSHOT_RETAIN_HOURS`` go, except the newest
    ``ATEDA_SNAPSHOT_RETAIN_LAST`` and branch/tag heads;
 4. **orphans**: files under ``staging/`` and the tables' locations that no live snapshot or metadata file references
@@ -34,8 +34,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .config import MaintenanceSettings, Settings
-from .errors import BadInput
+from ateda.config import MaintenanceSettings, Settings
+from ateda.errors import BadInput
 
 log = logging.getLogger(__name__)
 FUNCTION = "maintenance"
@@ -97,7 +97,7 @@ def lake_tables(settings: Settings) -> dict[str, Any]:
     """Every Iceberg table of the lake: the bronze tables and, once it exists, bronze.crossmatch."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from .catalog import ensure_tables, load_catalog
+    from ateda.lake.iceberg import ensure_tables, load_catalog
 
     catalog = load_catalog(settings)
     tables = dict(ensure_tables(catalog, settings))
@@ -111,7 +111,7 @@ def lake_tables(settings: Settings) -> dict[str, Any]:
 def run_pass(settings: Settings, tasks: list[str] | None = None, config: MaintenanceConfig | None = None,
              now: float | None = None) -> PassReport:
     """One maintenance pass under the lake's maintenance lock; see the module docstring."""
-    from .warehouse import file_lock
+    from ateda.warehouse.build import file_lock
 
     config = config or settings.maintenance
     report = PassReport(tasks=list(tasks or TASKS))
@@ -142,7 +142,7 @@ def run_pass(settings: Settings, tasks: list[str] | None = None, config: Mainten
 
 
 def _ensure_housekeeping(table) -> None:  # noqa: ANN001
-    from .catalog import HOUSEKEEPING
+    from ateda.lake.iceberg import HOUSEKEEPING
 
     props = table.metadata.properties
     missing = {k: v for k, v in HOUSEKEEPING.items() if props.get(k) != v}
@@ -224,7 +224,7 @@ def rewrite_bin(table, files: list) -> tuple[int, int]:  # noqa: ANN001
     import pyarrow.parquet as pq
     from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
-    from .metrics import m
+    from ateda.serving.metrics import m
 
     start = time.perf_counter()
     data = read_conformed(table, files)
@@ -335,8 +335,8 @@ def referenced_files(table) -> set[str]:  # noqa: ANN001
 def delete_orphans(settings: Settings, tables: dict[str, Any], config: MaintenanceConfig,
                    now: float | None = None) -> tuple[dict[str, int], int]:
     """Delete unreferenced files older than the grace period under staging/ and each table's location."""
-    from .metrics import m
-    from .storage import store_for_uri
+    from ateda.serving.metrics import m
+    from ateda.lake.storage import store_for_uri
 
     start = time.perf_counter()
     referenced: set[str] = set()
@@ -389,7 +389,7 @@ def table_stats(table, config: MaintenanceConfig) -> dict[str, int]:  # noqa: AN
 
 
 def _record_metrics(report: PassReport) -> None:
-    from .metrics import m
+    from ateda.serving.metrics import m
 
     mm = m()
     for name, t in report.tables.items():  # zero increments too: a table with nothing to do still shows
