@@ -14,8 +14,8 @@ import fastavro
 import psycopg2
 import pytest
 
-from ateda.events import catalogue as events
 from ateda.config import Settings, settings
+from ateda.events import catalogue as events
 
 REPO = Path(__file__).resolve().parents[1]
 ZTF = REPO.parent / "shared" / "data" / "ztf"

@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import REGISTRY
 
-from ateda.steps import bronze as bz
-from ateda.steps.bronze import Chunk, GroupCommitter
-from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.config import Settings
 from ateda.errors import TransientError
 from ateda.ingest import _LedgerFollower
-from ateda.steps.split import Splitter
+from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.lake.storage import bucket_store, lake_store
+from ateda.steps import bronze as bz
+from ateda.steps.bronze import Chunk, GroupCommitter
+from ateda.steps.split import Splitter
 from conftest import NOT_ZTF, alert_files, expected_alerts
 
 SPAWN = mp.get_context("spawn")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ateda.ztf.alerts import Source
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
 from ateda.keys import UnsafeName
 from ateda.lake.quarantine import list_reasons, quarantine
 from ateda.lake.storage import LocalStore, S3Store, bucket_store, lake_store
+from ateda.ztf.alerts import Source
 
 ESCAPES = ["../../../../elsewhere/y.avro", "../y.avro", "a/../../y.avro", "/tmp/y.avro", "./y.avro", "a//y.avro",
            "a/\n/y.avro", "", "a/..", ".."]
@@ -275,7 +275,7 @@ def test_catalog_errors_and_their_log_lines_carry_no_password(env_settings, monk
     """Review 3.14: catalog errors carried the catalog URI with its password into logs (4 times in one log)."""
     from ateda.lake.iceberg import load_catalog
     from ateda.config import settings
-    from ateda.serving.request import install_secret_masking
+    from ateda.serving.logs import install_secret_masking
     from ateda.local.runtime import free_port
 
     password = "Sup3r-s3cret-pw"
@@ -334,11 +334,11 @@ def test_a_folder_or_a_path_under_a_file_is_no_object(home):
 
 def test_ingest_summary_prints_a_refused_name_on_one_line(capsys):
     """A name with a newline or undecodable bytes is shown escaped, on one line, never as a UnicodeEncodeError."""
-    from ateda.cli import _print_summary
+    from ateda.cli.ingest import print_summary
     from ateda.ingest import IngestSummary
 
     bad = "caf\udce9\nnight.avro"
-    _print_summary(IngestSummary(files=1, rejected=[{"key": bad, "member": None, "reason": "unsafe_key",
+    print_summary(IngestSummary(files=1, rejected=[{"key": bad, "member": None, "reason": "unsafe_key",
                                                      "detail": f"control character in object key {bad!r}"}]), False)
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("  caf\\xe9\\x0anight.avro: unsafe_key - "), lines

@@ -18,15 +18,15 @@ from werkzeug.serving import make_server
 
 from ateda.lake import deadletters
 
-from ateda.events import catalogue as events
-from ateda.steps import dbt_refresh as rf
-from ateda.local.broker import Broker
 from ateda.config import settings
-from ateda.ingest import IngestFailed, _DeadLetters
+from ateda.events import catalogue as events
 from ateda.events.routing import knative_dir, load_triggers
+from ateda.ingest import IngestFailed, _DeadLetters
+from ateda.lake.storage import lake_store
+from ateda.local.broker import Broker
 from ateda.local.runtime import free_port
 from ateda.status import status
-from ateda.lake.storage import lake_store
+from ateda.steps import dbt_refresh as rf
 from conftest import REPO, Sink, alert_files, put_alerts
 
 TRIGGERS = load_triggers(knative_dir())
@@ -300,7 +300,7 @@ def test_a_bronze_letter_carries_the_real_cause_masked_not_flasks_generic_500(en
 def test_ateda_replay_command_selects_by_trigger_and_says_when_a_name_is_no_trigger(env_settings, capsys):
     import argparse
 
-    from ateda import cli
+    from ateda.cli import lake as cli
 
     lake = lake_store(env_settings)
     old_refresh_letter(lake, _event(events.BRONZE_COMMITTED))

@@ -9,9 +9,9 @@ import tarfile
 import fastavro
 import pytest
 
-from ateda.ztf.alerts import AlertBatch, Source, decode_container, night_of
 from ateda.errors import BadInput
 from ateda.steps.split import iter_containers
+from ateda.ztf.alerts import AlertBatch, Source, decode_container, night_of
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from ateda.lake.iceberg import ensure_tables, load_catalog
-from ateda.cli import run_ingest
-from ateda.ingest import IngestFailed
+from ateda.ingest import run_ingest
 from ateda.config import RefreshSettings, Settings
-from ateda.local.runtime import Runtime
+from ateda.ingest import IngestFailed
+from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.lake.storage import lake_store
+from ateda.local.runtime import Runtime
 from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
 
 OTHER_SCHEMA = {"type": "record", "name": "Weather", "fields": [{"name": "city", "type": "string"},

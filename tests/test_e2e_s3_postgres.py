@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 from moto.server import ThreadedMotoServer
 
-from ateda.cli import run_ingest
+from ateda.ingest import run_ingest
 from ateda.config import Settings
 from ateda.local.runtime import Runtime, free_port
 from conftest import PG, alert_files, expected_alerts

@@ -10,9 +10,9 @@ import requests
 import yaml
 
 from ateda.events import catalogue as events
-from ateda.local.broker import Broker
 from ateda.events.routing import Delivery, Trigger, iso_seconds, knative_dir, load_triggers
 from ateda.lake.storage import LocalStore
+from ateda.local.broker import Broker
 from conftest import REPO, Sink
 
 

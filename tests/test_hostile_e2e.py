@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from ateda.config import Settings
 from ateda.events import catalogue as events
 from ateda.lake.iceberg import ensure_tables, load_catalog
-from ateda.config import Settings
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, REPO, Sink, alert_files, expected_alerts, put_alerts
 from hostile_corpus import ANY_MEMBER, STRUCTURE, Item, content_corpus, name_corpus
 

@@ -21,12 +21,12 @@ from ateda.events import catalogue as events
 
 from ateda.steps import maintenance as mt
 
-from ateda.warehouse import build as warehouse
-from ateda.lake.iceberg import HOUSEKEEPING, TABLE_PROPERTIES
-from ateda.cli import run_ingest
+from ateda.ingest import run_ingest
 from ateda.config import Settings
-from ateda.local.runtime import FunctionSpec, Runtime, free_port
+from ateda.lake.iceberg import HOUSEKEEPING, TABLE_PROPERTIES
 from ateda.lake.storage import lake_store
+from ateda.local.runtime import FunctionSpec, Runtime, free_port
+from ateda.warehouse import build as warehouse
 from conftest import NOT_ZTF, alert_files
 
 EAGER = mt.MaintenanceConfig(quiet_minutes=0, min_files=2, max_bins=1000)  # compacts everything, however fresh

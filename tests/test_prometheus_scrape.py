@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ateda.cli import run_ingest
+from ateda.ingest import run_ingest
 from ateda.config import Settings
 from ateda.ingest import IngestFailed
 from ateda.local.runtime import FunctionSpec, Runtime, free_port, ping

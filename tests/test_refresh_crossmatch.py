@@ -11,12 +11,11 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from ateda.steps import crossmatch as xm
-from ateda.lake import deadletters
-from ateda.events import catalogue as events
-from ateda.steps import dbt_refresh as rf
 from ateda.config import Settings, settings
 from ateda.errors import TransientError
+from ateda.events import catalogue as events
+from ateda.lake import deadletters
+from ateda.steps import crossmatch as xm, dbt_refresh as rf
 from conftest import alert_files, put_alerts, validate_all
 from test_functions import app, post
 
@@ -247,14 +246,15 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
             assert got[k][2] == pytest.approx(w[2], abs=1e-6) and got[k][3] == pytest.approx(w[3], abs=1e-9), k
         return got
 
-    result = warehouse.refresh(s, test=True)
+    result = warehouse.refresh_models(s, test=True)
     assert result.success and set(result.tests.values()) == {"pass"}
     assert any("crossmatch_catalog" in t for t in result.tests)
     same(silver(), expected)
     first_gold = gold()
     assert set(first_gold) == {(oid, "watch") for oid in alerts["objectId"].to_pylist() if oid}
     assert {v[0] for v in first_gold.values()} == {v1}
-    from ateda.warehouse.science import format_object, object_info
+    from ateda.cli.science import format_object
+    from ateda.warehouse.queries import object_info
 
     (oid, _), row = min(first_gold.items(), key=lambda kv: (-kv[1][4], kv[0]))  # the object with most sources
     info = object_info(s, oid)
@@ -275,7 +275,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     assert v2 != v1
     for e in again:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
-    second = warehouse.refresh(s, test=True)
+    second = warehouse.refresh_models(s, test=True)
     assert second.new_files >= 1 and set(second.tests.values()) == {"pass"}
     expected = {k: (d, r, k[2] not in redo) for k, (d, r, _) in expected.items()}
     expected |= {("watch", v2, c, f"v{c}"): (0.5, 1, True) for c in redo}
@@ -289,7 +289,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     tables = ("silver.crossmatch_catalog", "gold.object_catalog_match")
     with warehouse.connect(s) as con:
         before = [con.execute(f"select count(*), sum(hash(t)) from {t} as t").fetchone() for t in tables]
-    third = warehouse.refresh(s)
+    third = warehouse.refresh_models(s)
     assert third.new_files == 0
     with warehouse.connect(s) as con:
         assert [con.execute(f"select count(*), sum(hash(t)) from {t} as t").fetchone() for t in tables] == before
@@ -332,7 +332,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
 # ---------------------------------------------------------------- dbt refresh
 
 class FakeDbt:
-    """Stands in for ``run_refresh``: counts runs, records their intervals, can fail or be slow."""
+    """Stands in for ``run_dbt_models``: counts runs, records their intervals, can fail or be slow."""
 
     def __init__(self, seconds: float = 0.0, fail: int = 0) -> None:
         self.seconds, self.fail = seconds, fail
@@ -369,7 +369,7 @@ def _wait(cond, timeout: float = 10.0) -> None:
 
 def test_a_burst_of_commits_is_one_run_and_the_event_validates(env_settings, sink, monkeypatch):
     fake = FakeDbt()
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "400")
     settings.cache_clear()  # the function reads the settings once per process: read them again with this debounce
     client = app("dbt_refresh")
@@ -396,7 +396,7 @@ def test_a_burst_of_commits_is_one_run_and_the_event_validates(env_settings, sin
 
 def test_two_workers_never_overlap(lake_settings, monkeypatch):
     fake = FakeDbt(seconds=0.3)
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     emitted: list[dict] = []
     cfg = rf.RefreshConfig(debounce_s=0.05, retries=0)
     a = rf.RefreshWorker(lake_settings, lambda t, d, s: emitted.append(d), cfg)
@@ -416,7 +416,7 @@ def test_two_workers_never_overlap(lake_settings, monkeypatch):
 
 def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
     fake = FakeDbt(fail=99)
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     emitted: list[dict] = []
     w = rf.RefreshWorker(lake_settings, lambda t, d, s: emitted.append(d),
                          rf.RefreshConfig(debounce_s=0.05, retries=2, backoff_s=0.05))
@@ -435,7 +435,7 @@ def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
     assert not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json"))
     # after one failure a run succeeds: no dead letter, one event
     fake2 = FakeDbt(fail=1)
-    monkeypatch.setattr(rf, "run_refresh", fake2)
+    monkeypatch.setattr(rf, "run_dbt_models", fake2)
     w.request(event)
     _wait(lambda: emitted)
     assert len(fake2.calls) == 2 and len(list(dl.glob("*.json"))) == 1
@@ -445,7 +445,7 @@ def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
 def test_a_failed_emit_is_retried_without_running_dbt_again(lake_settings, monkeypatch):
     """The broker is down after a successful run: only the emit is retried (then dead-lettered), dbt runs once."""
     fake = FakeDbt()
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     refused, emitted = [3], []
 
     def emit(type_, data, subject) -> None:  # noqa: ANN001
@@ -481,7 +481,7 @@ def test_the_lock_excludes_another_process(lake_settings, monkeypatch):
     import sys
 
     fake = FakeDbt()
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     code = ("import sys, time; from pathlib import Path; from ateda.config import Settings; from ateda import refresh;"
             f"s = Settings(home=Path({str(lake_settings.home)!r})).resolved()\n"
             "with refresh.run_lock(s, 'local'):\n print('locked', flush=True); time.sleep(1.0); t = time.monotonic()\n"

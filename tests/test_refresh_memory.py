@@ -18,10 +18,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ateda.warehouse import build as warehouse
-from ateda.dev.bench import refresh_in_child
-from ateda.cli import run_ingest
+from ateda.ingest import run_ingest
 from ateda.config import Settings
+from ateda.dev.bench import refresh_in_child
+from ateda.warehouse import build as warehouse
 from conftest import ALERTS
 
 MiB = 2**20
@@ -63,7 +63,7 @@ def lake(tmp_path_factory):
     """The real alerts in bronze, the warehouse built once (the incremental models' tables exist)."""
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path_factory.mktemp("refresh-memory") / "home")})
     run_ingest(s, [ALERTS], quiet=True)
-    warehouse.refresh(s)
+    warehouse.refresh_models(s)
     return s
 
 

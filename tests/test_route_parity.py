@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ateda.events import catalogue as events
-from ateda.local.broker import Broker
 from ateda.config import Settings
+from ateda.events import catalogue as events
 from ateda.events.routing import load_triggers
 from ateda.lake.storage import lake_store
+from ateda.local.broker import Broker
 from conftest import REPO, Sink
 
 KNATIVE = REPO / "knative"

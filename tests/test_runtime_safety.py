@@ -23,18 +23,18 @@ import pytest
 import requests
 from pyiceberg.expressions import EqualTo
 
-from ateda import cli
+from ateda.cli import lake as cli
 
-from ateda.events import catalogue as events
-from ateda.local.broker import Broker
 from ateda.config import Settings
-from ateda.serving.metrics import m
-from ateda.lake.quarantine import list_reasons
+from ateda.events import catalogue as events
 from ateda.events.routing import Delivery, Trigger
-from ateda.local.runtime import Runtime, ingestion_functions
-from ateda.status import status
+from ateda.lake.quarantine import list_reasons
 from ateda.lake.storage import LocalStore, lake_store
+from ateda.local.broker import Broker
+from ateda.local.runtime import Runtime, ingestion_functions
 from ateda.local.watcher import GIVE_UP_AFTER, BucketWatcher
+from ateda.serving.metrics import m
+from ateda.status import status
 from conftest import Sink, alert_files, expected_alerts, pg_database
 from test_e2e import bronze
 

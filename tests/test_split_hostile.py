@@ -24,12 +24,12 @@ import pytest
 from fastavro.read import HEADER_SCHEMA
 
 import ateda
-from ateda.events import catalogue as events
-from ateda.ztf.alerts import Limits, decode_container
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
-from ateda.steps.split import Splitter, iter_containers
+from ateda.events import catalogue as events
 from ateda.lake.storage import bucket_store, lake_store
+from ateda.steps.split import Splitter, iter_containers
+from ateda.ztf.alerts import Limits, decode_container
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
 
 MULTI_SNAPPY = "astrolabsoftware_fink-client_part-00002-0f70696a-f8dd-40ab-89e7-e7f64c104e25-c000.avro"  # 56 alerts

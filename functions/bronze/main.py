@@ -8,10 +8,10 @@ import time
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from ateda.steps.bronze import Chunk, GroupCommitter
 from ateda.config import settings
-from ateda.serving.request import emitter, request_scope
 from ateda.serving.metrics import m
+from ateda.serving.request import emitter, request_scope
+from ateda.steps.bronze import Chunk, GroupCommitter
 
 
 @functions_framework.cloud_event

@@ -8,9 +8,9 @@ import flask
 import functions_framework
 from ateda.config import settings
 from ateda.errors import BadInput
+from ateda.serving.metrics import m
 from ateda.serving.request import request_scope
 from ateda.steps.maintenance import FUNCTION, run_pass, tasks_of
-from ateda.serving.metrics import m
 from cloudevents.http import CloudEvent
 
 log = logging.getLogger("ateda.maintenance")

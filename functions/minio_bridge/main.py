@@ -10,12 +10,13 @@ import sys
 import flask
 import functions_framework
 
-from ateda.steps.batching import MicroBatcher
-from ateda.steps.bridge import authorised, loopback_only, parse_webhook, post_batches, read_capped, startup_problem
 from ateda.config import settings
 from ateda.errors import AtedaError, BadInput
-from ateda.serving.request import configure_logging, request_scope, serve_metrics
+from ateda.serving.logs import configure_logging
 from ateda.serving.metrics import m
+from ateda.serving.request import request_scope, serve_metrics
+from ateda.steps.batching import MicroBatcher
+from ateda.steps.bridge import authorised, loopback_only, parse_webhook, post_batches, read_capped, startup_problem
 
 log = logging.getLogger("ateda.minio_bridge")
 

@@ -9,11 +9,11 @@ import logging
 
 from ateda.config import settings
 from ateda.errors import BadInput
-from ateda.serving.request import emitter, request_scope
 from ateda.keys import UnsafeName, check_bucket
-from ateda.serving.metrics import m
-from ateda.steps.split import Splitter
 from ateda.lake.storage import bucket_store, lake_store
+from ateda.serving.metrics import m
+from ateda.serving.request import emitter, request_scope
+from ateda.steps.split import Splitter
 
 log = logging.getLogger("ateda.split")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ateda.errors import ConfigError
+from ateda.redact import MASK, mask_uri
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -399,7 +400,6 @@ class Settings:
     def effective(self, masked: bool = True) -> dict[str, dict[str, Any]]:
         """Section -> variable -> effective value in the variable's unit (what ``ateda config`` prints), the local
         runtime's from this process's environment; secrets masked unless told."""
-        from ateda.redact import MASK, mask_uri
 
         out: dict[str, dict[str, Any]] = {}
         local = local_settings()

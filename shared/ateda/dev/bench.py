@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import subprocess
+import sys
 import os
 import shutil
 import statistics
@@ -27,6 +30,12 @@ from pathlib import Path
 import fastavro
 
 from ateda.config import Settings, child_env
+from ateda.dev.synth import write_single_files, write_tarball
+from ateda.ingest import iceberg_commits, run_ingest
+from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.local.runtime import Runtime, ingestion_functions
+from ateda.steps.maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
+from ateda.warehouse.build import prepare_bronze, refresh_models
 
 
 def _ceiling_files(files: list[Path]) -> float:
@@ -200,11 +209,6 @@ def _cpu_by_role(rt) -> dict[str, float]:  # noqa: ANN001
 
 
 def _end_to_end(home: Path, inputs: list[Path]) -> dict:
-    from ateda.lake.iceberg import ensure_tables, load_catalog
-    from ateda.ingest import iceberg_commits
-    from ateda.cli import run_ingest
-    from ateda.local.runtime import Runtime, ingestion_functions
-
     settings = Settings(home=home).resolved()
     with RssSampler() as rss, Runtime(settings, functions=ingestion_functions()) as rt:
         before = _cpu_by_role(rt)
@@ -230,9 +234,6 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
 
 
 def run_bench(n: int = 20_000, keep: bool = False, seed: int = 7) -> dict:
-    from ateda.local.runtime import ingestion_functions
-    from ateda.dev.synth import write_single_files
-
     work = Path(tempfile.mkdtemp(prefix="ateda-bench-"))
     try:
         t0 = time.perf_counter()
@@ -278,9 +279,9 @@ def _text(r: dict) -> str:
 _REFRESH_CHILD = """
 import json, resource, sys, time
 from ateda.config import settings
-from ateda.warehouse.build import refresh
+from ateda.warehouse.build import refresh_models
 t0 = time.perf_counter()
-res = refresh(settings(), full_refresh=sys.argv[1] == "full")
+res = refresh_models(settings(), full_refresh=sys.argv[1] == "full")
 seconds = time.perf_counter() - t0
 peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
 print(json.dumps({"seconds": seconds, "new_files": res.new_files, "rows": res.rows, "peak_rss": peak * 1024}))
@@ -290,10 +291,6 @@ print(json.dumps({"seconds": seconds, "new_files": res.new_files, "rows": res.ro
 def refresh_in_child(settings: Settings, full_refresh: bool = False) -> dict:
     """One local dbt refresh in a fresh Python process: its time, rows and peak RSS (``getrusage`` ru_maxrss of
     the process and of its children: the kernel's own high-water mark, not a sample)."""
-    import json
-    import subprocess
-    import sys
-
     env = child_env(settings)
     out = subprocess.run([sys.executable, "-c", _REFRESH_CHILD, "full" if full_refresh else "incremental"],
                          env=env, capture_output=True, text=True, check=False)
@@ -308,9 +305,6 @@ def run_refresh_bench(n: int = 20_000, new: int = 200, seed: int = 7) -> dict:
 
     Each refresh runs in its own process, so its peak RSS is measured exactly (``refresh_in_child``); the peak
     RSS of every split worker (server and forked workers, VmHWM) is read while the night is ingested."""
-    from ateda.cli import run_ingest
-    from ateda.local.runtime import Runtime, ingestion_functions
-    from ateda.dev.synth import write_single_files, write_tarball
 
     mib = lambda b: round(b / 2**20, 1)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="ateda-bench-refresh-"))
@@ -354,11 +348,6 @@ def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
     the incremental dbt refresh after it (compacted rows are not new: it reads no file)."""
     import duckdb
 
-    from ateda.cli import run_ingest
-    from ateda.steps.maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
-    from ateda.local.runtime import Runtime, ingestion_functions
-    from ateda.dev.synth import write_single_files
-    from ateda.warehouse.build import prepare_bronze, refresh
 
     def measure() -> dict:
         tables = lake_tables(settings)
@@ -383,14 +372,14 @@ def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
         settings = Settings(home=work / "home").resolved()
         with Runtime(settings, functions=ingestion_functions()):
             run_ingest(settings, [files], quiet=True)
-        refresh(settings, full_refresh=True)
+        refresh_models(settings, full_refresh=True)
         before = measure()
         t0 = time.perf_counter()
         report = run_pass(settings, ["compact", "stats"], config)
         pass_s = round(time.perf_counter() - t0, 2)
         after = measure()
         t0 = time.perf_counter()
-        res = refresh(settings)
+        res = refresh_models(settings)
         refresh_s = round(time.perf_counter() - t0, 2)
     finally:
         shutil.rmtree(work, ignore_errors=True)

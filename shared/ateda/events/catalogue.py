@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ateda.config import settings
 from ateda.errors import TransientError
 from ateda.keys import header_value
 
@@ -108,7 +109,6 @@ def _token_for(sink: str) -> str:
     runtime gives its function servers); empty when none (Knative's broker in the cluster takes none)."""
     if origin(sink) in _tokens:
         return _tokens[origin(sink)]
-    from ateda.config import settings
 
     return settings().broker_token
 
@@ -153,7 +153,6 @@ class Refused(TransientError):
 def catalog_dir(events_dir: Path | None = None) -> Path:
     """The event catalogue: ``events_dir``, else the process settings' ``ATEDA_EVENTS_DIR`` (set in the image;
     default ``events/`` at the repository root)."""
-    from ateda.config import settings
 
     return Path(events_dir or settings().paths.events_dir)
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from ateda.events import catalogue as events
-from ateda.keys import name_segment
-from ateda.serving.metrics import m
 from ateda.events.routing import Trigger, knative_dir, load_triggers
+from ateda.keys import name_segment
 from ateda.lake.storage import ObjectStore
+from ateda.serving.metrics import m
 
 log = logging.getLogger(__name__)
 PREFIX = "dead-letter/"

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
@@ -13,6 +15,8 @@ from pyiceberg.table import Table
 
 from ateda.config import Settings
 from ateda.errors import TransientError
+from ateda.redact import mask
+from ateda.ztf.alerts import NESTED, canonical_struct
 
 ALERT_BASE = pa.schema([
     ("objectId", pa.string()), ("candid", pa.int64()), ("schemavsn", pa.string()), ("publisher", pa.string()),
@@ -51,7 +55,6 @@ def alert_schema() -> pa.Schema:
     (StarRocks) binds every field the models use even on a lake that only ever received old-schema alerts (their
     files lack the newer fields: NULL). Fields of older schemas that 4.02 dropped are unioned in by the bronze
     commit when a file carries them."""
-    from ateda.ztf.alerts import NESTED, canonical_struct
 
     nested = [pa.field(top, canonical_struct(kind) if top == "candidate" else pa.list_(canonical_struct(kind)))
               for top, kind in NESTED.items()]
@@ -83,7 +86,6 @@ def load_catalog(settings: Settings) -> Catalog:
     try:
         return _load(settings.catalog_name, **catalog_properties(settings))
     except Exception as exc:  # connection refused, auth...: the catalog is unavailable
-        from ateda.redact import mask  # the URI's password and the S3 keys never reach an error message or a log
 
         raise TransientError(mask(f"catalog unavailable at {settings.catalog_uri}: {exc}",
                                   (settings.s3_secret_key, settings.s3_access_key))) from exc
@@ -126,3 +128,17 @@ def _ensure_table(catalog: Catalog, ident: str, name: str) -> Table:
             pass
         raise
     return catalog.load_table(ident)
+
+
+COMPACTED_KEY = "ateda.compacted"  # snapshot property of a compaction: {"removed": [...], "added": [...]}
+
+
+def compaction_lineage(table) -> list[tuple[list[str], list[str]]]:  # noqa: ANN001
+    """(removed files, added files) of every compaction among the table's live snapshots, oldest first."""
+    out = []
+    for snap in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms):
+        props = snap.summary.additional_properties if snap.summary else {}
+        if COMPACTED_KEY in props:
+            d = json.loads(props[COMPACTED_KEY])
+            out.append((d["removed"], d["added"]))
+    return out

@@ -16,10 +16,10 @@ import stat
 from datetime import datetime, timezone
 from typing import IO
 
-from ateda.ztf.alerts import Source
 from ateda.errors import BadInput
 from ateda.keys import segment
 from ateda.lake.storage import ObjectStore
+from ateda.ztf.alerts import Source
 
 _REASON = re.compile(r"^[a-z0-9_]{1,64}\Z")
 _BLOCK = 1 << 20

@@ -30,12 +30,12 @@ import requests
 
 from ateda.lake import deadletters
 
-from ateda.events import catalogue as events
 from ateda.errors import BadInput
-from ateda.keys import check_bucket, check_key
-from ateda.serving.metrics import m
+from ateda.events import catalogue as events
 from ateda.events.routing import Trigger
+from ateda.keys import check_bucket, check_key
 from ateda.lake.storage import ObjectStore
+from ateda.serving.metrics import m
 
 log = logging.getLogger(__name__)
 RETRYABLE = {404, 408, 409, 429}

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import requests
 
-from ateda.local.broker import Broker
 from ateda.config import REPO_ROOT, LocalSettings, Settings, child_env, local_settings
-from ateda.serving.metrics import m
+from ateda.events import catalogue as events
 from ateda.events.routing import knative_dir, load_triggers
 from ateda.lake.storage import lake_store
+from ateda.local.broker import Broker
 from ateda.local.watcher import BucketWatcher
+from ateda.serving.metrics import m
 
 
 # glibc's dynamic mmap threshold lets the freed 45 KB stamps and multi-MB chunk buffers fragment the heap, so a
@@ -316,7 +317,6 @@ def ping(sink: str) -> dict:
     """Send one maintenance ping, as the PingSource would; returns the event."""
     import yaml
 
-    from ateda.events import catalogue as events
 
     (source,) = [d for p in sorted(knative_dir().glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
                  if d and d.get("kind") == "PingSource"]

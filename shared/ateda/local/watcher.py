@@ -29,12 +29,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ateda.events import catalogue as events
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
+from ateda.events import catalogue as events
 from ateda.keys import check_key
-from ateda.serving.metrics import m
+from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import LocalStore, ObjectInfo, ObjectStore, _cached_etag, bucket_store, lake_store
+from ateda.serving.metrics import m
+from ateda.ztf.alerts import Source
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +325,6 @@ class BucketWatcher:
     def _quarantine_name(self, info: ObjectInfo, err: BadInput) -> None:
         """A name no store should take: keep a quarantine record (the name as data, a capped copy of the bytes when
         they can be read) and never announce it, until the file changes."""
-        from ateda.ztf.alerts import Source
-        from ateda.lake.quarantine import quarantine
 
         lake = lake_store(self.settings)
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -12,11 +11,12 @@ from typing import Iterator
 from werkzeug.exceptions import abort
 from werkzeug.wrappers import Response
 
-from ateda.events import catalogue as events
 from ateda.config import settings
 from ateda.errors import TransientError
-from ateda.serving.metrics import m
+from ateda.events import catalogue as events
 from ateda.redact import mask
+from ateda.serving.logs import configured_secrets, install_secret_masking
+from ateda.serving.metrics import m
 
 log = logging.getLogger("ateda")
 _metrics_lock = threading.Lock()
@@ -85,53 +85,3 @@ def request_scope(function: str, event_type: str) -> Iterator[None]:
     finally:
         mm.inflight.labels(function).dec()
         mm.latency.labels(function, "request").observe(time.perf_counter() - start)
-
-
-@functools.cache
-def configure_logging() -> None:
-    """Log format and level, and secrets masked in every record of the process (any logger, any handler)."""
-    logging.basicConfig(level=settings().log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pyiceberg").setLevel(logging.WARNING)
-    install_secret_masking()
-
-
-def configured_secrets() -> tuple[str, ...]:
-    """The literal secrets of the current settings (every secret of the table, the catalog URI's password)."""
-    try:
-        return settings().secrets()
-    except Exception:  # noqa: BLE001 - a malformed setting must not stop a log line
-        return ()
-
-
-_masking_installed = False
-
-
-def install_secret_masking() -> None:
-    """Mask secrets (:func:`redact.mask`: URI passwords, ``key=value`` secrets, :func:`configured_secrets`) in the
-    message, traceback and stack of every log record when it is made, so no handler (ours, gunicorn's, Flask's)
-    ever sees them. Idempotent."""
-    global _masking_installed
-    with _metrics_lock:
-        if _masking_installed:
-            return
-        _masking_installed = True
-    from ateda.redact import mask
-
-    make = logging.getLogRecordFactory()
-    formatter = logging.Formatter()
-
-    def factory(*args, **kwargs) -> logging.LogRecord:  # noqa: ANN002, ANN003
-        record = make(*args, **kwargs)
-        try:
-            secrets = configured_secrets()
-            record.msg, record.args = mask(record.getMessage(), secrets), ()
-            if record.exc_info and not record.exc_text:
-                record.exc_text = mask(formatter.formatException(record.exc_info), secrets)
-            if record.stack_info:
-                record.stack_info = mask(record.stack_info, secrets)
-        except Exception:  # noqa: BLE001 - logging must never raise; the record stays as it was
-            pass
-        return record
-
-    logging.setLogRecordFactory(factory)

@@ -20,9 +20,9 @@ import re
 from typing import IO
 from urllib.parse import unquote_plus
 
-from ateda.events import catalogue as events
 from ateda.config import Settings
 from ateda.errors import AtedaError, BadInput
+from ateda.events import catalogue as events
 from ateda.keys import check_bucket, check_key, header_value
 
 _ETAG = re.compile(r"^[0-9A-Za-z-]{0,128}\Z")  # hex MD5, or hex-N for multipart uploads

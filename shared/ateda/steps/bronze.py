@@ -44,12 +44,13 @@ from pyiceberg.exceptions import CommitFailedException, ResolveError, Validation
 from pyiceberg.manifest import ManifestContent
 from pyiceberg.table import Table
 
-from ateda.steps.batching import MicroBatcher
-from ateda.lake.iceberg import LEDGER, ensure_tables, load_catalog
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
 from ateda.keys import segment
+from ateda.lake.iceberg import LEDGER, ensure_tables, load_catalog
+from ateda.lake.storage import arrow_filesystem, lake_store
 from ateda.serving.metrics import m
+from ateda.steps.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 PartKey = tuple[str, str, str, int]
@@ -156,7 +157,6 @@ class GroupCommitter:
 
     def _lake_store(self):  # noqa: ANN202
         if self._lake is None:
-            from ateda.lake.storage import lake_store
 
             self._lake = lake_store(self.settings)
         return self._lake
@@ -543,7 +543,6 @@ def _unified(schemas: list[pa.Schema]) -> pa.Schema:
 
 
 def _fs_path(uri: str, settings: Settings):  # noqa: ANN202
-    from ateda.lake.storage import arrow_filesystem
 
     return arrow_filesystem(uri.removeprefix("file://"), settings)
 

@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, ConfigError
+from ateda.lake.iceberg import TABLE_PROPERTIES, ensure_tables, load_catalog
+from ateda.lake.storage import lake_store
 
 log = logging.getLogger(__name__)
 NSIDE = 64
@@ -134,7 +136,6 @@ def _read_input(path: Path) -> pa.Table:
 
 def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float, nside: int = NSIDE) -> CatalogInfo:
     """Register (or replace) catalog ``name`` from a Parquet/CSV file; returns its manifest."""
-    from ateda.lake.storage import lake_store
 
     if not _NAME.match(name):
         raise ConfigError(f"catalog name {name!r}: lower-case letters, digits, '-' and '_'")
@@ -171,8 +172,6 @@ def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float,
 
 
 def list_catalogs(settings: Settings) -> list[CatalogInfo]:
-    from ateda.lake.storage import lake_store
-
     lake = lake_store(settings)
     root = getattr(lake, "root", None)
     if root is not None:  # a local lake: look at the one folder
@@ -199,7 +198,6 @@ class MatchStats:
 def match(settings: Settings, alerts: pa.Table, catalogs: list[CatalogInfo] | None = None,
           stats: MatchStats | None = None) -> pa.Table:
     """Matches of ``alerts`` (columns candid, objectId, ra, dec, night) against every registered catalog."""
-    from ateda.lake.storage import lake_store
 
     catalogs = list_catalogs(settings) if catalogs is None else catalogs
     stats = stats if stats is not None else MatchStats()
@@ -243,7 +241,6 @@ def alerts_of_commit(settings: Settings, data: dict) -> pa.Table:
     """candid, objectId, ra, dec, night of the alerts of the event's chunks (found through the ingest ledger)."""
     from pyiceberg.expressions import In
 
-    from ateda.lake.iceberg import ensure_tables, load_catalog
 
     chunks = list(data.get("chunks") or [])
     empty = pa.table({"candid": pa.array([], pa.int64()), "objectId": pa.array([], pa.string()),
@@ -280,7 +277,6 @@ def ensure_table(settings: Settings):
         TableAlreadyExistsError,
     )
 
-    from ateda.lake.iceberg import TABLE_PROPERTIES, load_catalog
 
     catalog = load_catalog(settings)
     ident = f"{settings.namespace}.{TABLE}"
@@ -313,7 +309,6 @@ def existing_table(settings: Settings):  # noqa: ANN201
     """bronze.crossmatch if it exists, else None (readers do not create it; :func:`ensure_table` does)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from ateda.lake.iceberg import load_catalog
 
     try:
         return load_catalog(settings).load_table(f"{settings.namespace}.{TABLE}")
@@ -369,38 +364,3 @@ def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None =
     nights = sorted({str(n) for n in found["night"].to_pylist() if n is not None})
     return {"catalogs": [c.name for c in catalogs], "alerts": alerts.num_rows, "matches": found.num_rows,
             "appended": appended, "snapshot_id": snapshot_id, "nights": nights, "chunks": chunks}
-
-
-# ---------------------------------------------------------------- CLI
-
-def register(sub) -> None:
-    """``ateda catalog add|list``."""
-    c = sub.add_parser("catalog", help="reference catalogs for the crossmatch (HEALPix-partitioned in the lake)")
-    csub = c.add_subparsers(required=True, metavar="ACTION")
-    a = csub.add_parser("add", help="register NAME from a Parquet/CSV file with ra, dec (deg) and id columns")
-    a.add_argument("name")
-    a.add_argument("file", type=Path)
-    a.add_argument("--radius-arcsec", type=float, required=True, help="match radius")
-    a.add_argument("--nside", type=int, default=NSIDE, help="HEALPix partitioning (nested), default 64")
-    a.set_defaults(func=cmd_catalog_add)
-    ls = csub.add_parser("list", help="registered catalogs")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_catalog_list)
-
-
-def cmd_catalog_add(args, settings: Settings) -> int:
-    info = add_catalog(settings, args.name, args.file, args.radius_arcsec, args.nside)
-    print(f"catalog {info.name}: {info.rows} rows in {len(info.cells)} HEALPix cells (nside {info.nside}), "
-          f"radius {info.radius_arcsec}\", version {info.version}")
-    return 0
-
-
-def cmd_catalog_list(args, settings: Settings) -> int:
-    cats = list_catalogs(settings)
-    if args.json:
-        print(json.dumps([{k: v for k, v in c.as_dict().items() if k != "cells"} | {"n_cells": len(c.cells)}
-                          for c in cats], indent=1))
-        return 0
-    for c in cats:
-        print(f"{c.name}\t{c.rows} rows\t{len(c.cells)} cells\tradius {c.radius_arcsec}\"\tversion {c.version}")
-    return 0

@@ -6,7 +6,7 @@ thread per process (started lazily by the first request, never at import) waits 
 ``ATEDA_REFRESH_DEBOUNCE_MS`` (default 5000; at most ``ATEDA_REFRESH_MAX_WAIT_MS`` after the first pending one,
 default 60000, so a steady stream still refreshes), then, holding an exclusive ``flock`` on
 ``$ATEDA_HOME/refresh/dbt-refresh-<target>.lock`` (two processes never run dbt on the same target at once), runs
-:func:`run_refresh` once for every request pending at that moment, emits ``dev.ateda.silver.refreshed`` and
+:func:`run_dbt_models` once for every request pending at that moment, emits ``dev.ateda.silver.refreshed`` and
 deletes those markers. A failed run is retried ``ATEDA_REFRESH_RETRIES`` times (default 3) with exponential backoff
 (``ATEDA_REFRESH_BACKOFF_MS``, default 1000); so is a failed emit after a successful run (only the emit: dbt does
 not run again for it). When the attempts are exhausted the last triggering event is written as a dead letter
@@ -27,8 +27,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from ateda.lake import deadletters
 from ateda.config import RefreshSettings, Settings
+from ateda.lake import deadletters
+from ateda.lake.locks import file_lock
+from ateda.lake.storage import lake_store
+from ateda.warehouse.build import refresh_models
 
 log = logging.getLogger(__name__)
 SILVER_REFRESHED = "dev.ateda.silver.refreshed"
@@ -38,11 +41,10 @@ SUBSCRIBER = "ateda-dbt-refresh"  # its Knative Service: the folder of its dead 
 DEAD_LETTERS = f"dead-letter/{SUBSCRIBER}/"
 
 
-def run_refresh(settings: Settings, target: str = "local"):
+def run_dbt_models(settings: Settings, target: str = "local"):
     """The dbt run itself (module level so that tests can count or fake it)."""
-    from ateda.warehouse.build import refresh
 
-    return refresh(settings, target=target)
+    return refresh_models(settings, target=target)
 
 
 RefreshConfig = RefreshSettings  # the section of Settings (ATEDA_REFRESH_*, ATEDA_DBT_TARGET); tests build their own
@@ -50,7 +52,6 @@ RefreshConfig = RefreshSettings  # the section of Settings (ATEDA_REFRESH_*, ATE
 
 def run_lock(settings: Settings, target: str):  # noqa: ANN201
     """One refresh worker runs per target and home at a time (the warehouse also locks each dbt run itself)."""
-    from ateda.warehouse.build import file_lock
 
     return file_lock(Path(settings.home) / "refresh" / f"dbt-refresh-{target}.lock")
 
@@ -60,7 +61,6 @@ class RefreshWorker:
 
     def __init__(self, settings: Settings, emit: Callable[[str, dict, str], None],
                  config: RefreshSettings | None = None) -> None:
-        from ateda.lake.storage import lake_store
 
         self.settings = settings
         self.config = config or settings.refresh
@@ -144,7 +144,7 @@ class RefreshWorker:
             keys = self._pending()  # read under the lock: another process may have served them meanwhile
             if not keys:
                 return None
-            ok, result = self._attempts("dbt refresh", lambda: run_refresh(self.settings, self.config.target))
+            ok, result = self._attempts("dbt refresh", lambda: run_dbt_models(self.settings, self.config.target))
             if not ok:
                 self._dead_letter(keys, result)
                 self._drop(keys)

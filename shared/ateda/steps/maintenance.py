@@ -36,11 +36,14 @@ from typing import Any
 
 from ateda.config import MaintenanceSettings, Settings
 from ateda.errors import BadInput
+from ateda.lake.iceberg import COMPACTED_KEY, HOUSEKEEPING, ensure_tables, load_catalog
+from ateda.lake.locks import file_lock
+from ateda.lake.storage import store_for_uri
+from ateda.serving.metrics import m
 
 log = logging.getLogger(__name__)
 FUNCTION = "maintenance"
 TASKS = ("compact", "expire", "orphans", "stats")
-COMPACTED_KEY = "ateda.compacted"
 STAGING = "staging/"
 
 
@@ -97,7 +100,6 @@ def lake_tables(settings: Settings) -> dict[str, Any]:
     """Every Iceberg table of the lake: the bronze tables and, once it exists, bronze.crossmatch."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from ateda.lake.iceberg import ensure_tables, load_catalog
 
     catalog = load_catalog(settings)
     tables = dict(ensure_tables(catalog, settings))
@@ -111,7 +113,6 @@ def lake_tables(settings: Settings) -> dict[str, Any]:
 def run_pass(settings: Settings, tasks: list[str] | None = None, config: MaintenanceConfig | None = None,
              now: float | None = None) -> PassReport:
     """One maintenance pass under the lake's maintenance lock; see the module docstring."""
-    from ateda.warehouse.build import file_lock
 
     config = config or settings.maintenance
     report = PassReport(tasks=list(tasks or TASKS))
@@ -142,7 +143,6 @@ def run_pass(settings: Settings, tasks: list[str] | None = None, config: Mainten
 
 
 def _ensure_housekeeping(table) -> None:  # noqa: ANN001
-    from ateda.lake.iceberg import HOUSEKEEPING
 
     props = table.metadata.properties
     missing = {k: v for k, v in HOUSEKEEPING.items() if props.get(k) != v}
@@ -224,7 +224,6 @@ def rewrite_bin(table, files: list) -> tuple[int, int]:  # noqa: ANN001
     import pyarrow.parquet as pq
     from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
-    from ateda.serving.metrics import m
 
     start = time.perf_counter()
     data = read_conformed(table, files)
@@ -270,17 +269,6 @@ def read_conformed(table, files: list):  # noqa: ANN001, ANN201
         if fld.name not in data.column_names:
             data = data.append_column(fld.name, pa.nulls(data.num_rows, fld.type))
     return data.select(target.names).cast(target)
-
-
-def compaction_lineage(table) -> list[tuple[list[str], list[str]]]:  # noqa: ANN001
-    """(removed files, added files) of every compaction among the table's live snapshots, oldest first."""
-    out = []
-    for snap in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms):
-        props = snap.summary.additional_properties if snap.summary else {}
-        if COMPACTED_KEY in props:
-            d = json.loads(props[COMPACTED_KEY])
-            out.append((d["removed"], d["added"]))
-    return out
 
 
 # ---------------------------------------------------------------- snapshot expiry
@@ -335,8 +323,6 @@ def referenced_files(table) -> set[str]:  # noqa: ANN001
 def delete_orphans(settings: Settings, tables: dict[str, Any], config: MaintenanceConfig,
                    now: float | None = None) -> tuple[dict[str, int], int]:
     """Delete unreferenced files older than the grace period under staging/ and each table's location."""
-    from ateda.serving.metrics import m
-    from ateda.lake.storage import store_for_uri
 
     start = time.perf_counter()
     referenced: set[str] = set()
@@ -389,8 +375,6 @@ def table_stats(table, config: MaintenanceConfig) -> dict[str, int]:  # noqa: AN
 
 
 def _record_metrics(report: PassReport) -> None:
-    from ateda.serving.metrics import m
-
     mm = m()
     for name, t in report.tables.items():  # zero increments too: a table with nothing to do still shows
         if "compact" in report.tasks:
@@ -401,29 +385,3 @@ def _record_metrics(report: PassReport) -> None:
             mm.lake.labels(name, stat).set(value)
     mm.latency.labels(FUNCTION, "pass").observe(report.seconds)
     mm.maintenance_runs.labels("budget_exhausted" if report.budget_exhausted else "complete").inc()
-
-
-# ---------------------------------------------------------------- CLI
-
-def register(sub) -> None:  # noqa: ANN001
-    """``ateda maintain``: one pass now, in this process (the runtime's pinger does the same every hour)."""
-    p = sub.add_parser("maintain", help="compact small files, expire snapshots, delete orphans, print lake health")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
-    p.add_argument("--json", action="store_true", help="the pass's report as JSON")
-    p.set_defaults(func=cmd_maintain)
-
-
-def cmd_maintain(args, settings: Settings) -> int:  # noqa: ANN001
-    report = run_pass(settings, tasks_of({"tasks": [t.strip() for t in args.tasks.split(",") if t.strip()]}))
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=1))
-        return 0
-    for name, t in report.tables.items():
-        s = t.stats
-        shape = (f"{s['data_files']} files in {s['partitions']} partitions (max {s['max_files_per_partition']}), "
-                 f"{s['snapshots']} snapshots, {s['manifests']} manifests" if s else "")
-        print(f"{name:14s} compacted {t.compacted_files} -> {t.written_files} files, expired {t.expired_snapshots} "
-              f"snapshots; {shape}")
-    print(f"orphans deleted: {sum(report.orphans_deleted.values())} files ({report.orphan_bytes / 1e6:.1f} MB); "
-          f"{report.seconds:.1f} s{' (budget used up: the next pass goes on)' if report.budget_exhausted else ''}")
-    return 0

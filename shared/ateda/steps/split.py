@@ -29,12 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
 from ateda.keys import name_segment
 from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import ObjectStore
+from ateda.serving.metrics import m
+from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
 
 Emit = Callable[[str, dict, str], None]  # (event type, data, subject)
 TAR_STREAM = "<tar stream>"  # the member name of a failure of the tarball itself (not of one member)
@@ -380,7 +381,6 @@ class Splitter:
         the first ``quarantine_records_per_object`` members or alerts, then only a count per reason (see
         _write_summaries). A failure of the object or tarball itself (no member, or ``<tar stream>``) is always
         recorded, with a copy of the original object."""
-        from ateda.serving.metrics import m
 
         m().rejected.labels(self.function, err.reason).inc()
         whole = member in (None, TAR_STREAM)  # a failure of the object itself: at most a few, always recorded

@@ -10,7 +10,7 @@ with pyiceberg and creates, in the DuckDB file, the views
   (``ateda_meta.processed_file``). The incremental models read it, so a refresh costs in proportion to the new
   data and the objects it touches; with no new data it is empty and nothing changes.
 
-:func:`refresh` runs dbt in-process (``dbtRunner``) and, only when the run succeeded, records the files as
+:func:`refresh_models` runs dbt in-process (``dbtRunner``) and, only when the run succeeded, records the files as
 processed. A failed run leaves the state alone, so the next refresh sees the same delta again (the incremental
 models are idempotent). One refresh at a time per home (a file lock).
 
@@ -21,9 +21,8 @@ as the dbt var ``bronze_since``.
 
 from __future__ import annotations
 
-import contextlib
+
 import datetime as dt
-import fcntl
 import json
 import os
 import re
@@ -32,10 +31,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, ConfigError
+from ateda.lake.iceberg import compaction_lineage, ensure_tables, load_catalog
+from ateda.lake.locks import file_lock
+from ateda.steps.crossmatch import CROSSMATCH, ensure_table, existing_table
+from ateda.ztf.layout import canonical_field_types
 
 def dbt_dir(settings: Settings) -> Path:
     """The dbt project: ATEDA_DBT_DIR in the image (docker/Dockerfile copies dbt/ there), else dbt/ in the repo."""
@@ -192,8 +195,6 @@ def _inherit_processed(settings: Settings, done: set[tuple[str, str]]) -> set[tu
     """``done`` plus the files that compaction wrote from processed files only (same rows, moved: not new)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from ateda.lake.iceberg import load_catalog
-    from ateda.steps.maintenance import compaction_lineage
 
     if not done:
         return done
@@ -221,14 +222,11 @@ def _drop_relation(con, name: str) -> None:  # noqa: ANN001
 
 def _bronze_tables(settings: Settings) -> dict:
     """The bronze tables the warehouse reads; ``crossmatch`` is None until the crossmatch function created it."""
-    from ateda.lake.iceberg import ensure_tables, load_catalog
-    from ateda.steps.crossmatch import existing_table
 
     return {**ensure_tables(load_catalog(settings), settings), "crossmatch": existing_table(settings)}
 
 
 def _crossmatch_schema():  # noqa: ANN202
-    from ateda.steps.crossmatch import CROSSMATCH
 
     return CROSSMATCH
 
@@ -270,7 +268,6 @@ def _normalised_columns(paths: list[str], schema=None) -> str:  # noqa: ANN001
     """
     import pyarrow.parquet as pq
 
-    from ateda.ztf.layout import canonical_field_types
 
     present: dict[str, set[str]] = {}
     for s in ([schema] if schema is not None else (pq.read_schema(p) for p in paths)):
@@ -390,25 +387,12 @@ def _release_duckdb() -> None:
         env.close()
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on ``path``, across processes and threads (each holder opens its own file description,
-    so a second holder waits, even in the same process)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def refresh_lock(settings: Settings, target: str):  # noqa: ANN201
     """Never two refreshes of the same target from this home at once (the second waits)."""
     return file_lock(warehouse_dir(settings) / f"refresh-{target}.lock")
 
 
-def refresh(settings: Settings, target: str = "local", full_refresh: bool = False, test: bool = False,
+def refresh_models(settings: Settings, target: str = "local", full_refresh: bool = False, test: bool = False,
             select: str | None = None) -> RefreshResult:
     """Bring silver and gold up to date with bronze; ``test=True`` runs ``dbt build`` (models and their tests).
 
@@ -479,8 +463,6 @@ def _result(target: str, res, seconds: float, n_new: int) -> RefreshResult:  # n
 
 
 def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
-    from ateda.steps.crossmatch import ensure_table
-
     ensure_table(settings)  # StarRocks binds bronze.crossmatch in the Iceberg catalog: it must exist, even empty
     state_path = warehouse_dir(settings) / "cluster-state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
