@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field, fields, replace
+from urllib.parse import unquote, urlsplit
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -380,8 +381,6 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """The literal secrets of these settings (for masking)."""
-        from urllib.parse import unquote, urlsplit
-
         out = [str(self.value(v)) for v in VARIABLES if v.secret and v.name != "ATEDA_CATALOG_URI"]
         try:
             password = urlsplit(self.catalog_uri).password

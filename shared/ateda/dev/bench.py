@@ -346,7 +346,7 @@ def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
     """Lake maintenance on a night of ``n`` alerts ingested as single files: the lake's shape, a full scan of
     bronze.alert by DuckDB and pyiceberg's scan planning before and after one compaction pass, the pass itself, and
     the incremental dbt refresh after it (compacted rows are not new: it reads no file)."""
-    import duckdb
+    import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
 
 
     def measure() -> dict:

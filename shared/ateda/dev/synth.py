@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from astropy.io import fits
+import fastavro
 
 from ateda.ztf.layout import SCHEMA_VERSION, canonical_field_types, field_names, parsed_alert_schema
 
@@ -537,7 +539,6 @@ def _images(rng: np.random.Generator, flux: float, ref_flux: float, ref_off: tup
 
 def _fits_gz(data: np.ndarray, header: dict[str, Any]) -> bytes:
     """A gzip-compressed single-HDU FITS file holding ``data`` (big-endian float32) and ``header``."""
-    from astropy.io import fits
 
     hdu = fits.PrimaryHDU(data=data.astype(">f4"), header=fits.Header(list(header.items())))
     buf = io.BytesIO()
@@ -655,7 +656,6 @@ def _sync_marker(key: str) -> bytes:
 
 def _avro_bytes(alert: dict[str, Any]) -> bytes:
     """One alert as a single-record Avro container (null codec)."""
-    import fastavro
 
     buf = io.BytesIO()
     fastavro.writer(buf, parsed_alert_schema(), [alert], codec="null", sync_marker=_sync_marker(str(alert["candid"])))
@@ -676,7 +676,6 @@ def write_single_files(out_dir: str | Path, n: int, seed: int = 0, **kw: Any) ->
 
 def write_container(path: str | Path, n: int, seed: int = 0, **kw: Any) -> Path:
     """Write all ``n`` alerts as one multi-record Avro container (null codec), streamed; return its path."""
-    import fastavro
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

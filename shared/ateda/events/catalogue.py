@@ -13,6 +13,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+import requests
+import jsonschema
 
 from ateda.config import settings
 from ateda.errors import TransientError
@@ -114,8 +116,6 @@ def _token_for(sink: str) -> str:
 
 
 def _session():  # noqa: ANN202
-    import requests
-
     if not hasattr(_local, "session"):
         _local.session = requests.Session()
     return _local.session
@@ -127,7 +127,6 @@ def post(sink: str, event: dict, timeout: float = 30.0, token: str | None = None
     ``token`` (default: see :func:`_token_for`) goes in ``Authorization: Bearer``, as the local broker asks."""
     if not sink:
         return
-    import requests
 
     headers, body = to_binary(event)
     token = _token_for(sink) if token is None else token
@@ -159,7 +158,6 @@ def catalog_dir(events_dir: Path | None = None) -> Path:
 
 def validator(type_: str):  # noqa: ANN201
     """A jsonschema validator for the ``data`` of events of ``type_`` (schemas in events/schemas/)."""
-    import jsonschema
 
     schema = json.loads((catalog_dir() / "schemas" / f"{type_}.json").read_text())
     return jsonschema.Draft202012Validator(schema)

@@ -12,6 +12,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
+from pyiceberg.catalog import load_catalog as _load
 
 from ateda.config import Settings
 from ateda.errors import TransientError
@@ -81,8 +82,6 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
 
 
 def load_catalog(settings: Settings) -> Catalog:
-    from pyiceberg.catalog import load_catalog as _load
-
     try:
         return _load(settings.catalog_name, **catalog_properties(settings))
     except Exception as exc:  # connection refused, auth...: the catalog is unavailable

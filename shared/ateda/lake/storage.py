@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Protocol
+from pyarrow import fs
 
 from ateda.config import Settings
 from ateda.errors import TransientError
@@ -218,7 +219,7 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def _call(self, fn, **kw):  # noqa: ANN001, ANN202
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # S3 mode only: botocore is loaded with boto3
 
         try:
             return fn(Bucket=self.bucket, **kw)
@@ -272,8 +273,8 @@ class S3Store:
 
 
 def s3_client(settings: Settings):  # noqa: ANN201
-    import boto3
-    from botocore.config import Config
+    import boto3  # S3 mode only: the local lake never loads boto3
+    from botocore.config import Config  # S3 mode only (see boto3 above)
 
     return boto3.client(
         "s3",
@@ -309,7 +310,6 @@ def lake_store(settings: Settings) -> ObjectStore:
 
 def arrow_filesystem(uri: str, settings: Settings):  # noqa: ANN201
     """A pyarrow filesystem and path for ``uri`` (a local path or s3://bucket/key)."""
-    from pyarrow import fs
 
     if uri.startswith("s3://"):
         return _s3_fs(settings), uri[5:]
@@ -318,8 +318,6 @@ def arrow_filesystem(uri: str, settings: Settings):  # noqa: ANN201
 
 @functools.cache
 def _s3_fs(settings: Settings):  # noqa: ANN202
-    from pyarrow import fs
-
     return fs.S3FileSystem(
             endpoint_override=settings.s3_endpoint or None, region=settings.s3_region,
             access_key=settings.s3_access_key or None, secret_key=settings.s3_secret_key or None,

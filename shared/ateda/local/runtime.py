@@ -12,6 +12,7 @@ servers get in their environment; the runtime's state file (``$ATEDA_HOME/runtim
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
+import yaml
 
 from ateda.config import REPO_ROOT, LocalSettings, Settings, child_env, local_settings
 from ateda.events import catalogue as events
@@ -291,8 +293,6 @@ class Pinger:
     ``knative/35-pingsource.yaml``) to the broker every ``every`` seconds, the first one ``every`` after start."""
 
     def __init__(self, sink: str, every: float) -> None:
-        import threading
-
         self.sink, self.every = sink, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="maintenance-pinger", daemon=True)
@@ -315,7 +315,6 @@ class Pinger:
 
 def ping(sink: str) -> dict:
     """Send one maintenance ping, as the PingSource would; returns the event."""
-    import yaml
 
 
     (source,) = [d for p in sorted(knative_dir().glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
@@ -330,8 +329,6 @@ def ping(sink: str) -> dict:
 def _die_with_parent() -> None:
     """In the child: ask Linux to SIGTERM it when the runtime's process dies, so no function server is orphaned."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: `stop()` still terminates the children on a normal exit
         pass

@@ -10,6 +10,8 @@ from typing import Iterator
 
 from werkzeug.exceptions import abort
 from werkzeug.wrappers import Response
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import multiprocess
 
 from ateda.config import settings
 from ateda.errors import TransientError
@@ -37,11 +39,9 @@ def serve_metrics() -> None:
         port = cfg.port
         if port <= 0:
             return
-        from prometheus_client import CollectorRegistry, start_http_server
 
         registry = None
         if cfg.multiproc_dir:
-            from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -32,6 +32,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from astropy_healpix import HEALPix
+import astropy.units as u
+from pyarrow import csv
+from pyiceberg.expressions import In
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, ConfigError
@@ -68,14 +73,10 @@ def separation_arcsec(ra1, dec1, ra2, dec2):
 
 
 def _healpix(nside: int):
-    from astropy_healpix import HEALPix
-
     return HEALPix(nside=nside, order="nested")
 
 
 def cells_of(ra, dec, nside: int = NSIDE) -> np.ndarray:
-    import astropy.units as u
-
     return np.asarray(_healpix(nside).lonlat_to_healpix(np.asarray(ra, float) * u.deg, np.asarray(dec, float) * u.deg),
                       dtype=np.int64)
 
@@ -83,7 +84,6 @@ def cells_of(ra, dec, nside: int = NSIDE) -> np.ndarray:
 def cone_cells(ra: float, dec: float, radius_arcsec: float, nside: int = NSIDE) -> set[int]:
     """The cells a cone touches: the position's own cell and those the radius reaches (padded slightly: the exact
     distance test comes after, a few extra candidates cost nothing)."""
-    import astropy.units as u
 
     hp = _healpix(nside)
     pad = radius_arcsec * 1.01 + 0.5
@@ -116,7 +116,6 @@ class CatalogInfo:
 
 def _read_input(path: Path) -> pa.Table:
     if path.suffix.lower() in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):
-        from pyarrow import csv
 
         table = csv.read_csv(path)
     else:
@@ -239,7 +238,6 @@ def match(settings: Settings, alerts: pa.Table, catalogs: list[CatalogInfo] | No
 
 def alerts_of_commit(settings: Settings, data: dict) -> pa.Table:
     """candid, objectId, ra, dec, night of the alerts of the event's chunks (found through the ingest ledger)."""
-    from pyiceberg.expressions import In
 
 
     chunks = list(data.get("chunks") or [])
@@ -271,13 +269,6 @@ def alerts_of_commit(settings: Settings, data: dict) -> pa.Table:
 
 
 def ensure_table(settings: Settings):
-    from pyiceberg.exceptions import (
-        NamespaceAlreadyExistsError,
-        NoSuchTableError,
-        TableAlreadyExistsError,
-    )
-
-
     catalog = load_catalog(settings)
     ident = f"{settings.namespace}.{TABLE}"
     try:
@@ -307,7 +298,6 @@ def _with_current_schema(table):  # noqa: ANN001, ANN202
 
 def existing_table(settings: Settings):  # noqa: ANN201
     """bronze.crossmatch if it exists, else None (readers do not create it; :func:`ensure_table` does)."""
-    from pyiceberg.exceptions import NoSuchTableError
 
 
     try:
@@ -322,7 +312,6 @@ def commit_matches(settings: Settings, found: pa.Table, catalogs: list[CatalogIn
 
     Returns (rows appended, bronze.crossmatch's snapshot id afterwards: None while the table has no snapshot).
     """
-    from pyiceberg.expressions import In
 
     if not candids or not catalogs:
         return 0, None

@@ -33,6 +33,12 @@ import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from pyiceberg.exceptions import NoSuchTableError
+import pyarrow.parquet as pq
+from pyiceberg.io.pyarrow import parquet_file_to_data_file
+import pyarrow as pa
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.exceptions import CommitFailedException
 
 from ateda.config import MaintenanceSettings, Settings
 from ateda.errors import BadInput
@@ -98,7 +104,6 @@ def tasks_of(data: Any) -> list[str]:
 
 def lake_tables(settings: Settings) -> dict[str, Any]:
     """Every Iceberg table of the lake: the bronze tables and, once it exists, bronze.crossmatch."""
-    from pyiceberg.exceptions import NoSuchTableError
 
 
     catalog = load_catalog(settings)
@@ -143,7 +148,6 @@ def run_pass(settings: Settings, tasks: list[str] | None = None, config: Mainten
 
 
 def _ensure_housekeeping(table) -> None:  # noqa: ANN001
-
     props = table.metadata.properties
     missing = {k: v for k, v in HOUSEKEEPING.items() if props.get(k) != v}
     if missing:
@@ -221,8 +225,6 @@ def compact_table(table, config: MaintenanceConfig, deadline: float, report: Tab
 
 def rewrite_bin(table, files: list) -> tuple[int, int]:  # noqa: ANN001
     """Replace ``files`` by the same rows in new file(s), in one overwrite; returns (rows, files written)."""
-    import pyarrow.parquet as pq
-    from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
 
     start = time.perf_counter()
@@ -255,9 +257,6 @@ def read_conformed(table, files: list):  # noqa: ANN001, ANN201
     ever renamed): structs of different schema versions merge, absent columns and fields become nulls. Not with
     pyiceberg's reader, which returns a null list stored in a file (alerts without fp_hists) as an empty one.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from pyiceberg.io.pyarrow import schema_to_pyarrow
 
     target = schema_to_pyarrow(table.schema(), include_field_ids=True)
     parts = []
@@ -275,7 +274,6 @@ def read_conformed(table, files: list):  # noqa: ANN001, ANN201
 
 def expire_snapshots(table, config: MaintenanceConfig, now: float | None = None) -> int:  # noqa: ANN001
     """Expire old snapshots (keeping the newest ``retain_last`` and every ref head); returns how many went."""
-    from pyiceberg.exceptions import CommitFailedException
 
     cutoff_ms = int(((now if now is not None else time.time()) - config.retain_hours * 3600) * 1000)
     for _ in range(5):  # expiry is not retried by pyiceberg: a concurrent commit makes us recompute

@@ -32,6 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyiceberg.exceptions import NoSuchTableError
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, ConfigError
@@ -98,7 +101,7 @@ def duckdb_config(settings: Settings) -> dict[str, object]:
 
 def open_warehouse(settings: Settings):  # noqa: ANN201
     """The refresh's read-write DuckDB connection to the local warehouse, with :func:`duckdb_config`."""
-    import duckdb
+    import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
 
     path = duckdb_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +196,6 @@ def prepare_bronze(con, settings: Settings) -> tuple[dict[str, list[str]], dict[
 
 def _inherit_processed(settings: Settings, done: set[tuple[str, str]]) -> set[tuple[str, str]]:
     """``done`` plus the files that compaction wrote from processed files only (same rows, moved: not new)."""
-    from pyiceberg.exceptions import NoSuchTableError
 
 
     if not done:
@@ -227,7 +229,6 @@ def _bronze_tables(settings: Settings) -> dict:
 
 
 def _crossmatch_schema():  # noqa: ANN202
-
     return CROSSMATCH
 
 
@@ -238,9 +239,7 @@ def _select_list(name: str, paths: list[str], schema=None) -> str:  # noqa: ANN0
         return _normalised_columns(paths, schema)
     if name != "crossmatch":
         return "*"
-    import duckdb
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
 
     want = _crossmatch_schema()
     present = set(schema.names) if schema is not None else set()
@@ -266,7 +265,6 @@ def _normalised_columns(paths: list[str], schema=None) -> str:  # noqa: ANN001
     ``candidate.drb`` and no ``fp_hists`` at all; the missing fields become typed NULLs, so the models bind on
     any lake. Field names are read from the Parquet footers (metadata only).
     """
-    import pyarrow.parquet as pq
 
 
     present: dict[str, set[str]] = {}
@@ -319,7 +317,7 @@ def dbt_profile(settings: Settings, target: str = "local") -> Path:
     """dbt/profiles.yml rendered with :func:`dbt_values` in place of each ``env_var(name, default)``, written to
     ``$ATEDA_HOME/warehouse/dbt/profiles-<target>/profiles.yml`` (mode 0600: the cluster profile holds a password);
     returns its folder, for ``--profiles-dir``. The repository's profile stays as it is for a ``dbt run`` by hand."""
-    import jinja2
+    import jinja2  # dbt's templating: loaded only when a dbt profile is rendered
 
     values = dbt_values(settings, target)
 
@@ -358,7 +356,7 @@ def run_dbt(settings: Settings, args: list[str], target: str = "local"):  # noqa
     The profile is rendered from ``settings`` (:func:`dbt_profile`); the compiled files and logs go under
     ``$ATEDA_HOME/warehouse/dbt`` (never into the repository).
     """
-    from dbt.cli.main import dbtRunner
+    from dbt.cli.main import dbtRunner  # dbt is heavy (seconds to import) and only the refresh needs it
 
     out = warehouse_dir(settings) / "dbt"
     out.mkdir(parents=True, exist_ok=True)
@@ -377,7 +375,7 @@ def _release_duckdb() -> None:
     """dbt-duckdb keeps its DuckDB instance open after an invocation; close it so that this process (and others)
     can open the warehouse again, read-only included."""
     try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager  # dbt: see run_dbt
     except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
         return
     with DuckDBConnectionManager._LOCK:
@@ -485,7 +483,7 @@ def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select:
 
 def connect(settings: Settings, read_only: bool = True):  # noqa: ANN201
     """A DuckDB connection to the local warehouse (read-only by default). Raises if there is none yet."""
-    import duckdb
+    import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
 
     path = duckdb_path(settings)
     if not path.exists():

@@ -177,7 +177,7 @@ _HEADER = fastavro.parse_schema(HEADER_SCHEMA)
 
 def _snappy(block: bytes, limit: int) -> bytes:
     """Avro's snappy block: raw snappy, then the 4-byte big-endian CRC32 of the uncompressed data (verified)."""
-    import cramjam
+    import cramjam  # only for snappy-coded blocks: files in the other codecs never load it
 
     body, crc = block[:-4], block[-4:]
     if len(crc) != 4:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import functools
 from typing import Any, NamedTuple
+import fastavro
+
 
 SCHEMA_VERSION = "4.02"
 NAMESPACE = "ztf"
@@ -286,7 +288,6 @@ def alert_schema() -> dict[str, Any]:
 @functools.cache
 def parsed_alert_schema() -> Any:
     """The alert schema parsed once by fastavro (shared; do not mutate)."""
-    import fastavro
 
     return fastavro.parse_schema(alert_schema())
 
