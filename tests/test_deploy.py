@@ -1390,9 +1390,9 @@ def exported_metrics() -> frozenset[str]:
     """Sample names shared/ateda/metrics.py exports, read from the prometheus_client registry after creating them."""
     from prometheus_client import REGISTRY
 
-    from ateda.serving.metrics import m
+    from ateda.serving.metrics import instruments
 
-    m()
+    instruments()
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
                 "summary": ("", "_sum", "_count")}
     names = set()

@@ -33,7 +33,7 @@ from ateda.lake.storage import LocalStore, lake_store
 from ateda.local.broker import Broker
 from ateda.local.runtime import Runtime, ingestion_functions
 from ateda.local.watcher import GIVE_UP_AFTER, BucketWatcher
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 from ateda.status import status
 from conftest import Sink, alert_files, expected_alerts, pg_database
 from test_e2e import bronze
@@ -154,7 +154,7 @@ def test_a_failing_batch_backs_off_gives_up_visibly_and_never_blocks_the_next(tm
     s = _watcher_settings(tmp_path, grace=0.1)
     broker = _Refusing()
     _drop(s, "poison.avro", b"x")
-    failures0 = m().watcher_failures._value.get()
+    failures0 = instruments().watcher_failures._value.get()
     w = BucketWatcher(s, broker.url, interval=0.02, backoff=0.05)
     caplog.set_level(logging.WARNING, logger="ateda.watcher")
     w.start()
@@ -175,9 +175,9 @@ def test_a_failing_batch_backs_off_gives_up_visibly_and_never_blocks_the_next(tm
     assert health["state"] == "failing" and health["failing"] == 1 and health["announced"] == 5
     (row,) = health["failing_objects"]
     assert row["key"] == "poison.avro" and row["given_up"] and "503" in row["error"]
-    assert m().watcher_failures._value.get() - failures0 >= GIVE_UP_AFTER
-    assert m().watcher_failing._value.get() == 1
-    assert m().watcher_last_scan._value.get() > time.time() - 5
+    assert instruments().watcher_failures._value.get() - failures0 >= GIVE_UP_AFTER
+    assert instruments().watcher_failing._value.get() == 1
+    assert instruments().watcher_last_scan._value.get() > time.time() - 5
     said = [r for r in caplog.records if "could not announce" in r.getMessage()]
     assert len(said) == 1  # the repeated error is rate-limited: the log does not grow with every retry
     # recorded as failed on disk (the next `ateda up` shows it too), and a broker that takes it clears it
@@ -269,7 +269,7 @@ def test_broker_ingress_takes_a_token_and_refuses_unsafe_names(tmp_path):
     broker = Broker([trig], {"svc": sub.base}, tmp_path / "spool", LocalStore(tmp_path / "lake"),
                     token="t0ken-for-test").start()
     url = f"{broker.url}/ateda/ateda"
-    rejected = m().broker_rejected
+    rejected = instruments().broker_rejected
 
     def created(bucket: str = "alerts", key: str = "a.avro", **obj) -> dict:  # noqa: ANN003
         return events.make_event(events.OBJECT_CREATED, "/x", {"bucket": bucket, "objects": [{"key": key, **obj}]})

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ateda.config import Settings
-from ateda.errors import TransientError
+from ateda.errors import AtedaError, TransientError
 from ateda.events import catalogue as events
 from ateda.keys import UnsafeName, printable
 from ateda.lake import deadletters
@@ -157,7 +157,7 @@ def _read_bronze_rejections(lake, bucket: str, read: set[str], objects: dict,  #
                 entry["rejected"].append(rejection)
 
 
-class IngestFailed(RuntimeError):
+class IngestFailed(AtedaError):
     """Events of this ingest were dead-lettered: waiting longer cannot help (fix, then ``ateda replay``)."""
 
 

@@ -34,7 +34,7 @@ from ateda.events import catalogue as events
 from ateda.events.routing import Trigger, knative_dir, load_triggers
 from ateda.keys import name_segment
 from ateda.lake.storage import ObjectStore
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 
 log = logging.getLogger(__name__)
 PREFIX = "dead-letter/"
@@ -84,7 +84,7 @@ def write(lake: ObjectStore, folder: str, event: dict, dest: str, code: int | st
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     key = f"{PREFIX}{name_segment(str(folder) or 'unknown')}/{stamp}-{name_segment(str(event.get('id', '')))}.json"
     lake.put_bytes(key, json.dumps(letter, indent=1, default=str).encode())
-    m().dead_letters.labels(folder).inc()
+    instruments().dead_letters.labels(folder).inc()
     return key
 
 

@@ -35,7 +35,7 @@ from ateda.events import catalogue as events
 from ateda.events.routing import Trigger
 from ateda.keys import check_bucket, check_key
 from ateda.lake.storage import ObjectStore
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 
 log = logging.getLogger(__name__)
 RETRYABLE = {404, 408, 409, 429}
@@ -170,12 +170,12 @@ class Broker:
             except requests.RequestException as exc:
                 code, error = 0, f"{type(exc).__name__}: {exc}"
             if 200 <= code < 300:
-                m().deliveries.labels(trigger.name, "ok").inc()
+                instruments().deliveries.labels(trigger.name, "ok").inc()
                 if self.duplicate:
                     session.post(url, data=body, headers=headers, timeout=300)
                 path.unlink(missing_ok=True)
                 return
-            m().deliveries.labels(trigger.name, "retry" if _retryable(code) else "failed").inc()
+            instruments().deliveries.labels(trigger.name, "retry" if _retryable(code) else "failed").inc()
             if not _retryable(code):
                 break
         self._dead_letter(trigger, event, url, code, error)
@@ -260,7 +260,7 @@ def _handler(broker: Broker):  # noqa: ANN202
             self._reply(200, json.dumps(info, default=str).encode(), "application/json")
 
         def _refuse(self, code: int, reason: str, detail: str) -> None:
-            m().broker_rejected.labels(reason).inc()
+            instruments().broker_rejected.labels(reason).inc()
             log.warning("broker refused a request: HTTP %s %s: %r", code, reason, detail[:200])
             self._reply(code, f"{reason}: {detail}".encode())
 

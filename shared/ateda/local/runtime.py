@@ -35,7 +35,7 @@ from ateda.events.routing import knative_dir, load_triggers
 from ateda.lake.storage import lake_store
 from ateda.local.broker import Broker
 from ateda.local.watcher import BucketWatcher
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 
 
 # glibc's dynamic mmap threshold lets the freed 45 KB stamps and multi-MB chunk buffers fragment the heap, so a
@@ -222,7 +222,7 @@ class Runtime:
         elif server.state == "restarting" and now >= server.restart_at:
             server.restarts += 1
             server.consecutive += 1
-            m().restarts.labels(server.spec.service).inc()
+            instruments().restarts.labels(server.spec.service).inc()
             if server.consecutive > 2:  # it keeps dying at start: perhaps its port was taken meanwhile
                 server.port = free_port()
                 self.urls[server.spec.service] = server.url  # the broker reads this dict at each attempt

@@ -35,7 +35,7 @@ from ateda.events import catalogue as events
 from ateda.keys import check_key
 from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import LocalStore, ObjectInfo, ObjectStore, _cached_etag, bucket_store, lake_store
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 from ateda.ztf.alerts import Source
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,8 @@ class BucketWatcher:
         for i in range(0, len(ready), self.settings.batch_max_objects):
             announced += self._try_announce(ready[i:i + self.settings.batch_max_objects])
         self.last_scan = time.time()
-        m().watcher_last_scan.set(self.last_scan)
-        m().watcher_failing.set(len(self._failing))
+        instruments().watcher_last_scan.set(self.last_scan)
+        instruments().watcher_failing.set(len(self._failing))
         return announced
 
     # -- announcing
@@ -258,7 +258,7 @@ class BucketWatcher:
             return len(batch)
         except Exception as exc:  # noqa: BLE001 (whatever it is, it must not block the next batch)
             self.failures += 1
-            m().watcher_failures.inc()
+            instruments().watcher_failures.inc()
             # the broker answered (or the event could not even be built): find the object at fault by halves; an
             # unreachable broker fails every batch alike, so its batch just waits
             unreachable = isinstance(exc, TransientError) and not isinstance(exc, events.Refused)

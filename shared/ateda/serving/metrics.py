@@ -13,10 +13,11 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 @functools.cache
-def m():  # noqa: ANN201
-    """The metric objects, created on first use (never at import time)."""
+def instruments():  # noqa: ANN201
+    """The Prometheus instruments (counters, gauges, histograms) of this process, created on first use (never at
+    import time)."""
 
-    class _M:
+    class _Instruments:
         alerts = Counter("ateda_alerts_processed_total", "Alerts processed", ["function"])
         objects = Counter("ateda_objects_processed_total", "Bucket objects processed", ["function"])
         rejected = Counter("ateda_rejected_total", "Inputs quarantined, by reason", ["function", "reason"])
@@ -54,4 +55,4 @@ def m():  # noqa: ANN201
                                 multiprocess_mode="mostrecent")
         restarts = Counter("ateda_function_restarts_total", "Function servers restarted by the runtime", ["service"])
 
-    return _M
+    return _Instruments

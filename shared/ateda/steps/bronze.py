@@ -49,7 +49,7 @@ from ateda.errors import BadInput, TransientError
 from ateda.keys import segment
 from ateda.lake.iceberg import LEDGER, ensure_tables, load_catalog
 from ateda.lake.storage import arrow_filesystem, lake_store
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 from ateda.steps.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class GroupCommitter:
             "quarantine_uri": lake.uri(base) if kept else None,
         }
         lake.put_bytes(f"{base}.reason.json", json.dumps(record, indent=1).encode())
-        m().rejected.labels("bronze", reason).inc()
+        instruments().rejected.labels("bronze", reason).inc()
         log.warning("bronze quarantined chunk %s (%s): %s", chunk.chunk, reason, _short(exc))
         return _rejected(record, duplicate=False)
 
@@ -248,7 +248,7 @@ class GroupCommitter:
         tables["ingest_ledger"] = ledger
         snapshot_ids["ingest_ledger"] = _snapshot_id(ledger)
         todo = [c for c in batch if any(p not in done for p in c.parts)]  # the rest was in the ledger already
-        m().batch_size.observe(sum(c.alerts for c in todo))
+        instruments().batch_size.observe(sum(c.alerts for c in todo))
         nights = sorted({n for c in todo for n in c.nights})
         return [CommitResult(duplicate=c not in todo, snapshot_ids=snapshot_ids, rows=rows, nights=nights,
                              chunks=[t.chunk for t in todo], batch_alerts=sum(t.alerts for t in todo))
@@ -290,8 +290,8 @@ class GroupCommitter:
             tx.append(rows, snapshot_properties={SUMMARY_KEY: ",".join(sorted({r["chunk"] for r in new_rows.values()}))})
         ledger = _commit_tx(tx, ledger)
         if new_rows:
-            m().commits.labels("ingest_ledger").inc()
-            m().commit_rows.labels("ingest_ledger").inc(len(new_rows))
+            instruments().commits.labels("ingest_ledger").inc()
+            instruments().commit_rows.labels("ingest_ledger").inc(len(new_rows))
         return ledger, len(new_rows)
 
 
@@ -350,8 +350,8 @@ class _TablePlan:
         if self.rewrite:
             tx.append(pa.concat_tables(self.rewrite, promote_options="permissive"), snapshot_properties=props)
         table = _commit_tx(tx, table)
-        m().commits.labels(self.name).inc()
-        m().commit_rows.labels(self.name).inc(self.rows)
+        instruments().commits.labels(self.name).inc()
+        instruments().commit_rows.labels(self.name).inc(self.rows)
         return table, self.rows
 
     def covered_after(self, table: Table, ledger_parts: set[PartKey], view: "_View") -> int:
@@ -484,7 +484,7 @@ def _commit_tx(tx, table: Table) -> Table:  # noqa: ANN001
     try:
         return tx.commit_transaction()
     except Exception:  # a lost race (CommitFailed) or the catalog unavailable (locked, down): a failed attempt
-        m().commit_retries.labels(table.name()[-1]).inc()
+        instruments().commit_retries.labels(table.name()[-1]).inc()
         raise
 
 

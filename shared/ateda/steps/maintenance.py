@@ -45,7 +45,7 @@ from ateda.errors import BadInput
 from ateda.lake.iceberg import COMPACTED_KEY, HOUSEKEEPING, ensure_tables, load_catalog
 from ateda.lake.locks import file_lock
 from ateda.lake.storage import store_for_uri
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 
 log = logging.getLogger(__name__)
 FUNCTION = "maintenance"
@@ -245,8 +245,8 @@ def rewrite_bin(table, files: list) -> tuple[int, int]:  # noqa: ANN001
             ow.append_data_file(f)
     tx.commit_transaction()
     name = table.name()[-1]
-    m().commits.labels(name).inc()
-    m().latency.labels(FUNCTION, "compact").observe(time.perf_counter() - start)
+    instruments().commits.labels(name).inc()
+    instruments().latency.labels(FUNCTION, "compact").observe(time.perf_counter() - start)
     return data.num_rows, len(new_files)
 
 
@@ -343,8 +343,8 @@ def delete_orphans(settings: Settings, tables: dict[str, Any], config: Maintenan
             count += 1
             nbytes += info.size
         deleted[area] = count
-        m().orphans.labels(area.split(":")[0]).inc(count)  # zero too: "nothing to delete" is a reading
-    m().latency.labels(FUNCTION, "orphans").observe(time.perf_counter() - start)
+        instruments().orphans.labels(area.split(":")[0]).inc(count)  # zero too: "nothing to delete" is a reading
+    instruments().latency.labels(FUNCTION, "orphans").observe(time.perf_counter() - start)
     return deleted, nbytes
 
 
@@ -373,7 +373,7 @@ def table_stats(table, config: MaintenanceConfig) -> dict[str, int]:  # noqa: AN
 
 
 def _record_metrics(report: PassReport) -> None:
-    mm = m()
+    mm = instruments()
     for name, t in report.tables.items():  # zero increments too: a table with nothing to do still shows
         if "compact" in report.tasks:
             mm.compacted.labels(name).inc(t.compacted_files)

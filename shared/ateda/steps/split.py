@@ -34,7 +34,7 @@ from ateda.errors import BadInput, TransientError
 from ateda.keys import name_segment
 from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import ObjectStore
-from ateda.serving.metrics import m
+from ateda.serving.metrics import instruments
 from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
 
 Emit = Callable[[str, dict, str], None]  # (event type, data, subject)
@@ -382,7 +382,7 @@ class Splitter:
         _write_summaries). A failure of the object or tarball itself (no member, or ``<tar stream>``) is always
         recorded, with a copy of the original object."""
 
-        m().rejected.labels(self.function, err.reason).inc()
+        instruments().rejected.labels(self.function, err.reason).inc()
         whole = member in (None, TAR_STREAM)  # a failure of the object itself: at most a few, always recorded
         if not whole and prog.records >= self.settings.quarantine_records_per_object:
             over = prog.overflow.setdefault(err.reason, {"count": 0, "members": []})
