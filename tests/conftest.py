@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 from ateda.config import Settings, settings
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 
 REPO = Path(__file__).resolve().parents[1]
 ZTF = REPO.parent / "shared" / "data" / "ztf"
@@ -62,7 +62,7 @@ class Sink:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 sink.calls.append(time.monotonic())
-                sink.events.append(events.from_http(dict(self.headers), body))
+                sink.events.append(transport.from_http(dict(self.headers), body))
                 self.send_response(sink.codes.pop(0) if sink.codes else 202)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -21,8 +21,8 @@ import sqlglot
 from sqlglot import exp
 
 from ateda.cli import main
-from ateda.ingest import run_ingest
 from ateda.config import Settings
+from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
 from conftest import ALERTS, NOT_ZTF, alert_files
 

@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from ateda.lake import deadletters
 
 from ateda.config import settings
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.events.routing import knative_dir, load_triggers
 from ateda.ingest import IngestFailed, _DeadLetters
 from ateda.lake.storage import lake_store
@@ -284,7 +284,7 @@ def test_a_bronze_letter_carries_the_real_cause_masked_not_flasks_generic_500(en
     broker = Broker([trigger], {trigger.subscriber: f"http://127.0.0.1:{server.server_port}"}, tmp_path / "spool",
                     lake, backoff_scale=0.001).start()
     try:
-        events.post(f"{broker.url}/ateda/ateda", staged)
+        transport.post(f"{broker.url}/ateda/ateda", staged)
         _idle(broker, 60)
     finally:
         broker.stop()

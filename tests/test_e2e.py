@@ -15,9 +15,8 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from ateda.ingest import run_ingest
 from ateda.config import RefreshSettings, Settings
-from ateda.ingest import IngestFailed
+from ateda.ingest import IngestFailed, run_ingest
 from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import Runtime

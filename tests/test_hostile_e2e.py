@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from ateda.config import Settings
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.lake.iceberg import ensure_tables, load_catalog
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, REPO, Sink, alert_files, expected_alerts, put_alerts
 from hostile_corpus import ANY_MEMBER, STRUCTURE, Item, content_corpus, name_corpus
@@ -767,7 +767,7 @@ def test_broker_ingress_refuses_unauthenticated_events(tmp_path):
     with Runtime(s, functions=ingestion_functions(split_workers=1), watch=False) as rt:
         event = events.make_event(events.OBJECT_CREATED, "/elsewhere", {"bucket": "alerts", "objects": [
             {"key": "a.avro", "etag": "x"}]}, "a.avro")
-        headers, body = events.to_binary(event)
+        headers, body = transport.to_binary(event)
         r = requests.post(rt.sink, data=body, headers=headers, timeout=10)
         assert r.status_code in (401, 403), (f"the local broker accepted an event with no token from any local "
                                              f"process: {r.status_code} {r.text[:200]!r}")

@@ -19,10 +19,12 @@ import requests
 
 from ateda.events import catalogue as events
 
+from ateda.events import transport
+
 from ateda.steps import maintenance as mt
 
-from ateda.ingest import run_ingest
 from ateda.config import Settings
+from ateda.ingest import run_ingest
 from ateda.lake.iceberg import HOUSEKEEPING, TABLE_PROPERTIES
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import FunctionSpec, Runtime, free_port
@@ -213,7 +215,7 @@ def test_the_function_answers_the_ping_over_http_and_exports_lake_health(lake, m
         assert _metric(metrics, "ateda_maintenance_orphans_deleted_total", area="staging") is not None
         # a ping naming an unknown task: 400 from the function, counted, never retried
         bad = events.make_event(events.PING, events.PING_SOURCE, {"tasks": ["vacuum"]})
-        headers, body = events.to_binary(bad)
+        headers, body = transport.to_binary(bad)
         r = requests.post(rt.urls["ateda-maintenance"], data=body, headers=headers, timeout=30)
         assert r.status_code == 400 and "vacuum" in r.text
         assert _metric(metrics, "ateda_rejected_total", function="maintenance", reason="bad_ping") == 1

@@ -18,9 +18,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ateda.ingest import run_ingest
 from ateda.config import Settings
 from ateda.dev.bench import refresh_in_child
+from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
 from conftest import ALERTS
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from ateda.config import Settings
-from ateda.events import catalogue as events
+from ateda.events import transport
 from ateda.events.routing import load_triggers
 from ateda.lake.storage import lake_store
 from ateda.local.broker import Broker
@@ -185,7 +185,7 @@ def broker_subscribers(folder: Path, table: list[dict], home: Path) -> dict[str,
     broker = Broker(triggers, {n: s.base for n, s in sinks.items()}, home / "spool", lake).start()
     try:
         for e in table:
-            events.post(f"{broker.url}/ateda/ateda", e)
+            transport.post(f"{broker.url}/ateda/ateda", e)
         deadline = time.monotonic() + 20
         while not broker.idle() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -26,7 +26,7 @@ from pyiceberg.expressions import EqualTo
 from ateda.cli import lake as cli
 
 from ateda.config import Settings
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.events.routing import Delivery, Trigger
 from ateda.lake.quarantine import list_reasons
 from ateda.lake.storage import LocalStore, lake_store
@@ -68,9 +68,9 @@ def _announced_keys(sink: Sink) -> list[str]:
 @pytest.mark.parametrize("name", [*HOSTILE, "x" * 1000 + "é" * 10])
 def test_every_attribute_is_percent_encoded_and_round_trips(name):
     event = events.make_event(events.OBJECT_CREATED, f"/src/{name}", {"bucket": "alerts", "objects": []}, name)
-    headers, body = events.to_binary(event)
+    headers, body = transport.to_binary(event)
     assert all(v.isascii() and v.isprintable() and v == v.strip() for v in headers.values())
-    assert events.from_http(headers, body) == event
+    assert transport.from_http(headers, body) == event
 
 
 def test_hostile_subjects_pass_through_the_broker_exactly(tmp_path):
@@ -80,7 +80,7 @@ def test_hostile_subjects_pass_through_the_broker_exactly(tmp_path):
     try:
         sent = [events.make_event(events.INPUT_REJECTED, "/ateda/split", {"member": n}, f"t.tar#{n}") for n in HOSTILE]
         for e in sent:
-            events.post(f"{broker.url}/ateda/ateda", e)  # raised on the en dash and the newline before
+            transport.post(f"{broker.url}/ateda/ateda", e)  # raised on the en dash and the newline before
         _wait(lambda: len(sub.events) == len(sent))
         assert sorted(e["subject"] for e in sub.events) == sorted(e["subject"] for e in sent)
     finally:
@@ -132,7 +132,7 @@ class _Refusing:
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
-                event = events.from_http(dict(self.headers), self.rfile.read(int(self.headers["content-length"])))
+                event = transport.from_http(dict(self.headers), self.rfile.read(int(self.headers["content-length"])))
                 keys = [o["key"] for o in event["data"]["objects"]]
                 outer.calls.append((time.monotonic(), keys))
                 self.send_response(503 if any("poison" in k for k in keys) else 202)
@@ -255,7 +255,7 @@ def test_a_file_the_store_put_is_announced_without_the_grace(tmp_path, sink):
 
 
 def _post(url: str, event: dict, token: str | None) -> requests.Response:
-    headers, body = events.to_binary(event)
+    headers, body = transport.to_binary(event)
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
     return requests.post(url, data=body, headers=headers, timeout=10)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ateda.events import catalogue as events
+from ateda.events import transport
 from ateda.events.routing import Trigger, knative_dir, load_triggers
 from ateda.keys import name_segment
 from ateda.lake.storage import ObjectStore
@@ -181,7 +181,7 @@ def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None, token
            triggers: list[Trigger] | None = None) -> int:
     """Re-send dead-lettered events (of ``trigger``, default all) to the broker as delivered, their error extensions
     stripped, deleting each letter once the broker took it; returns how many. A letter the broker refuses (400)
-    stays. ``token``: the broker's (default: as ``events.post`` finds it); ``triggers``: default ``knative/``'s."""
+    stays. ``token``: the broker's (default: as ``transport.post`` finds it); ``triggers``: default ``knative/``'s."""
     triggers = default_triggers() if triggers is None else triggers
     sent = 0
     for letter in letters(lake):
@@ -191,8 +191,8 @@ def replay(lake: ObjectStore, broker_url: str, trigger: str | None = None, token
             log.warning("not replayed (its data is not JSON, the dead letter stays): %s", letter.key)
             continue
         try:
-            events.post(broker_url, letter.event, token=token)
-        except events.Refused as exc:
+            transport.post(broker_url, letter.event, token=token)
+        except transport.Refused as exc:
             if exc.code != 400:
                 raise
             log.warning("not replayed (the broker refuses it, the dead letter stays): %s: %s", letter.key, exc)

@@ -31,7 +31,7 @@ import requests
 from ateda.lake import deadletters
 
 from ateda.errors import BadInput
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.events.routing import Trigger
 from ateda.keys import check_bucket, check_key
 from ateda.lake.storage import ObjectStore
@@ -50,7 +50,7 @@ class Broker:
         """``backoff_scale`` shrinks the Triggers' backoff (tests); ``duplicate`` delivers every event twice, as an
         at-least-once transport may (a chaos switch that proves the functions idempotent); ``validate`` refuses
         (400) any event that does not match the catalogue in ``events/``. ``token``: what the ingress requires
-        (a random one when not given; events this process posts carry it, see ``events.register_token``).
+        (a random one when not given; events this process posts carry it, see ``transport.register_token``).
         ``status``: more to report on ``GET`` beside the backlog (the runtime's watcher and function health)."""
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the local broker listens on loopback only, not {host!r}")
@@ -92,12 +92,12 @@ class Broker:
         th = threading.Thread(target=self.server.serve_forever, name="broker-ingress", daemon=True)
         th.start()
         self._threads.append(th)
-        events.register_token(self.url, self.token)
+        transport.register_token(self.url, self.token)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        events.register_token(self.url, None)
+        transport.register_token(self.url, None)
         self.server.shutdown()
         self.server.server_close()
 
@@ -153,7 +153,7 @@ class Broker:
 
     def _deliver(self, trigger: Trigger, session: requests.Session, path: Path) -> None:
         event = json.loads(path.read_bytes())
-        headers, body = events.to_binary(event)
+        headers, body = transport.to_binary(event)
         url = self.subscribers.get(trigger.subscriber)
         if url is None:  # a Trigger whose subscriber is not running here: dead-letter, never lose the event
             self._dead_letter(trigger, event, trigger.subscriber, 0, "no such subscriber in this runtime")
@@ -236,7 +236,7 @@ def _handler(broker: Broker):  # noqa: ANN202
                 return
             body = self.rfile.read(length)
             try:
-                event = events.from_http(dict(self.headers), body)
+                event = transport.from_http(dict(self.headers), body)
                 if broker.validate:
                     events.validate(event)
             except Exception as exc:  # not a CloudEvent, or not one of ours: refused, as Knative's ingress does

@@ -30,7 +30,7 @@ import requests
 import yaml
 
 from ateda.config import REPO_ROOT, LocalSettings, Settings, child_env, local_settings
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.events.routing import knative_dir, load_triggers
 from ateda.lake.storage import lake_store
 from ateda.local.broker import Broker
@@ -322,7 +322,7 @@ def ping(sink: str) -> dict:
     meta = source["metadata"]
     event = events.make_event(events.PING, f"/apis/v1/namespaces/{meta['namespace']}/pingsources/{meta['name']}",
                               json.loads(source["spec"]["data"]))
-    events.post(sink, event)
+    transport.post(sink, event)
     return event
 
 

@@ -31,7 +31,7 @@ from typing import Iterator
 
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.keys import check_key
 from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import LocalStore, ObjectInfo, ObjectStore, _cached_etag, bucket_store, lake_store
@@ -83,7 +83,7 @@ class BucketWatcher:
     def __init__(self, settings: Settings, sink: str, interval: float = 0.2, full_every: float = 10.0,
                  token: str | None = None, backoff: float = 0.5, stall_after: float = STALL_AFTER_S) -> None:
         """``backoff``: the wait after a batch's first failed announcement (doubled each time, at most
-        ``MAX_BACKOFF_S``); ``token``: the broker's (default ``settings.broker_token``, else as events.post finds);
+        ``MAX_BACKOFF_S``); ``token``: the broker's (default ``settings.broker_token``, else as transport.post finds);
         ``stall_after``: seconds without a successful scan before :meth:`health` says ``stalled``."""
         self.settings = settings
         self.backoff = backoff
@@ -261,7 +261,7 @@ class BucketWatcher:
             instruments().watcher_failures.inc()
             # the broker answered (or the event could not even be built): find the object at fault by halves; an
             # unreachable broker fails every batch alike, so its batch just waits
-            unreachable = isinstance(exc, TransientError) and not isinstance(exc, events.Refused)
+            unreachable = isinstance(exc, TransientError) and not isinstance(exc, transport.Refused)
             if not unreachable and len(batch) > 1:
                 half = len(batch) // 2
                 return self._try_announce(batch[:half]) + self._try_announce(batch[half:])
@@ -307,9 +307,9 @@ class BucketWatcher:
                             "time": datetime.fromtimestamp(info.mtime, timezone.utc).isoformat()})
         data = {"bucket": self.settings.bucket,
                 "objects": [{k: v for k, v in o.items() if k != "mtime"} for o in objects]}
-        # the subject is for people (encoded in the header by events.to_binary); the keys travel in the data
+        # the subject is for people (encoded in the header by transport.to_binary); the keys travel in the data
         subject = objects[0]["key"] if len(objects) == 1 else f"{objects[0]['key']} (+{len(objects) - 1})"
-        events.post(self.sink, events.make_event(events.OBJECT_CREATED, "/ateda/bucket-watcher", data, subject),
+        transport.post(self.sink, events.make_event(events.OBJECT_CREATED, "/ateda/bucket-watcher", data, subject),
                     token=self.token)
         self._db.executemany("insert or replace into announced values (?, ?, ?)",
                              [(o["key"], o["etag"], o["mtime"]) for o in objects])

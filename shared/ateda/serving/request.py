@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from ateda.config import settings
 from ateda.errors import BadInput, TransientError
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.redact import mask
 from ateda.serving.logs import configured_secrets, install_secret_masking
 from ateda.serving.metrics import instruments
@@ -59,7 +59,7 @@ def emitter(function: str):  # noqa: ANN201
     source = f"/ateda/{function}"
 
     def emit(type_: str, data: dict, subject: str) -> None:
-        events.post(settings().sink, events.make_event(type_, source, data, subject))
+        transport.post(settings().sink, events.make_event(type_, source, data, subject))
         instruments().events_out.labels(function, type_).inc()
 
     return emit

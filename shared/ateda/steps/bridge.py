@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, BadInput
-from ateda.events import catalogue as events
+from ateda.events import catalogue as events, transport
 from ateda.keys import check_bucket, check_key, header_value
 
 _ETAG = re.compile(r"^[0-9A-Za-z-]{0,128}\Z")  # hex MD5, or hex-N for multipart uploads
@@ -158,7 +158,7 @@ def post_batches(sink: str, items: list[tuple[str, dict]],
         first = objects[0]["key"]
         subject = header_value(first if len(objects) == 1 else f"{first} (+{len(objects) - 1})")
         try:
-            events.post(sink, events.make_event(events.OBJECT_CREATED, source,
+            transport.post(sink, events.make_event(events.OBJECT_CREATED, source,
                                                 {"bucket": bucket, "objects": objects}, subject))
         except (AtedaError, ValueError, UnicodeError) as exc:
             for i in idx:
