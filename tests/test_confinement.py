@@ -348,10 +348,10 @@ def test_ingest_summary_prints_a_refused_name_on_one_line(capsys):
 @pytest.mark.parametrize("name", ["ned\n", "../ned", "/ned", "ned/x", ".."])
 def test_catalog_names_are_refused_before_any_path_is_built(home, tmp_path, name):
     """A catalog name becomes a lake folder: every name check is a full match (a trailing newline is no name)."""
-    from ateda.steps.crossmatch import add_catalog
+    from ateda.steps.crossmatch import add_reference_catalog
     from ateda.errors import ConfigError
 
     before = outside(tmp_path, home)
     with pytest.raises(ConfigError):
-        add_catalog(Settings(home=home).resolved(), name, tmp_path / "missing.csv", 1.0)
+        add_reference_catalog(Settings(home=home).resolved(), name, tmp_path / "missing.csv", 1.0)
     assert outside(tmp_path, home) == before

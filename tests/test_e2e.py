@@ -227,7 +227,7 @@ def test_catalog_matches_reach_silver_through_events_alone(tmp_path, monkeypatch
     sources += [(f"x{i}", (i * 37.1) % 360, -25.0 + i % 50) for i in range(200)]
     csv = tmp_path / "watch.csv"
     csv.write_text("id,ra,dec\n" + "".join(f"{i},{r!r},{d!r}\n" for i, r, d in sources))
-    xm.add_catalog(s, "watch", csv, radius_arcsec=2.0)
+    xm.add_reference_catalog(s, "watch", csv, radius_arcsec=2.0)
     want = {(c, sid): _haversine_arcsec(ra, dec, sra, sdec)
             for c, (ra, dec) in pos.items() for sid, sra, sdec in sources
             if _haversine_arcsec(ra, dec, sra, sdec) <= 2.0}

@@ -61,7 +61,7 @@ def test_catalog_add_and_match_known_answers(lake_settings, tmp_path):
         ("far", 200.0, -30.0),
     ]
     _csv(tmp_path / "cat.csv", cat_rows)
-    info = xm.add_catalog(s, "known", tmp_path / "cat.csv", radius_arcsec=2.0)
+    info = xm.add_reference_catalog(s, "known", tmp_path / "cat.csv", radius_arcsec=2.0)
     assert info.rows == 6 and info.nside == 64 and len(info.cells) == 5  # inside/outside share one
     alerts = _alerts([(1, 359.9999, 0.0), (2, 0.0, 89.9999), (3, 0.0, -90.0), (4, 100.0, 20.0), (5, 10.0, 10.0)])
     found = xm.match(s, alerts)
@@ -78,11 +78,11 @@ def test_catalog_add_and_match_known_answers(lake_settings, tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa_tab, tmp_path / "cat.parquet")
-    assert xm.add_catalog(s, "known", tmp_path / "cat.parquet", 2.0).version == info.version
-    assert [c.name for c in xm.list_catalogs(s)] == ["known"]
+    assert xm.add_reference_catalog(s, "known", tmp_path / "cat.parquet", 2.0).version == info.version
+    assert [c.name for c in xm.list_reference_catalogs(s)] == ["known"]
     # another radius matches differently: a new version (alerts re-delivered after it are matched again)
-    wider = xm.add_catalog(s, "known", tmp_path / "cat.parquet", 3.0)
-    assert wider.version != info.version and xm.list_catalogs(s)[0].version == wider.version
+    wider = xm.add_reference_catalog(s, "known", tmp_path / "cat.parquet", 3.0)
+    assert wider.version != info.version and xm.list_reference_catalogs(s)[0].version == wider.version
 
 
 def test_only_the_needed_cells_are_read_and_pruning_loses_nothing(lake_settings, tmp_path, monkeypatch):
@@ -94,7 +94,7 @@ def test_only_the_needed_cells_are_read_and_pruning_loses_nothing(lake_settings,
     ra = np.r_[ra, np.mod(rng.normal(0, 0.02, 500), 360), rng.uniform(0, 360, 500)]
     dec = np.r_[dec, rng.normal(0, 0.02, 500), 90 - np.abs(rng.normal(0, 0.02, 500))]
     _csv(tmp_path / "sky.csv", [(f"s{i}", float(r), float(d)) for i, (r, d) in enumerate(zip(ra, dec))])
-    info = xm.add_catalog(s, "sky", tmp_path / "sky.csv", radius_arcsec=120.0)
+    info = xm.add_reference_catalog(s, "sky", tmp_path / "sky.csv", radius_arcsec=120.0)
     assert len(info.cells) > 8_000
     alerts = _alerts([(1, 0.0, 0.0), (2, 359.99, 0.01), (3, 33.0, 89.995), (4, 150.0, -20.0)])
 
@@ -142,10 +142,10 @@ def test_crossmatch_function_on_real_alerts_is_idempotent(env_settings, sink, tm
         rows += [(f"n{c}", r, d + 1.5 / 3600), (f"s{c}", r, d - 3 / 3600)]
     rows += [(f"x{i}", float(i * 7 % 360), float(i % 170 - 85)) for i in range(300)]
     _csv(tmp_path / "watch.csv", rows)
-    xm.add_catalog(s, "watch", tmp_path / "watch.csv", radius_arcsec=2.0)
+    xm.add_reference_catalog(s, "watch", tmp_path / "watch.csv", radius_arcsec=2.0)
 
     _csv(tmp_path / "far.csv", [("f1", 10.0, -89.9)])  # a catalog no ZTF alert can match (ZTF sees dec > -31)
-    xm.add_catalog(s, "faraway", tmp_path / "far.csv", radius_arcsec=1.0)
+    xm.add_reference_catalog(s, "faraway", tmp_path / "far.csv", radius_arcsec=1.0)
     client = app("crossmatch")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
@@ -190,7 +190,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     rows += [(f"s{c}", r, d - 3 * arc) for c, (r, d) in pos.items()]
     rows += [("twin", pos[first][0], pos[first][1] + 1.0 * arc), ("twin", pos[first][0], pos[first][1] - 1.8 * arc)]
     _csv(tmp_path / "v1.csv", rows)
-    v1 = xm.add_catalog(s, "watch", tmp_path / "v1.csv", radius_arcsec=2.0).version
+    v1 = xm.add_reference_catalog(s, "watch", tmp_path / "v1.csv", radius_arcsec=2.0).version
     client = app("crossmatch")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
@@ -271,7 +271,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     again = committed[:2]
     redo = {c for e in again for c in xm.alerts_of_commit(s, e["data"])["candid"].to_pylist()}
     _csv(tmp_path / "v2.csv", [(f"v{c}", pos[c][0], pos[c][1] - 0.5 * arc) for c in sorted(redo)])
-    v2 = xm.add_catalog(s, "watch", tmp_path / "v2.csv", radius_arcsec=2.0).version
+    v2 = xm.add_reference_catalog(s, "watch", tmp_path / "v2.csv", radius_arcsec=2.0).version
     assert v2 != v1
     for e in again:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
@@ -324,7 +324,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
             warehouse.prepare_bronze(con, s)
             assert con.execute("select count(*) from bronze.crossmatch where matched_at is null").fetchone() == (_,)
             table.append(row(1, old))
-    assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.CatalogInfo("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
+    assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
     rows = xm.ensure_table(s).scan().to_arrow().sort_by("candid")
     assert rows["candid"].to_pylist() == [1, 1, 2] and rows["matched_at"].null_count == 2
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ateda.config import Settings
-from ateda.steps.crossmatch import NSIDE, add_catalog, list_catalogs
+from ateda.steps.crossmatch import NSIDE, add_reference_catalog, list_reference_catalogs
 
 
 def register(sub) -> None:
@@ -25,14 +25,14 @@ def register(sub) -> None:
 
 
 def cmd_catalog_add(args, settings: Settings) -> int:
-    info = add_catalog(settings, args.name, args.file, args.radius_arcsec, args.nside)
+    info = add_reference_catalog(settings, args.name, args.file, args.radius_arcsec, args.nside)
     print(f"catalog {info.name}: {info.rows} rows in {len(info.cells)} HEALPix cells (nside {info.nside}), "
           f"radius {info.radius_arcsec}\", version {info.version}")
     return 0
 
 
 def cmd_catalog_list(args, settings: Settings) -> int:
-    cats = list_catalogs(settings)
+    cats = list_reference_catalogs(settings)
     if args.json:
         print(json.dumps([{k: v for k, v in c.as_dict().items() if k != "cells"} | {"n_cells": len(c.cells)}
                           for c in cats], indent=1))

@@ -96,7 +96,7 @@ def cone_cells(ra: float, dec: float, radius_arcsec: float, nside: int = NSIDE) 
 # ---------------------------------------------------------------- catalogs in the lake
 
 @dataclass
-class CatalogInfo:
+class ReferenceCatalog:
     name: str
     version: str
     radius_arcsec: float
@@ -133,7 +133,7 @@ def _read_input(path: Path) -> pa.Table:
     return pa.table({"id": ids, "ra": np.mod(ra, 360.0), "dec": dec})
 
 
-def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float, nside: int = NSIDE) -> CatalogInfo:
+def add_reference_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float, nside: int = NSIDE) -> ReferenceCatalog:
     """Register (or replace) catalog ``name`` from a Parquet/CSV file; returns its manifest."""
 
     if not _NAME.match(name):
@@ -154,7 +154,7 @@ def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float,
     order = np.argsort(cells, kind="stable")
     table, cells = table.take(pa.array(order)), cells[order]
     lake = lake_store(settings)
-    info = CatalogInfo(name, version, float(radius_arcsec), nside, table.num_rows, [],
+    info = ReferenceCatalog(name, version, float(radius_arcsec), nside, table.num_rows, [],
                        source=str(path), added_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     bounds = np.flatnonzero(np.diff(cells)) + 1
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(cells)]):
@@ -170,7 +170,7 @@ def add_catalog(settings: Settings, name: str, path: Path, radius_arcsec: float,
     return info
 
 
-def list_catalogs(settings: Settings) -> list[CatalogInfo]:
+def list_reference_catalogs(settings: Settings) -> list[ReferenceCatalog]:
     lake = lake_store(settings)
     root = getattr(lake, "root", None)
     if root is not None:  # a local lake: look at the one folder
@@ -182,7 +182,7 @@ def list_catalogs(settings: Settings) -> list[CatalogInfo]:
     out = []
     for k in keys:
         d = json.loads(lake.get_bytes(k))
-        out.append(CatalogInfo(**d))
+        out.append(ReferenceCatalog(**d))
     return out
 
 
@@ -194,11 +194,11 @@ class MatchStats:
     candidates: int = 0
 
 
-def match(settings: Settings, alerts: pa.Table, catalogs: list[CatalogInfo] | None = None,
+def match(settings: Settings, alerts: pa.Table, catalogs: list[ReferenceCatalog] | None = None,
           stats: MatchStats | None = None) -> pa.Table:
     """Matches of ``alerts`` (columns candid, objectId, ra, dec, night) against every registered catalog."""
 
-    catalogs = list_catalogs(settings) if catalogs is None else catalogs
+    catalogs = list_reference_catalogs(settings) if catalogs is None else catalogs
     stats = stats if stats is not None else MatchStats()
     lake = lake_store(settings)
     ra = np.asarray(alerts["ra"].to_numpy(zero_copy_only=False), dtype=float)
@@ -306,7 +306,7 @@ def existing_table(settings: Settings):  # noqa: ANN201
         return None
 
 
-def commit_matches(settings: Settings, found: pa.Table, catalogs: list[CatalogInfo],
+def commit_matches(settings: Settings, found: pa.Table, catalogs: list[ReferenceCatalog],
                    candids: list[int], note: str = "") -> tuple[int, int | None]:
     """Append ``found`` minus the (catalog, version, candid) already in the table.
 
@@ -341,7 +341,7 @@ def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None =
     commit's alerts have matches (``matches`` > 0), newly appended or already there from an earlier delivery: a
     re-delivery after a failed emit still tells dbt refresh, and a duplicate event only costs a no-op refresh.
     """
-    catalogs = list_catalogs(settings)
+    catalogs = list_reference_catalogs(settings)
     chunks = list(data.get("chunks") or [])
     if not catalogs:
         return {"catalogs": [], "alerts": 0, "matches": 0, "appended": 0, "snapshot_id": None, "nights": [],
