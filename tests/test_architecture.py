@@ -152,3 +152,31 @@ def test_steps_parse_no_arguments():
                     ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])}
         assert "argparse" not in imported, module
         assert "print" not in names, module
+
+
+FORBIDDEN = {  # layer -> the layers it must not import (docs/architecture.md, "Which way imports go")
+    "ateda.ztf": ("ateda.lake", "ateda.events", "ateda.steps", "ateda.warehouse", "ateda.serving", "ateda.local",
+                  "ateda.cli", "ateda.dev", "ateda.config", "ateda.ingest", "ateda.status"),
+    "ateda.lake": ("ateda.steps", "ateda.warehouse", "ateda.local", "ateda.cli", "ateda.dev", "ateda.ingest",
+                   "ateda.status"),
+    "ateda.events": ("ateda.lake", "ateda.steps", "ateda.warehouse", "ateda.serving", "ateda.local", "ateda.cli",
+                     "ateda.dev"),
+    "ateda.steps": ("ateda.local", "ateda.cli", "ateda.dev", "ateda.ingest", "ateda.status"),
+    "ateda.serving": ("ateda.steps", "ateda.warehouse", "ateda.local", "ateda.cli", "ateda.dev"),
+    "ateda.warehouse": ("ateda.local", "ateda.cli", "ateda.dev", "ateda.serving"),
+    "ateda.local": ("ateda.steps", "ateda.warehouse", "ateda.cli", "ateda.dev"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layers_import_downwards_only(layer: str):
+    graph = _graph()
+    wrong = sorted(f"{m} -> {d}" for m, deps in graph.items() if m == layer or m.startswith(layer + ".")
+                   for d in deps if any(d == f or d.startswith(f + ".") for f in FORBIDDEN[layer]))
+    assert wrong == []
+
+
+def test_only_the_refresh_worker_of_the_steps_runs_dbt():
+    graph = _graph()
+    assert sorted(m for m, deps in graph.items() if m.startswith("ateda.steps.")
+                  and any(d.startswith("ateda.warehouse") for d in deps)) == ["ateda.steps.dbt_refresh"]
