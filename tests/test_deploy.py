@@ -9,7 +9,7 @@ knative/ (core kinds with kubernetes-validate) and cross-checked against each ot
 settings that have to agree across releases.
 
 Dashboards: every panel query must parse as PromQL (promql-parser) and name only metrics the code exports
-(shared/ateda/metrics.py, read from the live registry) or that Knative/Kubernetes export (METRIC_ALLOWLIST, each
+(shared/ateda/serving/metrics.py, read from the live registry) or that Knative/Kubernetes export (METRIC_ALLOWLIST, each
 with its source).
 """
 
@@ -67,7 +67,7 @@ REMOTE_CHART_CR_GROUPS = {
     "starrocks/starrocks": {"starrocks.com", "monitoring.coreos.com"},  # StarRocksCluster, metrics.serviceMonitor
 }
 
-# Metrics the dashboards may use besides the ones shared/ateda/metrics.py exports, with where each comes from.
+# Metrics the dashboards may use besides the ones shared/ateda/serving/metrics.py exports, with where each comes from.
 # Knative >= 1.19 emits OpenTelemetry instruments; Prometheus (OTLP receiver with UnderscoreEscapingWithSuffixes,
 # or the Prometheus exporter) names them with dots -> underscores, unit suffixes (s -> _seconds; {annotations}
 # dropped) and _bucket/_sum/_count for histograms.
@@ -1170,8 +1170,8 @@ def test_prometheus_picks_up_every_monitor():
 
 
 def test_function_metrics_are_scraped_on_the_port_the_code_serves():
-    src = (ROOT / "shared" / "ateda" / "function.py").read_text()
-    default = int(re.search(r'ATEDA_METRICS_PORT",\s*"(\d+)"', src).group(1))
+    src = (ROOT / "shared" / "ateda" / "config.py").read_text()  # the settings table: the one default
+    default = int(re.search(r'_v\("ATEDA_METRICS_PORT", "int", (\d+)', src).group(1))
     assert f"ATEDA_METRICS_PORT={default}" in DOCKERFILE.read_text().replace(" ", "")
     svc = next(d for d in docs_of("ateda/ateda-platform", "kind", "Service") if d["metadata"]["name"] == "ateda-functions-metrics")
     assert svc["spec"]["ports"][0]["targetPort"] == default
@@ -1387,7 +1387,7 @@ def metric_names(expr: str) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def exported_metrics() -> frozenset[str]:
-    """Sample names shared/ateda/metrics.py exports, read from the prometheus_client registry after creating them."""
+    """Sample names shared/ateda/serving/metrics.py exports, read from the prometheus_client registry after creating them."""
     from prometheus_client import REGISTRY
 
     from ateda.serving.metrics import instruments

@@ -482,9 +482,9 @@ def test_the_lock_excludes_another_process(lake_settings, monkeypatch):
 
     fake = FakeDbt()
     monkeypatch.setattr(rf, "run_dbt_models", fake)
-    code = ("import sys, time; from pathlib import Path; from ateda.config import Settings; from ateda import refresh;"
+    code = ("import sys, time; from pathlib import Path; from ateda.config import Settings; from ateda.steps import dbt_refresh;"
             f"s = Settings(home=Path({str(lake_settings.home)!r})).resolved()\n"
-            "with refresh.run_lock(s, 'local'):\n print('locked', flush=True); time.sleep(1.0); t = time.monotonic()\n"
+            "with dbt_refresh.run_lock(s, 'local'):\n print('locked', flush=True); time.sleep(1.0); t = time.monotonic()\n"
             "print(t, flush=True)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "locked"

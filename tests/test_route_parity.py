@@ -261,7 +261,7 @@ def test_every_trigger_subscriber_and_dead_letter_sink_is_a_knative_service_defi
 def emitted_types() -> set[str]:
     """Event types the code emits: string constants that are exactly a dev.ateda.* type (docstrings are longer)."""
     out = set()
-    for path in [*REPO.glob("functions/*/main.py"), *(REPO / "shared" / "ateda").glob("*.py")]:
+    for path in [*REPO.glob("functions/*/main.py"), *(REPO / "shared" / "ateda").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
                     node.value.startswith("dev.ateda.") and " " not in node.value and node.value.count(".") >= 3:
