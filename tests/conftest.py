@@ -14,8 +14,8 @@ import fastavro
 import psycopg2
 import pytest
 
-from ateda import events
 from ateda.config import Settings, settings
+from ateda.events import catalogue as events, transport
 
 REPO = Path(__file__).resolve().parents[1]
 ZTF = REPO.parent / "shared" / "data" / "ztf"
@@ -62,7 +62,7 @@ class Sink:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 sink.calls.append(time.monotonic())
-                sink.events.append(events.from_http(dict(self.headers), body))
+                sink.events.append(transport.from_http(dict(self.headers), body))
                 self.send_response(sink.codes.pop(0) if sink.codes else 202)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -105,7 +105,7 @@ def validate_all(evts: list[dict]) -> None:
 
 
 def put_alerts(s: Settings, files: list[Path]) -> list[dict]:
-    from ateda.storage import bucket_store
+    from ateda.lake.storage import bucket_store
 
     store = bucket_store(s)
     return [{"key": f.name, "etag": store.put_bytes(f.name, f.read_bytes())} for f in files]

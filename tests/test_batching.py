@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ateda.batching import MicroBatcher
+from ateda.steps.batching import MicroBatcher
 
 
 def _submit_all(batcher: MicroBatcher, items: list[int]) -> list:

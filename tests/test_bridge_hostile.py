@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from ateda import events
-from ateda.runtime import free_port
+from ateda.events import catalogue as events
+from ateda.local.runtime import free_port
 from conftest import REPO, Sink
 
 TOKEN = "bridge-test-token-0123456789"

@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import REGISTRY
 
-from ateda import bronze as bz
-from ateda.bronze import Chunk, GroupCommitter
-from ateda.catalog import ensure_tables, load_catalog
 from ateda.config import Settings
 from ateda.errors import TransientError
 from ateda.ingest import _LedgerFollower
-from ateda.split import Splitter
-from ateda.storage import bucket_store, lake_store
+from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.lake.storage import bucket_store, lake_store
+from ateda.steps import bronze as bz
+from ateda.steps.bronze import Chunk, GroupCommitter
+from ateda.steps.split import Splitter
 from conftest import NOT_ZTF, alert_files, expected_alerts
 
 SPAWN = mp.get_context("spawn")
@@ -278,7 +278,7 @@ def test_poison_chunks_are_quarantined_and_their_batch_commits(tmp_path):
 
 
 def test_catalog_down_is_transient_not_poison(tmp_path):
-    from ateda.runtime import free_port
+    from ateda.local.runtime import free_port
 
     s = make_settings(tmp_path, f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing")
     data = stage(s, [f for f in alert_files() if f.name not in NOT_ZTF][:3], group=3)[0]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ateda.alerts import Source
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
 from ateda.keys import UnsafeName
-from ateda.quarantine import list_reasons, quarantine
-from ateda.storage import LocalStore, S3Store, bucket_store, lake_store
+from ateda.lake.quarantine import list_reasons, quarantine
+from ateda.lake.storage import LocalStore, S3Store, bucket_store, lake_store
+from ateda.ztf.alerts import Source
 
 ESCAPES = ["../../../../elsewhere/y.avro", "../y.avro", "a/../../y.avro", "/tmp/y.avro", "./y.avro", "a//y.avro",
            "a/\n/y.avro", "", "a/..", ".."]
@@ -246,7 +246,7 @@ def test_split_never_reads_outside_the_bucket(env_settings, sink, tmp_path):
     from conftest import alert_files
     from test_functions import app, post
 
-    from ateda import events
+    from ateda.events import catalogue as events
 
     s = env_settings
     secret = tmp_path / "outside" / "secret.txt"
@@ -273,10 +273,10 @@ def test_split_never_reads_outside_the_bucket(env_settings, sink, tmp_path):
 
 def test_catalog_errors_and_their_log_lines_carry_no_password(env_settings, monkeypatch, caplog):
     """Review 3.14: catalog errors carried the catalog URI with its password into logs (4 times in one log)."""
-    from ateda.catalog import load_catalog
+    from ateda.lake.iceberg import load_catalog
     from ateda.config import settings
-    from ateda.function import install_secret_masking
-    from ateda.runtime import free_port
+    from ateda.serving.logs import install_secret_masking
+    from ateda.local.runtime import free_port
 
     password = "Sup3r-s3cret-pw"
     monkeypatch.setenv("ATEDA_CATALOG_URI", f"postgresql+psycopg2://ateda:{password}@127.0.0.1:{free_port()}/cat")
@@ -334,11 +334,11 @@ def test_a_folder_or_a_path_under_a_file_is_no_object(home):
 
 def test_ingest_summary_prints_a_refused_name_on_one_line(capsys):
     """A name with a newline or undecodable bytes is shown escaped, on one line, never as a UnicodeEncodeError."""
-    from ateda.cli import _print_summary
+    from ateda.cli.ingest import print_summary
     from ateda.ingest import IngestSummary
 
     bad = "caf\udce9\nnight.avro"
-    _print_summary(IngestSummary(files=1, rejected=[{"key": bad, "member": None, "reason": "unsafe_key",
+    print_summary(IngestSummary(files=1, rejected=[{"key": bad, "member": None, "reason": "unsafe_key",
                                                      "detail": f"control character in object key {bad!r}"}]), False)
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].startswith("  caf\\xe9\\x0anight.avro: unsafe_key - "), lines
@@ -348,10 +348,10 @@ def test_ingest_summary_prints_a_refused_name_on_one_line(capsys):
 @pytest.mark.parametrize("name", ["ned\n", "../ned", "/ned", "ned/x", ".."])
 def test_catalog_names_are_refused_before_any_path_is_built(home, tmp_path, name):
     """A catalog name becomes a lake folder: every name check is a full match (a trailing newline is no name)."""
-    from ateda.crossmatch import add_catalog
+    from ateda.steps.crossmatch import add_reference_catalog
     from ateda.errors import ConfigError
 
     before = outside(tmp_path, home)
     with pytest.raises(ConfigError):
-        add_catalog(Settings(home=home).resolved(), name, tmp_path / "missing.csv", 1.0)
+        add_reference_catalog(Settings(home=home).resolved(), name, tmp_path / "missing.csv", 1.0)
     assert outside(tmp_path, home) == before

@@ -20,9 +20,10 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from ateda import warehouse
-from ateda.cli import main, run_ingest
+from ateda.cli import main
 from ateda.config import Settings
+from ateda.ingest import run_ingest
+from ateda.warehouse import build as warehouse
 from conftest import ALERTS, NOT_ZTF, alert_files
 
 SIGMA_ARCSEC = {1: 0.065, 2: 0.085, 3: 0.01}
@@ -34,7 +35,7 @@ def home(tmp_path_factory):
     """ATEDA_HOME with the real alerts in bronze and the warehouse built by `dbt build` (models + tests)."""
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path_factory.mktemp("dbt") / "home")})
     run_ingest(s, [ALERTS], quiet=True)
-    result = warehouse.refresh(s, test=True)
+    result = warehouse.refresh_models(s, test=True)
     return s, result
 
 
@@ -364,7 +365,7 @@ def _fingerprint(s: Settings) -> dict[str, tuple]:
 def test_rerun_without_new_data_changes_nothing(home):
     s, _ = home
     before = _fingerprint(s)
-    result = warehouse.refresh(s)
+    result = warehouse.refresh_models(s)
     assert result.success and result.new_files == 0
     assert _fingerprint(s) == before
 
@@ -376,9 +377,9 @@ def test_incremental_refresh_equals_full_build(home, tmp_path):
     files = alert_files()
     first = files[::3]  # a third of the files, spread over every source and schema version
     run_ingest(s, first, quiet=True)
-    warehouse.refresh(s)
+    warehouse.refresh_models(s)
     run_ingest(s, [f for f in files if f not in set(first)], quiet=True)
-    second = warehouse.refresh(s)
+    second = warehouse.refresh_models(s)
     assert second.new_files > 0
     # the staging models read only the new files on an incremental run (ephemeral, compiled once for the run)
     compiled = warehouse.warehouse_dir(s) / "dbt" / "target-local" / "compiled" / "ateda" / "models" / "silver"

@@ -16,15 +16,17 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 from werkzeug.serving import make_server
 
-from ateda import deadletters, events
-from ateda import refresh as rf
-from ateda.broker import Broker
+from ateda.lake import deadletters
+
 from ateda.config import settings
+from ateda.events import catalogue as events, transport
+from ateda.events.routing import knative_dir, load_triggers
 from ateda.ingest import IngestFailed, _DeadLetters
-from ateda.routing import knative_dir, load_triggers
-from ateda.runtime import free_port
+from ateda.lake.storage import lake_store
+from ateda.local.broker import Broker
+from ateda.local.runtime import free_port
 from ateda.status import status
-from ateda.storage import lake_store
+from ateda.steps import dbt_refresh as rf
 from conftest import REPO, Sink, alert_files, put_alerts
 
 TRIGGERS = load_triggers(knative_dir())
@@ -64,7 +66,7 @@ def old_refresh_letter(lake, event: dict):  # noqa: ANN001, ANN201
 
 @pytest.fixture
 def lake(tmp_path):  # noqa: ANN201
-    from ateda.storage import LocalStore
+    from ateda.lake.storage import LocalStore
 
     return LocalStore(tmp_path / "lake")
 
@@ -282,7 +284,7 @@ def test_a_bronze_letter_carries_the_real_cause_masked_not_flasks_generic_500(en
     broker = Broker([trigger], {trigger.subscriber: f"http://127.0.0.1:{server.server_port}"}, tmp_path / "spool",
                     lake, backoff_scale=0.001).start()
     try:
-        events.post(f"{broker.url}/ateda/ateda", staged)
+        transport.post(f"{broker.url}/ateda/ateda", staged)
         _idle(broker, 60)
     finally:
         broker.stop()
@@ -298,7 +300,7 @@ def test_a_bronze_letter_carries_the_real_cause_masked_not_flasks_generic_500(en
 def test_ateda_replay_command_selects_by_trigger_and_says_when_a_name_is_no_trigger(env_settings, capsys):
     import argparse
 
-    from ateda import cli
+    from ateda.cli import lake as cli
 
     lake = lake_store(env_settings)
     old_refresh_letter(lake, _event(events.BRONZE_COMMITTED))

@@ -9,9 +9,9 @@ import tarfile
 import fastavro
 import pytest
 
-from ateda.alerts import AlertBatch, Source, decode_container, night_of
 from ateda.errors import BadInput
-from ateda.split import iter_containers
+from ateda.steps.split import iter_containers
+from ateda.ztf.alerts import AlertBatch, Source, decode_container, night_of
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files
 
 
@@ -122,7 +122,7 @@ def test_fields_of_several_types_are_kept_as_text():
 
 @pytest.mark.parametrize("codec", ["deflate", "bzip2", "xz"])
 def test_other_codecs_decode_bounded_and_checked(codec):
-    from ateda.alerts import Limits
+    from ateda.ztf.alerts import Limits
 
     multi = ALERTS / "astrolabsoftware_fink-client_avro_multi_alerts.avro"
     with open(multi, "rb") as fh:

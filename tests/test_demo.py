@@ -11,9 +11,10 @@ from collections import defaultdict
 import duckdb
 import fastavro
 
-from ateda import warehouse
-from ateda.cli import DEMO_REAL_PREFIX, main
+from ateda.cli import main
+from ateda.cli.dev import DEMO_REAL_PREFIX
 from ateda.config import settings
+from ateda.warehouse import build as warehouse
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files
 
 

@@ -9,7 +9,7 @@ knative/ (core kinds with kubernetes-validate) and cross-checked against each ot
 settings that have to agree across releases.
 
 Dashboards: every panel query must parse as PromQL (promql-parser) and name only metrics the code exports
-(shared/ateda/metrics.py, read from the live registry) or that Knative/Kubernetes export (METRIC_ALLOWLIST, each
+(shared/ateda/serving/metrics.py, read from the live registry) or that Knative/Kubernetes export (METRIC_ALLOWLIST, each
 with its source).
 """
 
@@ -67,7 +67,7 @@ REMOTE_CHART_CR_GROUPS = {
     "starrocks/starrocks": {"starrocks.com", "monitoring.coreos.com"},  # StarRocksCluster, metrics.serviceMonitor
 }
 
-# Metrics the dashboards may use besides the ones shared/ateda/metrics.py exports, with where each comes from.
+# Metrics the dashboards may use besides the ones shared/ateda/serving/metrics.py exports, with where each comes from.
 # Knative >= 1.19 emits OpenTelemetry instruments; Prometheus (OTLP receiver with UnderscoreEscapingWithSuffixes,
 # or the Prometheus exporter) names them with dots -> underscores, unit suffixes (s -> _seconds; {annotations}
 # dropped) and _bucket/_sum/_count for histograms.
@@ -1388,12 +1388,12 @@ def metric_names(expr: str) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def exported_metrics() -> frozenset[str]:
-    """Sample names shared/ateda/metrics.py exports, read from the prometheus_client registry after creating them."""
+    """Sample names shared/ateda/serving/metrics.py exports, read from the prometheus_client registry after creating them."""
     from prometheus_client import REGISTRY
 
-    from ateda.metrics import m
+    from ateda.serving.metrics import instruments
 
-    m()
+    instruments()
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
                 "summary": ("", "_sum", "_count")}
     names = set()

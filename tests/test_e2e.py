@@ -15,12 +15,11 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from ateda.catalog import ensure_tables, load_catalog
-from ateda.cli import run_ingest
-from ateda.ingest import IngestFailed
 from ateda.config import RefreshSettings, Settings
-from ateda.runtime import Runtime
-from ateda.storage import lake_store
+from ateda.ingest import IngestFailed, run_ingest
+from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.lake.storage import lake_store
+from ateda.local.runtime import Runtime
 from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
 
 OTHER_SCHEMA = {"type": "record", "name": "Weather", "fields": [{"name": "city", "type": "string"},
@@ -167,7 +166,7 @@ def test_local_end_to_end_every_real_alert_bad_input_and_duplicates(local_settin
 
 
 def test_transient_failure_retries_dead_letters_and_replays(tmp_path):
-    from ateda.broker import replay
+    from ateda.local.broker import replay
 
     good = Settings(home=tmp_path / "home", commit_window_ms=100).resolved()
     down = Settings(home=good.home, lake=good.lake, warehouse=good.warehouse,
@@ -215,8 +214,8 @@ def test_catalog_matches_reach_silver_through_events_alone(tmp_path, monkeypatch
     Avro files (haversine, brute force: independent of the pipeline's Vincenty)."""
     from prometheus_client import REGISTRY
 
-    from ateda import crossmatch as xm
-    from ateda import warehouse
+    from ateda.steps import crossmatch as xm
+    from ateda.warehouse import build as warehouse
 
     s = Settings(home=tmp_path / "home", commit_window_ms=200, refresh=RefreshSettings(debounce_s=0.3)).resolved()
     files = [f for f in alert_files() if f.name not in NOT_ZTF and f.name != DAMAGED_TAIL][100:130]
@@ -228,7 +227,7 @@ def test_catalog_matches_reach_silver_through_events_alone(tmp_path, monkeypatch
     sources += [(f"x{i}", (i * 37.1) % 360, -25.0 + i % 50) for i in range(200)]
     csv = tmp_path / "watch.csv"
     csv.write_text("id,ra,dec\n" + "".join(f"{i},{r!r},{d!r}\n" for i, r, d in sources))
-    xm.add_catalog(s, "watch", csv, radius_arcsec=2.0)
+    xm.add_reference_catalog(s, "watch", csv, radius_arcsec=2.0)
     want = {(c, sid): _haversine_arcsec(ra, dec, sra, sdec)
             for c, (ra, dec) in pos.items() for sid, sra, sdec in sources
             if _haversine_arcsec(ra, dec, sra, sdec) <= 2.0}

@@ -9,9 +9,9 @@ import psycopg2
 import pytest
 from moto.server import ThreadedMotoServer
 
-from ateda.cli import run_ingest
 from ateda.config import Settings
-from ateda.runtime import Runtime, free_port
+from ateda.ingest import run_ingest
+from ateda.local.runtime import Runtime, free_port
 from conftest import PG, alert_files, expected_alerts
 from test_e2e import bronze, check_bronze, check_cutouts
 
@@ -52,7 +52,7 @@ def test_s3_and_postgres_end_to_end(tmp_path, s3_endpoint, pg_uri):
     assert bronze(s)["alert"].metadata.location.startswith("s3://lake/warehouse")
     # lake maintenance on the S3 code path: compaction reads and writes through the S3 endpoint, expiry commits to
     # PostgreSQL, orphan cleanup lists and deletes S3 objects; the data reads back unchanged
-    from ateda import maintenance as mt
+    from ateda.steps import maintenance as mt
 
     client.put_object(Bucket="lake", Key="staging/zz-orphan/1/alert-2020-01-01.parquet", Body=b"unreferenced")
     later = time.time() + 100 * 3600  # every object of the run is past the 72 h grace

@@ -9,10 +9,12 @@ import pytest
 import requests
 import yaml
 
-from ateda import events
-from ateda.broker import Broker
-from ateda.routing import Delivery, Trigger, iso_seconds, knative_dir, load_triggers
-from ateda.storage import LocalStore
+from ateda.events import catalogue as events
+
+from ateda.events import transport
+from ateda.events.routing import Delivery, Trigger, iso_seconds, knative_dir, load_triggers
+from ateda.lake.storage import LocalStore
+from ateda.local.broker import Broker
 from conftest import REPO, Sink
 
 
@@ -78,7 +80,7 @@ def _broker(tmp_path, codes, retry=2):  # noqa: ANN001, ANN202
 
 
 def _send(broker: Broker, type_: str = "t.x") -> None:
-    headers, body = events.to_binary(events.make_event(type_, "/test", {"n": 1}))
+    headers, body = transport.to_binary(events.make_event(type_, "/test", {"n": 1}))
     headers["authorization"] = f"Bearer {broker.token}"
     assert requests.post(f"{broker.url}/ateda/ateda", data=body, headers=headers).status_code == 202
 
@@ -130,7 +132,7 @@ def test_validating_broker_refuses_events_outside_the_catalogue(tmp_path):
     trig = Trigger("to-sub", "ateda", "svc", ({"exact": {"type": events.ALERTS_STAGED}},), Delivery())
     broker = Broker([trig], {"svc": "http://127.0.0.1:9"}, tmp_path / "spool", LocalStore(tmp_path / "lake"),
                     validate=True).start()
-    headers, body = events.to_binary(events.make_event(events.ALERTS_STAGED, "/test", {"chunk": "nope"}))
+    headers, body = transport.to_binary(events.make_event(events.ALERTS_STAGED, "/test", {"chunk": "nope"}))
     headers["authorization"] = f"Bearer {broker.token}"
     resp = requests.post(f"{broker.url}/ateda/ateda", data=body, headers=headers)
     assert resp.status_code == 400 and "required" in resp.text

@@ -10,8 +10,8 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 from prometheus_client import REGISTRY
 
-from ateda import events
-from ateda.catalog import ensure_tables, load_catalog
+from ateda.events import catalogue as events
+from ateda.lake.iceberg import ensure_tables, load_catalog
 from conftest import DAMAGED_TAIL, NOT_ZTF, REPO, alert_files, expected_alerts, put_alerts, validate_all
 
 
@@ -100,8 +100,8 @@ def test_a_new_lake_holds_the_full_4_02_layout_and_takes_old_alerts(env_settings
     schemas still commit (their missing fields are NULL) and their own extra fields are unioned in."""
     import pyarrow as pa
 
-    from ateda.alerts import canonical_struct
-    from ateda.ztf_layout import canonical_field_types
+    from ateda.ztf.alerts import canonical_struct
+    from ateda.ztf.layout import canonical_field_types
 
     def nested_fields(table) -> dict[str, dict]:  # noqa: ANN001
         arrow, out = table.schema().as_arrow(), {}
@@ -177,7 +177,7 @@ def test_bronze_raises_500_when_the_catalog_is_down(env_settings, sink, monkeypa
 
 
 def _put(s, key: str, data: bytes) -> str:  # noqa: ANN001
-    from ateda.storage import bucket_store
+    from ateda.lake.storage import bucket_store
 
     return bucket_store(s).put_bytes(key, data)
 
@@ -227,3 +227,35 @@ def test_bridge_refuses_bad_tokens_and_non_minio_bodies(bridge, sink):
     deleted = json.loads(json.dumps(MINIO).replace("ObjectCreated:Put", "ObjectRemoved:Delete"))
     assert bridge.post("/", json=deleted, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert sink.events == []
+
+
+def test_one_error_to_delivery_mapping_in_the_request_scope(env_settings):
+    """The serving glue maps the package's errors once for every function: bad input is counted and acknowledged
+    (or answered with the 4xx the function asks for, the reason as body), a transient failure answers 500 with its
+    masked cause as the body (what Knative keeps in a dead letter)."""
+    from werkzeug.exceptions import HTTPException
+
+    from ateda.errors import BadInput, TransientError
+    from ateda.serving.request import request_scope
+
+    def rejected(reason: str) -> float:
+        return REGISTRY.get_sample_value("ateda_rejected_total", {"function": "scope-test", "reason": reason}) or 0
+
+    before = rejected("bad_event")
+    with request_scope("scope-test", "t"):
+        raise BadInput("bad_event", "never processable")  # acknowledged: nothing escapes, so the answer is 2xx
+    assert rejected("bad_event") == before + 1
+    with pytest.raises(HTTPException) as refused:
+        with request_scope("scope-test", "t", bad_input_status=400):
+            raise BadInput("bad_event", "a bad ping")
+    assert refused.value.response.status_code == 400
+    assert refused.value.response.get_data(as_text=True) == "bad_event: a bad ping"
+    with pytest.raises(HTTPException) as failed:
+        with request_scope("scope-test", "t"):
+            raise TransientError("catalog down at postgresql://ateda:hunter2@db/ateda")
+    body = failed.value.response.get_data(as_text=True)
+    assert failed.value.response.status_code == 500
+    assert body.startswith("TransientError: catalog down") and "hunter2" not in body
+    with pytest.raises(ZeroDivisionError):  # anything else is not the package's to map: the framework's 500
+        with request_scope("scope-test", "t"):
+            1 / 0

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from ateda import events
-from ateda.catalog import ensure_tables, load_catalog
 from ateda.config import Settings
+from ateda.events import catalogue as events, transport
+from ateda.lake.iceberg import ensure_tables, load_catalog
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, REPO, Sink, alert_files, expected_alerts, put_alerts
 from hostile_corpus import ANY_MEMBER, STRUCTURE, Item, content_corpus, name_corpus
 
@@ -71,8 +71,8 @@ def bronze_rows(s: Settings) -> Counter:
 
 
 def quarantine_records(s: Settings) -> list[dict]:
-    from ateda.quarantine import list_reasons
-    from ateda.storage import lake_store
+    from ateda.lake.quarantine import list_reasons
+    from ateda.lake.storage import lake_store
 
     return list_reasons(lake_store(s))
 
@@ -528,7 +528,7 @@ def _server_pids(up_pid: int, folder: str) -> list[int]:
 
 @pytest.mark.slow
 def test_kill_9_function_servers_under_ateda_up_are_restarted_and_exact(tmp_path):
-    from ateda.runtime import running_runtime
+    from ateda.local.runtime import running_runtime
 
     home = tmp_path / "home"
     env = cli_env(home)
@@ -575,7 +575,7 @@ def test_kill_9_function_servers_under_ateda_up_are_restarted_and_exact(tmp_path
 # ---------------------------------------------------------------- hostile requests to the bridge, broker, split
 
 def _start_bridge(tmp_path: Path, sink: Sink, **env_extra: str) -> tuple[subprocess.Popen, str]:
-    from ateda.runtime import free_port
+    from ateda.local.runtime import free_port
 
     port = free_port()
     env = cli_env(tmp_path / "bridge-home", K_SINK=sink.url, ATEDA_BATCH_WINDOW_MS="100", WORKERS="1",
@@ -761,13 +761,13 @@ def test_split_never_reads_outside_the_bucket(env_settings, sink):
 
 
 def test_broker_ingress_refuses_unauthenticated_events(tmp_path):
-    from ateda.runtime import Runtime, ingestion_functions
+    from ateda.local.runtime import Runtime, ingestion_functions
 
     s = Settings(home=tmp_path / "home").resolved()
     with Runtime(s, functions=ingestion_functions(split_workers=1), watch=False) as rt:
         event = events.make_event(events.OBJECT_CREATED, "/elsewhere", {"bucket": "alerts", "objects": [
             {"key": "a.avro", "etag": "x"}]}, "a.avro")
-        headers, body = events.to_binary(event)
+        headers, body = transport.to_binary(event)
         r = requests.post(rt.sink, data=body, headers=headers, timeout=10)
         assert r.status_code in (401, 403), (f"the local broker accepted an event with no token from any local "
                                              f"process: {r.status_code} {r.text[:200]!r}")

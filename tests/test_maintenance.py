@@ -17,12 +17,18 @@ import pyarrow as pa
 import pytest
 import requests
 
-from ateda import events, maintenance as mt, warehouse
-from ateda.catalog import HOUSEKEEPING, TABLE_PROPERTIES
-from ateda.cli import run_ingest
+from ateda.events import catalogue as events
+
+from ateda.events import transport
+
+from ateda.steps import maintenance as mt
+
 from ateda.config import Settings
-from ateda.runtime import FunctionSpec, Runtime, free_port
-from ateda.storage import lake_store
+from ateda.ingest import run_ingest
+from ateda.lake.iceberg import HOUSEKEEPING, TABLE_PROPERTIES
+from ateda.lake.storage import lake_store
+from ateda.local.runtime import FunctionSpec, Runtime, free_port
+from ateda.warehouse import build as warehouse
 from conftest import NOT_ZTF, alert_files
 
 EAGER = mt.MaintenanceConfig(quiet_minutes=0, min_files=2, max_bins=1000)  # compacts everything, however fresh
@@ -209,7 +215,7 @@ def test_the_function_answers_the_ping_over_http_and_exports_lake_health(lake, m
         assert _metric(metrics, "ateda_maintenance_orphans_deleted_total", area="staging") is not None
         # a ping naming an unknown task: 400 from the function, counted, never retried
         bad = events.make_event(events.PING, events.PING_SOURCE, {"tasks": ["vacuum"]})
-        headers, body = events.to_binary(bad)
+        headers, body = transport.to_binary(bad)
         r = requests.post(rt.urls["ateda-maintenance"], data=body, headers=headers, timeout=30)
         assert r.status_code == 400 and "vacuum" in r.text
         assert _metric(metrics, "ateda_rejected_total", function="maintenance", reason="bad_ping") == 1

@@ -632,7 +632,7 @@ def test_scaling_profiles():
 
 
 def test_pingsource_ticks_the_maintenance_through_the_broker():
-    from ateda.maintenance import tasks_of
+    from ateda.steps.maintenance import tasks_of
 
     sources = of_kind("PingSource", "sources.knative.dev/v1")
     assert len(sources) == 1

@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from ateda.cli import run_ingest
 from ateda.config import Settings
-from ateda.ingest import IngestFailed
-from ateda.runtime import FunctionSpec, Runtime, free_port, ping
+from ateda.ingest import IngestFailed, run_ingest
+from ateda.local.runtime import FunctionSpec, Runtime, free_port, ping
 from conftest import NOT_ZTF, REPO, alert_files
 
 PROMETHEUS = shutil.which("prometheus")

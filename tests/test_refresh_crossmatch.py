@@ -11,12 +11,11 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from ateda import crossmatch as xm
-from ateda import deadletters
-from ateda import events
-from ateda import refresh as rf
 from ateda.config import Settings, settings
 from ateda.errors import TransientError
+from ateda.events import catalogue as events
+from ateda.lake import deadletters
+from ateda.steps import crossmatch as xm, dbt_refresh as rf
 from conftest import alert_files, put_alerts, validate_all
 from test_functions import app, post
 
@@ -62,7 +61,7 @@ def test_catalog_add_and_match_known_answers(lake_settings, tmp_path):
         ("far", 200.0, -30.0),
     ]
     _csv(tmp_path / "cat.csv", cat_rows)
-    info = xm.add_catalog(s, "known", tmp_path / "cat.csv", radius_arcsec=2.0)
+    info = xm.add_reference_catalog(s, "known", tmp_path / "cat.csv", radius_arcsec=2.0)
     assert info.rows == 6 and info.nside == 64 and len(info.cells) == 5  # inside/outside share one
     alerts = _alerts([(1, 359.9999, 0.0), (2, 0.0, 89.9999), (3, 0.0, -90.0), (4, 100.0, 20.0), (5, 10.0, 10.0)])
     found = xm.match(s, alerts)
@@ -79,11 +78,11 @@ def test_catalog_add_and_match_known_answers(lake_settings, tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa_tab, tmp_path / "cat.parquet")
-    assert xm.add_catalog(s, "known", tmp_path / "cat.parquet", 2.0).version == info.version
-    assert [c.name for c in xm.list_catalogs(s)] == ["known"]
+    assert xm.add_reference_catalog(s, "known", tmp_path / "cat.parquet", 2.0).version == info.version
+    assert [c.name for c in xm.list_reference_catalogs(s)] == ["known"]
     # another radius matches differently: a new version (alerts re-delivered after it are matched again)
-    wider = xm.add_catalog(s, "known", tmp_path / "cat.parquet", 3.0)
-    assert wider.version != info.version and xm.list_catalogs(s)[0].version == wider.version
+    wider = xm.add_reference_catalog(s, "known", tmp_path / "cat.parquet", 3.0)
+    assert wider.version != info.version and xm.list_reference_catalogs(s)[0].version == wider.version
 
 
 def test_only_the_needed_cells_are_read_and_pruning_loses_nothing(lake_settings, tmp_path, monkeypatch):
@@ -95,11 +94,11 @@ def test_only_the_needed_cells_are_read_and_pruning_loses_nothing(lake_settings,
     ra = np.r_[ra, np.mod(rng.normal(0, 0.02, 500), 360), rng.uniform(0, 360, 500)]
     dec = np.r_[dec, rng.normal(0, 0.02, 500), 90 - np.abs(rng.normal(0, 0.02, 500))]
     _csv(tmp_path / "sky.csv", [(f"s{i}", float(r), float(d)) for i, (r, d) in enumerate(zip(ra, dec))])
-    info = xm.add_catalog(s, "sky", tmp_path / "sky.csv", radius_arcsec=120.0)
+    info = xm.add_reference_catalog(s, "sky", tmp_path / "sky.csv", radius_arcsec=120.0)
     assert len(info.cells) > 8_000
     alerts = _alerts([(1, 0.0, 0.0), (2, 359.99, 0.01), (3, 33.0, 89.995), (4, 150.0, -20.0)])
 
-    from ateda.storage import LocalStore
+    from ateda.lake.storage import LocalStore
 
     reads: list[str] = []
     orig = LocalStore.get_bytes
@@ -143,10 +142,10 @@ def test_crossmatch_function_on_real_alerts_is_idempotent(env_settings, sink, tm
         rows += [(f"n{c}", r, d + 1.5 / 3600), (f"s{c}", r, d - 3 / 3600)]
     rows += [(f"x{i}", float(i * 7 % 360), float(i % 170 - 85)) for i in range(300)]
     _csv(tmp_path / "watch.csv", rows)
-    xm.add_catalog(s, "watch", tmp_path / "watch.csv", radius_arcsec=2.0)
+    xm.add_reference_catalog(s, "watch", tmp_path / "watch.csv", radius_arcsec=2.0)
 
     _csv(tmp_path / "far.csv", [("f1", 10.0, -89.9)])  # a catalog no ZTF alert can match (ZTF sees dec > -31)
-    xm.add_catalog(s, "faraway", tmp_path / "far.csv", radius_arcsec=1.0)
+    xm.add_reference_catalog(s, "faraway", tmp_path / "far.csv", radius_arcsec=1.0)
     client = app("crossmatch")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
@@ -178,7 +177,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     """bronze.crossmatch -> silver.crossmatch_catalog with dbt on DuckDB: distances known by construction, a
     catalog id held twice kept once (the nearest), a re-registered catalog's new version flagged latest for the
     alerts it matched, and a refresh without new data changes nothing."""
-    from ateda import warehouse
+    from ateda.warehouse import build as warehouse
 
     s = env_settings
     committed = _ingest(s, sink, 8)
@@ -191,7 +190,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     rows += [(f"s{c}", r, d - 3 * arc) for c, (r, d) in pos.items()]
     rows += [("twin", pos[first][0], pos[first][1] + 1.0 * arc), ("twin", pos[first][0], pos[first][1] - 1.8 * arc)]
     _csv(tmp_path / "v1.csv", rows)
-    v1 = xm.add_catalog(s, "watch", tmp_path / "v1.csv", radius_arcsec=2.0).version
+    v1 = xm.add_reference_catalog(s, "watch", tmp_path / "v1.csv", radius_arcsec=2.0).version
     client = app("crossmatch")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
@@ -247,14 +246,15 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
             assert got[k][2] == pytest.approx(w[2], abs=1e-6) and got[k][3] == pytest.approx(w[3], abs=1e-9), k
         return got
 
-    result = warehouse.refresh(s, test=True)
+    result = warehouse.refresh_models(s, test=True)
     assert result.success and set(result.tests.values()) == {"pass"}
     assert any("crossmatch_catalog" in t for t in result.tests)
     same(silver(), expected)
     first_gold = gold()
     assert set(first_gold) == {(oid, "watch") for oid in alerts["objectId"].to_pylist() if oid}
     assert {v[0] for v in first_gold.values()} == {v1}
-    from ateda.science import format_object, object_info
+    from ateda.cli.science import format_object
+    from ateda.warehouse.queries import object_info
 
     (oid, _), row = min(first_gold.items(), key=lambda kv: (-kv[1][4], kv[0]))  # the object with most sources
     info = object_info(s, oid)
@@ -271,11 +271,11 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     again = committed[:2]
     redo = {c for e in again for c in xm.alerts_of_commit(s, e["data"])["candid"].to_pylist()}
     _csv(tmp_path / "v2.csv", [(f"v{c}", pos[c][0], pos[c][1] - 0.5 * arc) for c in sorted(redo)])
-    v2 = xm.add_catalog(s, "watch", tmp_path / "v2.csv", radius_arcsec=2.0).version
+    v2 = xm.add_reference_catalog(s, "watch", tmp_path / "v2.csv", radius_arcsec=2.0).version
     assert v2 != v1
     for e in again:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
-    second = warehouse.refresh(s, test=True)
+    second = warehouse.refresh_models(s, test=True)
     assert second.new_files >= 1 and set(second.tests.values()) == {"pass"}
     expected = {k: (d, r, k[2] not in redo) for k, (d, r, _) in expected.items()}
     expected |= {("watch", v2, c, f"v{c}"): (0.5, 1, True) for c in redo}
@@ -289,7 +289,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     tables = ("silver.crossmatch_catalog", "gold.object_catalog_match")
     with warehouse.connect(s) as con:
         before = [con.execute(f"select count(*), sum(hash(t)) from {t} as t").fetchone() for t in tables]
-    third = warehouse.refresh(s)
+    third = warehouse.refresh_models(s)
     assert third.new_files == 0
     with warehouse.connect(s) as con:
         assert [con.execute(f"select count(*), sum(hash(t)) from {t} as t").fetchone() for t in tables] == before
@@ -299,8 +299,8 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     """No table yet: DuckDB gets an empty typed bronze.crossmatch (nothing created in the catalog). A table written
     before ``matched_at`` existed: DuckDB reads the column as NULL; the next commit adds it to the table."""
     import duckdb
-    from ateda import warehouse
-    from ateda.catalog import TABLE_PROPERTIES, load_catalog
+    from ateda.warehouse import build as warehouse
+    from ateda.lake.iceberg import TABLE_PROPERTIES, load_catalog
 
     s = lake_settings
     s.home.mkdir(parents=True, exist_ok=True)
@@ -324,7 +324,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
             warehouse.prepare_bronze(con, s)
             assert con.execute("select count(*) from bronze.crossmatch where matched_at is null").fetchone() == (_,)
             table.append(row(1, old))
-    assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.CatalogInfo("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
+    assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
     rows = xm.ensure_table(s).scan().to_arrow().sort_by("candid")
     assert rows["candid"].to_pylist() == [1, 1, 2] and rows["matched_at"].null_count == 2
 
@@ -332,7 +332,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
 # ---------------------------------------------------------------- dbt refresh
 
 class FakeDbt:
-    """Stands in for ``run_refresh``: counts runs, records their intervals, can fail or be slow."""
+    """Stands in for ``run_dbt_models``: counts runs, records their intervals, can fail or be slow."""
 
     def __init__(self, seconds: float = 0.0, fail: int = 0) -> None:
         self.seconds, self.fail = seconds, fail
@@ -347,7 +347,7 @@ class FakeDbt:
             if self.fail:
                 self.fail -= 1
                 raise RuntimeError("dbt exploded")
-        from ateda.warehouse import RefreshResult
+        from ateda.warehouse.build import RefreshResult
 
         return RefreshResult(target=target, success=True, seconds=self.seconds, new_files=1,
                              models={"detection": {"status": "success", "rows_affected": 3, "seconds": 0.1}},
@@ -369,7 +369,7 @@ def _wait(cond, timeout: float = 10.0) -> None:
 
 def test_a_burst_of_commits_is_one_run_and_the_event_validates(env_settings, sink, monkeypatch):
     fake = FakeDbt()
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "400")
     settings.cache_clear()  # the function reads the settings once per process: read them again with this debounce
     client = app("dbt_refresh")
@@ -396,7 +396,7 @@ def test_a_burst_of_commits_is_one_run_and_the_event_validates(env_settings, sin
 
 def test_two_workers_never_overlap(lake_settings, monkeypatch):
     fake = FakeDbt(seconds=0.3)
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     emitted: list[dict] = []
     cfg = rf.RefreshConfig(debounce_s=0.05, retries=0)
     a = rf.RefreshWorker(lake_settings, lambda t, d, s: emitted.append(d), cfg)
@@ -416,7 +416,7 @@ def test_two_workers_never_overlap(lake_settings, monkeypatch):
 
 def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
     fake = FakeDbt(fail=99)
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     emitted: list[dict] = []
     w = rf.RefreshWorker(lake_settings, lambda t, d, s: emitted.append(d),
                          rf.RefreshConfig(debounce_s=0.05, retries=2, backoff_s=0.05))
@@ -435,7 +435,7 @@ def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
     assert not list((lake_settings.home / "lake" / rf.REQUESTS).glob("*.json"))
     # after one failure a run succeeds: no dead letter, one event
     fake2 = FakeDbt(fail=1)
-    monkeypatch.setattr(rf, "run_refresh", fake2)
+    monkeypatch.setattr(rf, "run_dbt_models", fake2)
     w.request(event)
     _wait(lambda: emitted)
     assert len(fake2.calls) == 2 and len(list(dl.glob("*.json"))) == 1
@@ -445,7 +445,7 @@ def test_failed_runs_are_retried_then_dead_lettered(lake_settings, monkeypatch):
 def test_a_failed_emit_is_retried_without_running_dbt_again(lake_settings, monkeypatch):
     """The broker is down after a successful run: only the emit is retried (then dead-lettered), dbt runs once."""
     fake = FakeDbt()
-    monkeypatch.setattr(rf, "run_refresh", fake)
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
     refused, emitted = [3], []
 
     def emit(type_, data, subject) -> None:  # noqa: ANN001
@@ -481,10 +481,10 @@ def test_the_lock_excludes_another_process(lake_settings, monkeypatch):
     import sys
 
     fake = FakeDbt()
-    monkeypatch.setattr(rf, "run_refresh", fake)
-    code = ("import sys, time; from pathlib import Path; from ateda.config import Settings; from ateda import refresh;"
+    monkeypatch.setattr(rf, "run_dbt_models", fake)
+    code = ("import sys, time; from pathlib import Path; from ateda.config import Settings; from ateda.steps import dbt_refresh;"
             f"s = Settings(home=Path({str(lake_settings.home)!r})).resolved()\n"
-            "with refresh.run_lock(s, 'local'):\n print('locked', flush=True); time.sleep(1.0); t = time.monotonic()\n"
+            "with dbt_refresh.run_lock(s, 'local'):\n print('locked', flush=True); time.sleep(1.0); t = time.monotonic()\n"
             "print(t, flush=True)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "locked"
@@ -511,7 +511,7 @@ def test_one_real_refresh_on_real_alerts(env_settings, sink, monkeypatch):
     d = evt["data"]
     assert d["target"] == "local" and d["requests"] == len(committed) and d["new_files"] >= 1
     assert all(m["status"] == "success" for m in d["models"].values()) and "detection" in d["models"]
-    from ateda.warehouse import connect
+    from ateda.warehouse.build import connect
 
     with connect(s) as con:
         n = con.execute("select count(*) from silver.ztf_alert").fetchone()[0]

@@ -18,10 +18,10 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from ateda import warehouse
-from ateda.bench import refresh_in_child
-from ateda.cli import run_ingest
 from ateda.config import Settings
+from ateda.dev.bench import refresh_in_child
+from ateda.ingest import run_ingest
+from ateda.warehouse import build as warehouse
 from conftest import ALERTS
 
 MiB = 2**20
@@ -63,7 +63,7 @@ def lake(tmp_path_factory):
     """The real alerts in bronze, the warehouse built once (the incremental models' tables exist)."""
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path_factory.mktemp("refresh-memory") / "home")})
     run_ingest(s, [ALERTS], quiet=True)
-    warehouse.refresh(s)
+    warehouse.refresh_models(s)
     return s
 
 
@@ -157,7 +157,7 @@ def test_a_child_reports_its_own_peak_not_its_parents():
 
     ballast = bytearray(600 * MiB)  # touched: resident in this (parent) process
     ballast[::4096] = b"x" * len(ballast[::4096])
-    code = ("import json, resource; from ateda.bench import own_peak_rss; "
+    code = ("import json, resource; from ateda.dev.bench import own_peak_rss; "
             "print(json.dumps([own_peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]))")
     own, maxrss = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                             check=True).stdout)

@@ -1,11 +1,11 @@
-"""Both modes route identically: the local broker (ateda.routing + ateda.broker) and Knative read the same Trigger
+"""Both modes route identically: the local broker (ateda.events.routing + ateda.local.broker) and Knative read the same Trigger
 YAML, and for a table of events they pick the same subscribers.
 
 (a) is an independent evaluation of the Trigger ``filters`` as the Knative docs describe them (eventing "Triggers":
 filters is a list that must all pass, each one of exact / prefix / suffix with one attribute, all / any over a list,
 not over one filter; an absent attribute never matches exact/prefix/suffix; an empty ``filters`` matches everything;
 the legacy ``filter.attributes`` is only used when ``filters`` is empty, and a "" value there means any value), written
-here without ateda.routing. (b) is the real Broker over HTTP, delivering to recording subscriber servers.
+here without ateda.events.routing. (b) is the real Broker over HTTP, delivering to recording subscriber servers.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ateda import events
-from ateda.broker import Broker
 from ateda.config import Settings
-from ateda.routing import load_triggers
-from ateda.storage import lake_store
+from ateda.events import transport
+from ateda.events.routing import load_triggers
+from ateda.lake.storage import lake_store
+from ateda.local.broker import Broker
 from conftest import REPO, Sink
 
 KNATIVE = REPO / "knative"
@@ -185,7 +185,7 @@ def broker_subscribers(folder: Path, table: list[dict], home: Path) -> dict[str,
     broker = Broker(triggers, {n: s.base for n, s in sinks.items()}, home / "spool", lake).start()
     try:
         for e in table:
-            events.post(f"{broker.url}/ateda/ateda", e)
+            transport.post(f"{broker.url}/ateda/ateda", e)
         deadline = time.monotonic() + 20
         while not broker.idle() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -261,7 +261,7 @@ def test_every_trigger_subscriber_and_dead_letter_sink_is_a_knative_service_defi
 def emitted_types() -> set[str]:
     """Event types the code emits: string constants that are exactly a dev.ateda.* type (docstrings are longer)."""
     out = set()
-    for path in [*REPO.glob("functions/*/main.py"), *(REPO / "shared" / "ateda").glob("*.py")]:
+    for path in [*REPO.glob("functions/*/main.py"), *(REPO / "shared" / "ateda").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
                     node.value.startswith("dev.ateda.") and " " not in node.value and node.value.count(".") >= 3:

@@ -23,16 +23,18 @@ import pytest
 import requests
 from pyiceberg.expressions import EqualTo
 
-from ateda import cli, events
-from ateda.broker import Broker
+from ateda.cli import lake as cli
+
 from ateda.config import Settings
-from ateda.metrics import m
-from ateda.quarantine import list_reasons
-from ateda.routing import Delivery, Trigger
-from ateda.runtime import Runtime, ingestion_functions
+from ateda.events import catalogue as events, transport
+from ateda.events.routing import Delivery, Trigger
+from ateda.lake.quarantine import list_reasons
+from ateda.lake.storage import LocalStore, lake_store
+from ateda.local.broker import Broker
+from ateda.local.runtime import Runtime, ingestion_functions
+from ateda.local.watcher import GIVE_UP_AFTER, BucketWatcher
+from ateda.serving.metrics import instruments
 from ateda.status import status
-from ateda.storage import LocalStore, lake_store
-from ateda.watcher import GIVE_UP_AFTER, BucketWatcher
 from conftest import Sink, alert_files, expected_alerts, pg_database
 from test_e2e import bronze
 
@@ -66,9 +68,9 @@ def _announced_keys(sink: Sink) -> list[str]:
 @pytest.mark.parametrize("name", [*HOSTILE, "x" * 1000 + "é" * 10])
 def test_every_attribute_is_percent_encoded_and_round_trips(name):
     event = events.make_event(events.OBJECT_CREATED, f"/src/{name}", {"bucket": "alerts", "objects": []}, name)
-    headers, body = events.to_binary(event)
+    headers, body = transport.to_binary(event)
     assert all(v.isascii() and v.isprintable() and v == v.strip() for v in headers.values())
-    assert events.from_http(headers, body) == event
+    assert transport.from_http(headers, body) == event
 
 
 def test_hostile_subjects_pass_through_the_broker_exactly(tmp_path):
@@ -78,7 +80,7 @@ def test_hostile_subjects_pass_through_the_broker_exactly(tmp_path):
     try:
         sent = [events.make_event(events.INPUT_REJECTED, "/ateda/split", {"member": n}, f"t.tar#{n}") for n in HOSTILE]
         for e in sent:
-            events.post(f"{broker.url}/ateda/ateda", e)  # raised on the en dash and the newline before
+            transport.post(f"{broker.url}/ateda/ateda", e)  # raised on the en dash and the newline before
         _wait(lambda: len(sub.events) == len(sent))
         assert sorted(e["subject"] for e in sub.events) == sorted(e["subject"] for e in sent)
     finally:
@@ -130,7 +132,7 @@ class _Refusing:
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
-                event = events.from_http(dict(self.headers), self.rfile.read(int(self.headers["content-length"])))
+                event = transport.from_http(dict(self.headers), self.rfile.read(int(self.headers["content-length"])))
                 keys = [o["key"] for o in event["data"]["objects"]]
                 outer.calls.append((time.monotonic(), keys))
                 self.send_response(503 if any("poison" in k for k in keys) else 202)
@@ -152,9 +154,9 @@ def test_a_failing_batch_backs_off_gives_up_visibly_and_never_blocks_the_next(tm
     s = _watcher_settings(tmp_path, grace=0.1)
     broker = _Refusing()
     _drop(s, "poison.avro", b"x")
-    failures0 = m().watcher_failures._value.get()
+    failures0 = instruments().watcher_failures._value.get()
     w = BucketWatcher(s, broker.url, interval=0.02, backoff=0.05)
-    caplog.set_level(logging.WARNING, logger="ateda.watcher")
+    caplog.set_level(logging.WARNING, logger="ateda.local.watcher")
     w.start()
     try:
         for i in range(5):  # files that arrive while the poison batch keeps failing (some in a batch with it)
@@ -173,9 +175,9 @@ def test_a_failing_batch_backs_off_gives_up_visibly_and_never_blocks_the_next(tm
     assert health["state"] == "failing" and health["failing"] == 1 and health["announced"] == 5
     (row,) = health["failing_objects"]
     assert row["key"] == "poison.avro" and row["given_up"] and "503" in row["error"]
-    assert m().watcher_failures._value.get() - failures0 >= GIVE_UP_AFTER
-    assert m().watcher_failing._value.get() == 1
-    assert m().watcher_last_scan._value.get() > time.time() - 5
+    assert instruments().watcher_failures._value.get() - failures0 >= GIVE_UP_AFTER
+    assert instruments().watcher_failing._value.get() == 1
+    assert instruments().watcher_last_scan._value.get() > time.time() - 5
     said = [r for r in caplog.records if "could not announce" in r.getMessage()]
     assert len(said) == 1  # the repeated error is rate-limited: the log does not grow with every retry
     # recorded as failed on disk (the next `ateda up` shows it too), and a broker that takes it clears it
@@ -189,7 +191,7 @@ def test_a_watcher_that_cannot_scan_says_stalled_and_logs_once(tmp_path, sink, c
     s = _watcher_settings(tmp_path)
     (s.bucket_root).mkdir(parents=True)
     (s.bucket_root / s.bucket).write_bytes(b"a file where the bucket folder should be")  # every listing fails
-    caplog.set_level(logging.WARNING, logger="ateda.watcher")
+    caplog.set_level(logging.WARNING, logger="ateda.local.watcher")
     w = BucketWatcher(s, sink.url, interval=0.02, stall_after=0.5).start()
     try:
         assert w.health()["state"] == "ok"
@@ -253,7 +255,7 @@ def test_a_file_the_store_put_is_announced_without_the_grace(tmp_path, sink):
 
 
 def _post(url: str, event: dict, token: str | None) -> requests.Response:
-    headers, body = events.to_binary(event)
+    headers, body = transport.to_binary(event)
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
     return requests.post(url, data=body, headers=headers, timeout=10)
@@ -267,7 +269,7 @@ def test_broker_ingress_takes_a_token_and_refuses_unsafe_names(tmp_path):
     broker = Broker([trig], {"svc": sub.base}, tmp_path / "spool", LocalStore(tmp_path / "lake"),
                     token="t0ken-for-test").start()
     url = f"{broker.url}/ateda/ateda"
-    rejected = m().broker_rejected
+    rejected = instruments().broker_rejected
 
     def created(bucket: str = "alerts", key: str = "a.avro", **obj) -> dict:  # noqa: ANN003
         return events.make_event(events.OBJECT_CREATED, "/x", {"bucket": bucket, "objects": [{"key": key, **obj}]})

@@ -14,7 +14,9 @@ import jinja2
 import pytest
 import yaml
 
-from ateda import config, warehouse
+from ateda import config
+
+from ateda.warehouse import build as warehouse
 from ateda.config import (VARIABLES, ConfigError, LocalSettings, MaintenanceSettings, RefreshSettings, Settings,
                           child_env, local_settings, settings_doc)
 
@@ -134,7 +136,7 @@ def test_a_child_gets_the_settings_not_the_parents_environment(monkeypatch):
 
 
 def test_the_workers_take_their_section_from_the_settings_they_are_given(tmp_path, monkeypatch):
-    from ateda.refresh import RefreshWorker
+    from ateda.steps.dbt_refresh import RefreshWorker
 
     monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "99000")  # not read: the settings passed in decide
     s = Settings(home=tmp_path / "home", refresh=RefreshSettings(debounce_s=0.05, retries=1)).resolved()

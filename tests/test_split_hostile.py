@@ -23,12 +23,13 @@ import fastavro
 import pytest
 from fastavro.read import HEADER_SCHEMA
 
-from ateda import events
-from ateda.alerts import Limits, decode_container
+import ateda
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
-from ateda.split import Splitter, iter_containers
-from ateda.storage import bucket_store, lake_store
+from ateda.events import catalogue as events
+from ateda.lake.storage import bucket_store, lake_store
+from ateda.steps.split import Splitter, iter_containers
+from ateda.ztf.alerts import Limits, decode_container
 from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
 
 MULTI_SNAPPY = "astrolabsoftware_fink-client_part-00002-0f70696a-f8dd-40ab-89e7-e7f64c104e25-c000.avro"  # 56 alerts
@@ -202,7 +203,7 @@ def test_a_corrupt_gzip_is_quarantined_and_the_rest_of_the_event_goes_on(tmp_pat
 def test_a_bit_flipped_jd_is_bad_value_and_its_neighbours_land(tmp_path):
     flipped = flip_jd(real())
     with pytest.raises(BadInput) as err:  # decoding itself is fine: the value is out of ZTF's range
-        from ateda.alerts import AlertBatch, Source
+        from ateda.ztf.alerts import AlertBatch, Source
 
         decoded = decode_container(flipped)
         bad = AlertBatch().add(decoded, decoded.records, Source("b", "k", "e"), 0, None)
@@ -215,7 +216,7 @@ def test_a_bit_flipped_jd_is_bad_value_and_its_neighbours_land(tmp_path):
 
 
 def test_physical_ranges_keep_every_real_alert():
-    from ateda.ztf_layout import FIRST_JD, range_problem
+    from ateda.ztf.layout import FIRST_JD, range_problem
 
     now_jd = 2440587.5 + __import__("time").time() / 86400
     assert range_problem({"jd": FIRST_JD - 1, "ra": 1.0, "dec": 1.0}, now_jd + 1)
@@ -328,7 +329,7 @@ def test_a_too_deep_schema_is_refused_before_decoding(depth):
 
 
 def test_the_schema_depth_walk_is_iterative():
-    from ateda.alerts import schema_depth
+    from ateda.ztf.alerts import schema_depth
 
     t: object = "long"
     for i in range(50_000):  # far past the interpreter's recursion limit
@@ -487,8 +488,8 @@ RSS_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
     from ateda.config import Settings
-    from ateda.split import Splitter
-    from ateda.storage import bucket_store, lake_store
+    from ateda.steps.split import Splitter
+    from ateda.lake.storage import bucket_store, lake_store
 
     def status(field):
         with open("/proc/self/status") as fh:
@@ -513,10 +514,10 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 def split_peak_rss(home: Path, bomb: Path, pythonpath: str | None = None) -> dict:
-    """Peak RSS of a fresh process running one Splitter over ``bomb`` (``pythonpath``: another ateda to measure)."""
-    env = {"PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # as the function servers run
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+    """Peak RSS of a fresh process running one Splitter over ``bomb`` (``pythonpath``: another ateda to measure;
+    default: the ateda this test imported, whichever install or tree that is)."""
+    env = {"PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": str(1 << 20),  # as the function servers run
+           "PYTHONPATH": pythonpath or str(Path(ateda.__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(home), str(bomb)], capture_output=True, text=True,
                          env=env, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -15,7 +15,9 @@ import fastavro
 import pytest
 from fastavro.validation import validate
 
-from ateda import synth, ztf_layout
+from ateda.dev import synth
+
+from ateda.ztf import layout as ztf_layout
 
 OFFICIAL = Path("/work/shared/data/ztf/schema/4.02")
 RECORDS = ("alert", "candidate", "prv_candidate", "fp_hist", "cutout")

@@ -8,10 +8,10 @@ import time
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from ateda.bronze import Chunk, GroupCommitter
 from ateda.config import settings
-from ateda.function import emitter, request_scope
-from ateda.metrics import m
+from ateda.serving.metrics import instruments
+from ateda.serving.request import emitter, request_scope
+from ateda.steps.bronze import Chunk, GroupCommitter
 
 
 @functions_framework.cloud_event
@@ -24,11 +24,11 @@ def handle(event: CloudEvent) -> None:
         if result.rejected is not None:  # bad input (quarantined, counted by the committer): acknowledged
             return
         if result.duplicate:
-            m().duplicates.labels("bronze").inc()
+            instruments().duplicates.labels("bronze").inc()
             return
-        m().alerts.labels("bronze").inc(chunk.alerts)
+        instruments().alerts.labels("bronze").inc(chunk.alerts)
         if chunk.arrived_at:
-            m().lag.observe(max(0.0, time.time() - chunk.arrived_at))
+            instruments().lag.observe(max(0.0, time.time() - chunk.arrived_at))
         if result.chunks and result.chunks[0] == chunk.chunk:  # one event per batch, sent by its first chunk
             emitter("bronze")("dev.ateda.bronze.committed", _committed(result), str(result.snapshot_ids["alert"]))
 

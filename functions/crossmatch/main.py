@@ -6,9 +6,9 @@ import logging
 
 import functions_framework
 from ateda.config import settings
-from ateda.crossmatch import crossmatch_commit
-from ateda.events import CROSSMATCH_COMMITTED
-from ateda.function import emitter, request_scope
+from ateda.events.catalogue import CROSSMATCH_COMMITTED
+from ateda.serving.request import emitter, request_scope
+from ateda.steps.crossmatch import crossmatch_commit
 from cloudevents.http import CloudEvent
 
 log = logging.getLogger("ateda.crossmatch")

@@ -6,8 +6,8 @@ import functools
 
 import functions_framework
 from ateda.config import settings
-from ateda.function import emitter, request_scope
-from ateda.refresh import FUNCTION, RefreshWorker
+from ateda.serving.request import emitter, request_scope
+from ateda.steps.dbt_refresh import FUNCTION, RefreshWorker
 from cloudevents.http import CloudEvent
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from ateda import deadletters
 from ateda.config import settings
-from ateda.function import request_scope
-from ateda.storage import lake_store
+from ateda.lake import deadletters
+from ateda.lake.storage import lake_store
+from ateda.serving.request import request_scope
 
 
 @functions_framework.cloud_event

@@ -10,12 +10,13 @@ import sys
 import flask
 import functions_framework
 
-from ateda.batching import MicroBatcher
-from ateda.bridge import authorised, loopback_only, parse_webhook, post_batches, read_capped, startup_problem
 from ateda.config import settings
 from ateda.errors import AtedaError, BadInput
-from ateda.function import configure_logging, request_scope, serve_metrics
-from ateda.metrics import m
+from ateda.serving.logs import configure_logging
+from ateda.serving.metrics import instruments
+from ateda.serving.request import request_scope, serve_metrics
+from ateda.steps.batching import MicroBatcher
+from ateda.steps.bridge import authorised, loopback_only, parse_webhook, post_batches, read_capped, startup_problem
 
 log = logging.getLogger("ateda.minio_bridge")
 
@@ -24,7 +25,7 @@ def _refuse(status: int, reason: str, text: str) -> flask.Response:
     """A 4xx, counted. Sent as a streamed response: functions-framework reads the whole request body into memory
     after any other response (its ``read_request`` hook), which is what a body limit or a token must prevent."""
     serve_metrics()  # a refusal may come before any request_scope started the endpoint
-    m().rejected.labels("minio-bridge", reason).inc()
+    instruments().rejected.labels("minio-bridge", reason).inc()
     log.info("refused a webhook (%s, HTTP %d): %s", reason, status, text[:300])
     return flask.Response(iter([text]), status=status, mimetype="text/plain")
 
@@ -60,7 +61,7 @@ def handle(request: flask.Request) -> flask.typing.ResponseReturnValue:
                     raise failure
         except (AtedaError, TimeoutError) as exc:
             return f"broker unavailable: {exc}", 503
-        m().objects.labels("minio-bridge").inc(len(items))
+        instruments().objects.labels("minio-bridge").inc(len(items))
         return "", 200
 
 

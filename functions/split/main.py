@@ -9,11 +9,11 @@ import logging
 
 from ateda.config import settings
 from ateda.errors import BadInput
-from ateda.function import emitter, request_scope
 from ateda.keys import UnsafeName, check_bucket
-from ateda.metrics import m
-from ateda.split import Splitter
-from ateda.storage import bucket_store, lake_store
+from ateda.lake.storage import bucket_store, lake_store
+from ateda.serving.metrics import instruments
+from ateda.serving.request import emitter, request_scope
+from ateda.steps.split import Splitter
 
 log = logging.getLogger("ateda.split")
 
@@ -47,15 +47,13 @@ def handle(event: CloudEvent) -> None:
         data = event.data
         s = settings()
         problem = _shape_error(data)
-        if problem:  # a malformed event can never succeed: acknowledged (a retry would fail the same), counted
-            log.warning("object.created %s refused: %s", event["id"], problem)
-            m().rejected.labels("split", "bad_event").inc()
-            return
+        if problem:  # a malformed event can never succeed: acknowledged by the scope (a retry would fail the same)
+            raise BadInput("bad_event", f"object.created {event['id']} refused: {problem}")
         try:
             bucket = bucket_store(s, check_bucket(data["bucket"]))
         except BadInput as err:  # quarantined per object below, with the bucket name kept as data
             bucket = _Refusing(err if isinstance(err, UnsafeName) else UnsafeName(str(err)))
         splitter = Splitter(s, bucket, lake_store(s), emitter("split"))
         result = splitter.run(data["bucket"], data["objects"])
-        m().alerts.labels("split").inc(result["alerts"])
-        m().objects.labels("split").inc(result["objects"])
+        instruments().alerts.labels("split").inc(result["alerts"])
+        instruments().objects.labels("split").inc(result["objects"])

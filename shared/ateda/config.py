@@ -17,12 +17,14 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field, fields, replace
+from urllib.parse import unquote, urlsplit
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError
+from ateda.errors import ConfigError
+from ateda.redact import MASK, mask_uri
 
-_REPO = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- sections
@@ -69,8 +71,8 @@ class MetricsSettings:
 class PathSettings:
     """Project folders the code reads (the image sets them) and the local warehouse file."""
 
-    dbt_dir: Path = _REPO / "dbt"
-    events_dir: Path = _REPO / "events"
+    dbt_dir: Path = REPO_ROOT / "dbt"
+    events_dir: Path = REPO_ROOT / "events"
     duckdb_path: str = ""  # empty: $ATEDA_HOME/warehouse/ateda.duckdb
 
 
@@ -379,8 +381,6 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """The literal secrets of these settings (for masking)."""
-        from urllib.parse import unquote, urlsplit
-
         out = [str(self.value(v)) for v in VARIABLES if v.secret and v.name != "ATEDA_CATALOG_URI"]
         try:
             password = urlsplit(self.catalog_uri).password
@@ -399,7 +399,6 @@ class Settings:
     def effective(self, masked: bool = True) -> dict[str, dict[str, Any]]:
         """Section -> variable -> effective value in the variable's unit (what ``ateda config`` prints), the local
         runtime's from this process's environment; secrets masked unless told."""
-        from .redact import MASK, mask_uri
 
         out: dict[str, dict[str, Any]] = {}
         local = local_settings()

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
-from . import deadletters, events
-from .catalog import ensure_tables, load_catalog
-from .config import Settings
-from .alerts import Source
-from .errors import TransientError
-from .keys import UnsafeName, printable
-from .quarantine import quarantine
-from .storage import arrow_filesystem, bucket_store, lake_store
+from ateda.config import Settings
+from ateda.errors import AtedaError, TransientError
+from ateda.events import catalogue as events
+from ateda.keys import UnsafeName, printable
+from ateda.lake import deadletters
+from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.lake.quarantine import quarantine
+from ateda.lake.storage import arrow_filesystem, bucket_store, lake_store
+from ateda.local.runtime import Runtime, ingestion_functions, running_runtime
+from ateda.ztf.alerts import Source
 
 log = logging.getLogger(__name__)
-BRONZE_QUARANTINE = "quarantine/schema_conflict/bronze/"  # chunks bronze refused (ateda.bronze.QUARANTINE_PREFIX)
+BRONZE_QUARANTINE = "quarantine/schema_conflict/bronze/"  # chunks bronze refused (ateda.steps.bronze.QUARANTINE_PREFIX)
 
 @dataclass
 class Uploaded:
@@ -152,7 +157,7 @@ def _read_bronze_rejections(lake, bucket: str, read: set[str], objects: dict,  #
                 entry["rejected"].append(rejection)
 
 
-class IngestFailed(RuntimeError):
+class IngestFailed(AtedaError):
     """Events of this ingest were dead-lettered: waiting longer cannot help (fix, then ``ateda replay``)."""
 
 
@@ -284,3 +289,28 @@ def iceberg_commits(settings: Settings) -> int | None:
         return sum(len(t.refresh().metadata.snapshots) for t in tables.values())
     except Exception:  # noqa: BLE001 - TransientError or a database error: the catalog is unavailable
         return None
+
+
+def ensure_runtime(settings: Settings):  # noqa: ANN201
+    """The running runtime if ``ateda up`` runs on this home, else one started for the caller's duration: the
+    ingestion functions only (a background dbt refresh would be cut short when the caller exits; `ateda refresh`
+    or `ateda up` run the science functions)."""
+    return nullcontext() if running_runtime(settings) else Runtime(settings, functions=ingestion_functions())
+
+
+def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout: float = 3600,
+               quiet: bool = False) -> IngestSummary:
+    """Upload ``paths`` (files, folders, tarballs) under ``prefix`` and wait until each is committed to bronze or
+    rejected; runs the ingestion functions for the duration when no ``ateda up`` runs on this home."""
+    files = expand(paths)
+    with ensure_runtime(settings):
+        commits0 = iceberg_commits(settings)  # None while the catalog is unreachable
+        start = time.perf_counter()
+        with tqdm(total=len(files), desc="upload", unit="file", disable=quiet, file=sys.stderr) as bar:
+            uploaded = upload(settings, files, prefix, bar.update)
+        with tqdm(total=len(files), desc="commit", unit="file", disable=quiet, file=sys.stderr) as bar:
+            manifests = wait_committed(settings, uploaded, timeout, bar.update)
+        seconds = time.perf_counter() - start
+    commits1 = iceberg_commits(settings)
+    return summarise(settings, uploaded, manifests, seconds,
+                     None if commits0 is None or commits1 is None else commits1 - commits0)

@@ -13,7 +13,7 @@ import hashlib
 import re
 import urllib.parse
 
-from .errors import BadInput
+from ateda.errors import BadInput
 
 MAX_KEY_BYTES = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

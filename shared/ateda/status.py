@@ -7,12 +7,12 @@ from __future__ import annotations
 import requests
 from pyiceberg.expressions import EqualTo
 
-from . import deadletters
-from .catalog import ensure_tables, load_catalog
-from .config import Settings
-from .redact import mask, mask_uri
-from .runtime import running_runtime, runtime_health
-from .storage import lake_store
+from ateda.config import Settings
+from ateda.lake import deadletters
+from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.lake.storage import lake_store
+from ateda.local.runtime import running_runtime, runtime_health
+from ateda.redact import mask, mask_uri
 
 
 def status(settings: Settings) -> dict:

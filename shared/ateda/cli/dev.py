@@ -1,0 +1,84 @@
+"""``ateda demo`` and ``ateda bench``: a synthetic night end to end; the benchmarks (dev tools)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ateda.cli.ingest import print_summary
+from ateda.config import Settings
+from ateda.dev.bench import run_bench, run_maintenance_bench, run_refresh_bench
+from ateda.dev.synth import write_single_files, write_tarball
+from ateda.ingest import run_ingest
+from ateda.warehouse.build import refresh_models
+from ateda.warehouse.plots import plot_object
+from ateda.warehouse.queries import richest_object
+
+
+def register(sub) -> None:  # noqa: ANN001
+    demo = sub.add_parser("demo", help="generate a synthetic night and ingest it, offline, with any real alerts given")
+    demo.add_argument("-n", type=int, default=2000, help="alerts")
+    demo.add_argument("--real", type=Path, action="append", default=[],
+                      help="also ingest these real alert files/folders and plot their richest object (repeatable)")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    bench = sub.add_parser("bench", help="decoding ceiling vs end-to-end ingestion, single files and a tarball")
+    bench.add_argument("-n", type=int, default=20_000, help="alerts")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
+    bench.add_argument("--refresh", action="store_true",
+                       help="instead: dbt refresh cost (full build, nothing new, 200 new alerts)")
+    bench.add_argument("--maintenance", action="store_true",
+                       help="instead: the lake before and after a compaction pass (docs/maintenance.md)")
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
+    src = settings.home / "demo-input"
+    tar_n = args.n // 2
+    print(f"generating a synthetic night: {args.n - tar_n} single-alert files and a tarball of {tar_n} alerts "
+          f"in {src}", file=sys.stderr)
+    write_single_files(src / "singles", args.n - tar_n, seed=args.seed)
+    write_tarball(src / "ztf_public_20261120.tar.gz", tar_n, seed=args.seed + 1)
+    summary = run_ingest(settings, [src / "singles", src / "ztf_public_20261120.tar.gz"], quiet=args.json)
+    print_summary(summary, args.json)
+    real = [p for p in args.real if p.exists()]
+    if real:
+        if not args.json:
+            print(f"\nreal ZTF alerts from {', '.join(map(str, real))} (bucket prefix {DEMO_REAL_PREFIX}):")
+        print_summary(run_ingest(settings, real, prefix=DEMO_REAL_PREFIX, quiet=args.json), args.json)
+    result = refresh_models(settings)  # silver and gold, as the dbt-refresh function does after commits
+    plotted = _plot_richest_real_object(settings) if real else None
+    if args.json:
+        print(json.dumps({"refresh": result.as_dict(), "plot": plotted and str(plotted)}, indent=1, default=str))
+        return 0
+    print(f"\nsilver and gold refreshed in {result.seconds:.1f} s: " +
+          ", ".join(f"{t} {n}" for t, n in sorted(result.rows.items()) if t.startswith("gold.")))
+    if plotted:
+        print(f"light curve and cutouts of the real object with the most detections: {plotted}")
+    print(f"\nnext: `ateda status`, `ateda query \"select * from gold.transient_candidates limit 5\"`, "
+          f"`ateda object OBJECTID`, `ateda plot OBJECTID -o lc.png`, `ateda cutout CANDID`; data in {settings.home}")
+    return 0
+
+
+DEMO_REAL_PREFIX = "ztf-real/"
+
+
+def _plot_richest_real_object(settings: Settings) -> Path | None:
+    """Plot the object, among those whose alerts came in under the demo's real-data prefix, with the most
+    detections: the light curve an astronomer would look at first."""
+    object_id = richest_object(settings, DEMO_REAL_PREFIX)
+    if object_id is None:
+        return None
+    return plot_object(settings, object_id, settings.home / "demo-output" / f"{object_id}.png")
+
+
+def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
+    if args.maintenance:
+        result = run_maintenance_bench(args.n)
+    else:
+        result = run_refresh_bench(args.n) if args.refresh else run_bench(args.n, keep=args.keep)
+    print(json.dumps(result, indent=1) if args.json else result["text"])
+    return 0

@@ -1,0 +1,32 @@
+"""``ateda maintain``: one lake maintenance pass now, in this process."""
+
+from __future__ import annotations
+
+import json
+
+from ateda.config import Settings
+from ateda.steps.maintenance import TASKS, run_pass, tasks_of
+
+
+def register(sub) -> None:  # noqa: ANN001
+    """``ateda maintain``: one pass now, in this process (the runtime's pinger does the same every hour)."""
+    p = sub.add_parser("maintain", help="compact small files, expire snapshots, delete orphans, print lake health")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    p.add_argument("--json", action="store_true", help="the pass's report as JSON")
+    p.set_defaults(func=cmd_maintain)
+
+
+def cmd_maintain(args, settings: Settings) -> int:  # noqa: ANN001
+    report = run_pass(settings, tasks_of({"tasks": [t.strip() for t in args.tasks.split(",") if t.strip()]}))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return 0
+    for name, t in report.tables.items():
+        s = t.stats
+        shape = (f"{s['data_files']} files in {s['partitions']} partitions (max {s['max_files_per_partition']}), "
+                 f"{s['snapshots']} snapshots, {s['manifests']} manifests" if s else "")
+        print(f"{name:14s} compacted {t.compacted_files} -> {t.written_files} files, expired {t.expired_snapshots} "
+              f"snapshots; {shape}")
+    print(f"orphans deleted: {sum(report.orphans_deleted.values())} files ({report.orphan_bytes / 1e6:.1f} MB); "
+          f"{report.seconds:.1f} s{' (budget used up: the next pass goes on)' if report.budget_exhausted else ''}")
+    return 0

@@ -1,0 +1,214 @@
+"""``ateda query``, ``ateda object``, ``ateda plot``, ``ateda refresh``: the science layers, read-only (refresh
+builds them from bronze with dbt, :mod:`ateda.warehouse.build`)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ateda.config import Settings
+from ateda.errors import AtedaError
+from ateda.warehouse.build import WarehouseError, refresh_models
+from ateda.warehouse.plots import iso_minute, plot_object, sexagesimal
+from ateda.warehouse.queries import connect_science, object_info
+
+
+def register(sub) -> None:  # noqa: ANN001
+    """Add query/object/plot/refresh to the ``ateda`` sub-command parser."""
+    q = sub.add_parser("query", help="run SQL on the local warehouse (gold, silver, bronze)")
+    q.add_argument("sql")
+    q.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    q.add_argument("-o", "--out", type=Path, default=None, help="write here (required for parquet)")
+    q.add_argument("--max-rows", type=int, default=50, help="table format: rows shown")
+    q.set_defaults(func=cmd_query)
+    o = sub.add_parser("object", help="an object's summary and magnitude statistics per band")
+    o.add_argument("object_id", metavar="OBJECT_ID")
+    o.add_argument("--json", action="store_true")
+    o.set_defaults(func=cmd_object)
+    p = sub.add_parser("plot", help="light curve per band beside the latest alert's cutouts, as a PNG/PDF")
+    p.add_argument("object_id", metavar="OBJECT_ID")
+    p.add_argument("-o", "--out", type=Path, default=None, help="default OBJECT_ID.png")
+    p.add_argument("--dpi", type=int, default=200)
+    p.set_defaults(func=cmd_plot)
+    r = sub.add_parser("refresh", help="bring silver and gold up to date with bronze (dbt)")
+    r.add_argument("--target", choices=("local", "cluster"), default="local")
+    r.add_argument("--full-refresh", action="store_true", help="rebuild every model from all of bronze")
+    r.add_argument("--test", action="store_true", help="dbt build: run the models' tests too")
+    r.add_argument("--select", default=None, help="dbt node selection")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_refresh)
+
+
+def cmd_query(args, settings: Settings) -> int:  # noqa: ANN001
+    try:
+        with connect_science(settings) as con:
+            rel = con.sql(args.sql)
+            if rel is None:
+                print("ok")
+                return 0
+            if args.format == "parquet":
+                if args.out is None:
+                    print("--format parquet needs -o FILE", file=sys.stderr)
+                    return 2
+                rel.write_parquet(str(args.out))
+                print(args.out)
+                return 0
+            columns, rows = rel.columns, rel.fetchall()
+    except AtedaError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except Exception as exc:  # duckdb's parser/binder/catalog errors: the user's SQL
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 1
+    text = format_rows(columns, rows, args.format, args.max_rows)
+    if args.out:
+        args.out.write_text(text)
+        print(args.out)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_object(args, settings: Settings) -> int:  # noqa: ANN001
+    try:
+        info = object_info(settings, args.object_id)
+    except AtedaError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=1, default=_json_default))
+    else:
+        sys.stdout.write(format_object(info))
+    return 0
+
+
+def cmd_plot(args, settings: Settings) -> int:  # noqa: ANN001
+    out = args.out or Path(f"{args.object_id}.png")
+    try:
+        plot_object(settings, args.object_id, out, dpi=args.dpi)
+    except AtedaError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def cmd_refresh(args, settings: Settings) -> int:  # noqa: ANN001
+    try:
+        result = refresh_models(settings, target=args.target, full_refresh=args.full_refresh, test=args.test,
+                         select=args.select)
+    except WarehouseError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+        return 0
+    print(f"{result.target}: {len(result.models)} model(s) in {result.seconds:.1f} s, "
+          f"{result.new_files} new bronze file(s)" + (f", {len(result.tests)} test(s) passed" if result.tests else ""))
+    for name, n in result.rows.items():
+        print(f"  {name:<32} {n:>10} rows")
+    return 0
+
+
+def format_rows(columns: list[str], rows: list[tuple], fmt: str, max_rows: int = 50) -> str:
+    """Rows as an aligned text table, CSV or JSON (one object per row)."""
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, r)) for r in rows], indent=1, default=_json_default) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(rows)
+        return buf.getvalue()
+    shown = [[_cell(v) for v in r] for r in rows[:max_rows]]
+    widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in shown:
+        out.append("  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    more = f" (showing {max_rows})" if len(rows) > max_rows else ""
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more})")
+    return "\n".join(out) + "\n"
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return f"{v:.6g}" if abs(v) < 1e6 else f"{v:.10g}"
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    return str(v)
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (dt.date, dt.datetime)):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return str(v)
+
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def format_object(info: dict) -> str:
+    o = info["object"]
+    lines = [
+        f"{o['objectId']}",
+        f"  position      ra {o['meanra']:.6f}  dec {o['meandec']:+.6f} deg  ({sexagesimal(o['meanra'], o['meandec'])})"
+        f"  sigma {_fmt(o['sigmara_arcsec'])}\" x {_fmt(o['sigmadec_arcsec'])}\"",
+        f"  detections    {o['ndet']} ({o['ndubious']} dubious) in {o['n_alerts']} alert(s); "
+        f"{o['n_non_detections']} upper limits; {o['n_forced_photometry']} forced photometry; "
+        f"ndethist {o['ndethist'] if o['ndethist'] is not None else '-'}",
+        f"  first / last  MJD {o['firstmjd']:.5f} ({iso_minute(o['firstmjd'])})  ->  MJD {o['lastmjd']:.5f} "
+        f"({iso_minute(o['lastmjd'])}), {o['deltajd']:.2f} d",
+        f"  flags         corrected {o['is_corrected']}  stellar {o['is_stellar']}  "
+        f"transient candidate {info['is_transient_candidate']}",
+        f"  real-bogus    rb {_fmt(o['last_rb'])}  drb {_fmt(o['last_drb'])} (latest alert {o['last_candid']})",
+    ]
+    if info["ps1"]:
+        p = info["ps1"][0]
+        lines.append(f"  PS1 nearest   {p['ps1_objid']} at {_fmt(p['dist_arcsec'], '.2f')}\"  sgscore "
+                     f"{_fmt(p['sgscore'], '.2f')}  r {_fmt(p['rmag'], '.2f')}")
+    for g in info["gaia"]:
+        lines.append(f"  Gaia {g['match_kind']:<8} {_fmt(g['dist_arcsec'], '.2f')}\"  G {_fmt(g['gaia_mag'], '.2f')}")
+    if info["solar_system"]:
+        s = info["solar_system"][0]
+        lines.append(f"  solar system  {s['ss_name']} at {_fmt(s['dist_arcsec'], '.1f')}\" "
+                     f"({len(info['solar_system'])} alert(s))")
+    for c in info["catalogs"]:
+        lines.append(f"  catalog       {c['catalog']}: {c['match_id']} at {_fmt(c['dist_arcsec'], '.2f')}\" from the mean "
+                     f"position ({c['n_alerts_matched']} alert(s) matched, {c['n_sources']} source(s); "
+                     f"version {c['catalog_version']})")
+    lines.append("")
+    cols = [("band", "band", "s"), ("ndet", "ndet", "d"), ("ndubious", "dub", "d"), ("magmean", "mean", ".3f"),
+            ("magmedian", "median", ".3f"), ("magmin", "min", ".3f"), ("magmax", "max", ".3f"),
+            ("magsigma", "sigma", ".3f"), ("magfirst", "first", ".3f"), ("maglast", "last", ".3f"),
+            ("magmean_corr", "mean_corr", ".3f"), ("saturation_rate", "sat", ".2f"),
+            ("dmdt_first", "dmdt_first", ".3f"), ("firstmjd", "firstmjd", ".4f")]
+    header = "  ".join(f"{label:>10}" for _, label, _ in cols)
+    lines += ["  magstats", "  " + header]
+    for m in info["magstats"]:
+        lines.append("  " + "  ".join(f"{_fmt(m[k], spec):>10}" for k, _, spec in cols))
+    return "\n".join(lines) + "\n"
+
+

@@ -1,0 +1,1 @@
+"""Developer tools: synthetic alerts and benchmarks."""

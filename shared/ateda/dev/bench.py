@@ -1,0 +1,407 @@
+"""``ateda bench``: the single-process fastavro decoding ceiling vs end-to-end ingestion, same alerts, one run.
+
+For N synthetic alerts, written both as N single-alert files and as one nightly tarball:
+* ceiling: bare ``fastavro.reader`` over every record of the same bytes, in this one process;
+* end to end: a fresh embedded runtime running the ingestion functions (split, bronze) with their default worker
+  count; the clock runs from the first file's
+  arrival in the bucket (its time there, as the ledger records it) to the last commit to bronze (cutouts
+  included). ``ingest_command_s`` is the whole ``ateda ingest`` (copying the input into the bucket included).
+Reported: alerts/s, ratio to the ceiling, Iceberg commits per 1 000 alerts, p50/p95 latency from a file's
+arrival in the bucket to its commit (from the ingest ledger), and peak memory summed over all processes
+(RSS, and PSS which counts pages shared by forked workers once).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import fastavro
+
+from ateda.config import Settings, child_env
+from ateda.dev.synth import write_single_files, write_tarball
+from ateda.ingest import iceberg_commits, run_ingest
+from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.local.runtime import Runtime, ingestion_functions
+from ateda.steps.maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
+from ateda.warehouse.build import prepare_bronze, refresh_models
+
+
+def _ceiling_files(files: list[Path]) -> float:
+    start = time.perf_counter()
+    n = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            for _ in fastavro.reader(fh):
+                n += 1
+    return n / (time.perf_counter() - start)
+
+
+def _ceiling_tar(path: Path) -> float:
+    start = time.perf_counter()
+    n = 0
+    with tarfile.open(path, "r|gz") as tar:
+        for member in tar:
+            fh = tar.extractfile(member)
+            if fh is None:
+                continue
+            for _ in fastavro.reader(io.BytesIO(fh.read())):
+                n += 1
+    return n / (time.perf_counter() - start)
+
+
+def _make_tarball(files: list[Path], path: Path) -> None:
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w|") as tar:
+            for f in files:
+                tar.add(f, arcname=f.name)
+
+
+class RssSampler:
+    """Peak memory of this process and all its descendants, sampled every 0.2 s.
+
+    ``peak_rss``: the sum of every process's RSS (counts pages shared between forked workers once per process:
+    an upper bound). ``peak_pss``: the sum of proportional set sizes (shared pages split between their users:
+    what the tree really holds).
+    """
+
+    def __init__(self) -> None:
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss, pss = _tree_memory(os.getpid())
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self._stop.wait(0.2)
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> its children's pids, from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    return children
+
+
+def _descendants(root: int) -> list[int]:
+    children, out, stack = _children(), [], list(_children().get(root, []))
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out
+
+
+class WorkerPeaks:
+    """Peak RSS (the kernel's high-water mark, VmHWM) of each descendant process of this one whose command line
+    holds ``marker`` (e.g. ``/split/main.py``: the split server and its forked gunicorn workers), read every 0.5 s
+    while running and once more on exit, so a worker that exits in between loses at most its last 0.5 s."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "WorkerPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def sample(self) -> None:
+        for pid in _descendants(os.getpid()):
+            try:
+                if self.marker not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    continue
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), int(line.split()[1]) * 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    @property
+    def peak(self) -> int:
+        return max(self.peaks.values(), default=0)
+
+
+def _tree_memory(root: int) -> tuple[int, int]:
+    children = _children()
+    rss = pss = 0
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1]) * 1024
+    return rss, pss
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants still alive."""
+    total, stack, tick = 0.0, [pid], os.sysconf("SC_CLK_TCK")
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                kids.setdefault(int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    while stack:
+        p = stack.pop()
+        stack.extend(kids.get(p, []))
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _cpu_by_role(rt) -> dict[str, float]:  # noqa: ANN001
+    """CPU seconds per function server (with its workers) and for this process (broker, watcher, ingest)."""
+    me = os.times()
+    out = {spec.folder: _cpu_seconds(proc.pid) for spec, proc in zip(rt.functions, rt.procs)}
+    out["broker+watcher+ingest"] = me.user + me.system
+    return out
+
+
+def _end_to_end(home: Path, inputs: list[Path]) -> dict:
+    settings = Settings(home=home).resolved()
+    with RssSampler() as rss, Runtime(settings, functions=ingestion_functions()) as rt:
+        before = _cpu_by_role(rt)
+        summary = run_ingest(settings, inputs, quiet=True)
+        after = _cpu_by_role(rt)
+    ledger = ensure_tables(load_catalog(settings), settings)["ingest_ledger"].scan().to_arrow()
+    arrived, committed = ledger["arrived_at"].to_pylist(), ledger["committed_at"].to_pylist()
+    lat = sorted((c - a).total_seconds() for a, c in zip(arrived, committed) if a and c)
+    # file in the bucket -> bronze committed: first arrival to last commit (the upload itself is not timed)
+    seconds = (max(committed) - min(a for a in arrived if a)).total_seconds()
+    return {
+        "alerts": summary.alerts, "seconds": round(seconds, 2), "ingest_command_s": round(summary.seconds, 2),
+        "alerts_per_s": round(summary.alerts / seconds, 1),
+        "iceberg_commits": iceberg_commits(settings),
+        "commits_per_1000_alerts": round(1000 * iceberg_commits(settings) / max(summary.alerts, 1), 3),
+        "latency_p50_s": round(statistics.median(lat), 2) if lat else None,
+        "latency_p95_s": round(lat[int(0.95 * (len(lat) - 1))], 2) if lat else None,
+        "peak_rss_mb": round(rss.peak_rss / 2**20, 1),
+        "peak_pss_mb": round(rss.peak_pss / 2**20, 1),
+        "rejected": len(summary.rejected),
+        "cpu_s": {role: round(after[role] - before[role], 1) for role in after},
+    }
+
+
+def run_bench(n: int = 20_000, keep: bool = False, seed: int = 7) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="ateda-bench-"))
+    try:
+        t0 = time.perf_counter()
+        singles = sorted(write_single_files(work / "singles", n, seed=seed, unique_cutouts=False))
+        tarball = work / "ztf_public_20261120.tar.gz"
+        _make_tarball(singles, tarball)
+        gen_s = time.perf_counter() - t0
+        ceiling_single = _ceiling_files(singles)
+        ceiling_tar = _ceiling_tar(tarball)
+        tar_e2e = _end_to_end(work / "home-tar", [tarball])
+        single_e2e = _end_to_end(work / "home-single", [work / "singles"])
+        result = {
+            "n_alerts": n, "cpus": os.cpu_count(), "generate_s": round(gen_s, 1),
+            "split_workers": ingestion_functions()[0].workers,
+            "tarball_mb": round(tarball.stat().st_size / 2**20, 1),
+            "ceiling_single_alerts_per_s": round(ceiling_single, 1),
+            "ceiling_tarball_alerts_per_s": round(ceiling_tar, 1),
+            "tarball": {**tar_e2e, "ratio_to_ceiling": round(tar_e2e["alerts_per_s"] / ceiling_tar, 2)},
+            "single_files": {**single_e2e, "ratio_to_ceiling": round(single_e2e["alerts_per_s"] / ceiling_single, 2)},
+        }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["workdir"] = str(work) if keep else None
+    result["text"] = _text(result)
+    return result
+
+
+def _text(r: dict) -> str:
+    lines = [f"ateda bench: {r['n_alerts']} alerts, {r['cpus']} CPUs, {r['split_workers']} split workers "
+             f"(tarball {r['tarball_mb']} MB)",
+             f"  ceiling (fastavro, 1 process): single files {r['ceiling_single_alerts_per_s']:.0f} alerts/s, "
+             f"tarball {r['ceiling_tarball_alerts_per_s']:.0f} alerts/s"]
+    for name in ("tarball", "single_files"):
+        x = r[name]
+        lines.append(f"  {name:<12} {x['alerts_per_s']:>8.0f} alerts/s  {x['ratio_to_ceiling']:.2f}x ceiling  "
+                     f"{x['commits_per_1000_alerts']:.2f} commits/1000  p50 {x['latency_p50_s']} s  "
+                     f"p95 {x['latency_p95_s']} s  peak RSS {x['peak_rss_mb']:.0f} MB (PSS {x['peak_pss_mb']:.0f} MB)")
+        lines.append("               CPU s: " + ", ".join(f"{k} {v}" for k, v in x["cpu_s"].items()))
+    return "\n".join(lines)
+
+
+def own_peak_rss() -> int:
+    """This process's peak RSS in bytes since its program started: VmHWM of its own memory map. Not ru_maxrss,
+    which Linux carries across fork and exec, so a child of a big parent (pytest late in a suite) would report the
+    parent's size."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+_REFRESH_CHILD = """
+import json, sys, time
+from ateda.dev.bench import own_peak_rss
+from ateda.config import settings
+from ateda.warehouse.build import refresh_models
+t0 = time.perf_counter()
+res = refresh_models(settings(), full_refresh=sys.argv[1] == "full")
+seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "new_files": res.new_files, "rows": res.rows, "peak_rss": own_peak_rss()}))
+"""
+
+
+def refresh_in_child(settings: Settings, full_refresh: bool = False) -> dict:
+    """One local dbt refresh in a fresh Python process: its time, rows and peak RSS (the kernel's own high-water
+    mark of that process, not a sample: :func:`own_peak_rss`; dbt runs in-process)."""
+    env = child_env(settings)
+    out = subprocess.run([sys.executable, "-c", _REFRESH_CHILD, "full" if full_refresh else "incremental"],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"refresh in a child process failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_refresh_bench(n: int = 20_000, new: int = 200, seed: int = 7) -> dict:
+    """dbt on the local warehouse: full build of a night of ``n`` alerts, then a refresh with nothing new, then
+    one after ``new`` more alerts. Shows that a refresh costs in proportion to the new data, not the tables.
+
+    Each refresh runs in its own process, so its peak RSS is measured exactly (``refresh_in_child``); the peak
+    RSS of every split worker (server and forked workers, VmHWM) is read while the night is ingested."""
+
+    mib = lambda b: round(b / 2**20, 1)  # noqa: E731
+    work = Path(tempfile.mkdtemp(prefix="ateda-bench-refresh-"))
+    try:
+        night = write_tarball(work / "night.tar.gz", n, seed=seed, unique_cutouts=False)
+        extra = work / "extra"
+        write_single_files(extra, new, seed=seed + 1, unique_cutouts=False)
+        settings = Settings(home=work / "home").resolved()
+        timings, peaks = {}, {}
+        with Runtime(settings, functions=ingestion_functions()):
+            with WorkerPeaks(f"{os.sep}split{os.sep}main.py") as split:
+                run_ingest(settings, [night], quiet=True)
+            night.unlink()  # the tarball is in the bucket now; keep one copy on disk
+            for name, full in (("full_build", True), ("no_new_data", False)):
+                r = refresh_in_child(settings, full_refresh=full)
+                timings[f"{name}_s"], peaks[f"{name}_rss_mib"] = round(r["seconds"], 2), mib(r["peak_rss"])
+                rows = r["rows"]
+            run_ingest(settings, [extra], quiet=True)
+            r = refresh_in_child(settings)
+            after = r["rows"]
+            timings[f"refresh_{new}_new_alerts_s"] = round(r["seconds"], 2)
+            peaks[f"refresh_{new}_new_alerts_rss_mib"] = mib(r["peak_rss"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    peaks["split_worker_rss_mib"] = mib(split.peak)
+    peaks["split_processes"] = len(split.peaks)
+    result = {"n_alerts": n, "new_alerts": new, **timings, "peak_rss": peaks, "rows_before": rows,
+              "rows_after": after}
+    result["text"] = (f"dbt refresh bench ({n} alerts): full build {timings['full_build_s']} s "
+                      f"(peak RSS {peaks['full_build_rss_mib']} MiB), no new data {timings['no_new_data_s']} s "
+                      f"({peaks['no_new_data_rss_mib']} MiB), {new} new alerts "
+                      f"{timings[f'refresh_{new}_new_alerts_s']} s ({peaks[f'refresh_{new}_new_alerts_rss_mib']} MiB); "
+                      f"peak RSS of a split worker while ingesting: {peaks['split_worker_rss_mib']} MiB "
+                      f"(max of {peaks['split_processes']} split processes)")
+    return result
+
+
+def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
+    """Lake maintenance on a night of ``n`` alerts ingested as single files: the lake's shape, a full scan of
+    bronze.alert by DuckDB and pyiceberg's scan planning before and after one compaction pass, the pass itself, and
+    the incremental dbt refresh after it (compacted rows are not new: it reads no file)."""
+    import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
+
+
+    def measure() -> dict:
+        tables = lake_tables(settings)
+        out = {name: table_stats(tables[name], config) for name in ("alert", "cutout")}
+        t0 = time.perf_counter()
+        for name in ("alert", "cutout"):
+            list(tables[name].scan().plan_files())
+        out["plan_files_s"] = round(time.perf_counter() - t0, 3)
+        con = duckdb.connect()
+        prepare_bronze(con, settings)
+        t0 = time.perf_counter()
+        out["scan_rows"] = con.execute("select count(*), avg(candidate.magpsf), count(distinct objectId) "
+                                       "from bronze.alert").fetchone()[0]
+        out["duckdb_scan_s"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    work = Path(tempfile.mkdtemp(prefix="ateda-bench-maint-"))
+    config = MaintenanceConfig(quiet_minutes=0)  # the night was just written: compact it now
+    try:
+        files = work / "night"
+        write_single_files(files, n, seed=seed, unique_cutouts=False)
+        settings = Settings(home=work / "home").resolved()
+        with Runtime(settings, functions=ingestion_functions()):
+            run_ingest(settings, [files], quiet=True)
+        refresh_models(settings, full_refresh=True)
+        before = measure()
+        t0 = time.perf_counter()
+        report = run_pass(settings, ["compact", "stats"], config)
+        pass_s = round(time.perf_counter() - t0, 2)
+        after = measure()
+        t0 = time.perf_counter()
+        res = refresh_models(settings)
+        refresh_s = round(time.perf_counter() - t0, 2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"n_alerts": n, "before": before, "after": after, "pass_s": pass_s,
+              "compacted": {k: {"files": v.compacted_files, "written": v.written_files}
+                            for k, v in report.tables.items()},
+              "refresh_after_compaction": {"seconds": refresh_s, "new_files": res.new_files}}
+    fmt = lambda d: (f"alert {d['alert']['data_files']} files (max {d['alert']['max_files_per_partition']}/partition), "  # noqa: E731
+                     f"cutout {d['cutout']['data_files']} files; plan {d['plan_files_s']} s, DuckDB scan "
+                     f"{d['duckdb_scan_s']} s")
+    result["text"] = (f"maintenance bench ({n} alerts as single files)\n  before: {fmt(before)}\n"
+                      f"  pass (compact + stats): {pass_s} s\n  after:  {fmt(after)}\n"
+                      f"  incremental refresh after compaction: {refresh_s} s, new files read: {res.new_files}")
+    return result

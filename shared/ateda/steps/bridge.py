@@ -1,0 +1,166 @@
+"""MinIO webhook -> CloudEvents. MinIO emits no CloudEvents and the Broker accepts nothing else.
+
+MinIO POSTs one JSON object per bucket event (``EventName``, ``Key``, ``Records[0]`` with ``s3.bucket.name``,
+``s3.object.key`` query-escaped, ``eTag``, ``size``, ``eventTime``), with ``Authorization: Bearer <token>``, and
+probes the endpoint with HEAD. Notifications that arrive together are coalesced into one
+``dev.ateda.object.created`` per bucket; each webhook is answered 200 only after its event was accepted by the
+broker, else 503 (MinIO keeps it in its queue_dir and re-sends).
+
+The bridge is an entry point from the network, so it trusts nothing: the body is size-capped and its JSON shape
+checked (400 with a reason, never a 500), bucket names and the URL-decoded keys must pass :mod:`keys` (a ``../`` or
+absolute key is refused before anything reads it), and it fails closed: no token, no service, unless told to run
+open (``ATEDA_BRIDGE_INSECURE_OPEN``), and then for loopback callers only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+from typing import IO
+from urllib.parse import unquote_plus
+
+from ateda.config import Settings
+from ateda.errors import AtedaError, BadInput
+from ateda.events import catalogue as events, transport
+from ateda.keys import check_bucket, check_key, header_value
+
+_ETAG = re.compile(r"^[0-9A-Za-z-]{0,128}\Z")  # hex MD5, or hex-N for multipart uploads
+
+
+class TooLarge(BadInput):
+    """A request body over ``ATEDA_BRIDGE_MAX_BODY``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("too_large", f"request body over {limit} bytes")
+
+
+def startup_problem(s: Settings) -> str | None:
+    """Why the bridge must not start with these settings (None: it may)."""
+    if s.bridge_token or s.bridge_open:
+        return None
+    return ("minio-bridge refuses to start: ATEDA_BRIDGE_TOKEN is not set (set it to the token MinIO sends; "
+            "ATEDA_BRIDGE_INSECURE_OPEN=true runs without one, for loopback callers only)")
+
+
+def read_capped(stream: IO[bytes], declared: int | None, limit: int) -> bytes:
+    """The request body, or :class:`TooLarge` as soon as it is known to exceed ``limit``: at once when the declared
+    Content-Length says so (nothing read), else after reading at most ``limit`` + 1 bytes (chunked bodies)."""
+    if declared is not None and declared > limit:
+        raise TooLarge(limit)
+    parts, got = [], 0
+    while got <= limit:
+        block = stream.read(min(1 << 16, limit + 1 - got))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    if got > limit:
+        raise TooLarge(limit)
+    return b"".join(parts)
+
+
+def _obj(parent: dict, field: str, where: str) -> dict:
+    value = parent.get(field)
+    if not isinstance(value, dict):
+        raise BadInput("not_minio_event", f"{where}.{field} is not an object")
+    return value
+
+
+def parse_webhook(body: object) -> list[tuple[str, dict]]:
+    """(bucket, object) for every ObjectCreated record of one MinIO notification; other events give [].
+
+    Raises :class:`BadInput` (``not_minio_event``) for a body of the wrong shape and :class:`keys.UnsafeName`
+    (``unsafe_key``) for a bucket name or decoded key that is not safe; one bad record refuses the whole request
+    (MinIO sends one record per request), so nothing of it is ever read.
+    """
+    if not isinstance(body, dict):
+        raise BadInput("not_minio_event", f"body is a JSON {type(body).__name__}, not an object")
+    records = body.get("Records")
+    if not isinstance(records, list):
+        raise BadInput("not_minio_event", "no Records list")
+    default_name = body.get("EventName") or ""
+    out = []
+    for i, rec in enumerate(records):
+        where = f"Records[{i}]"
+        if not isinstance(rec, dict):
+            raise BadInput("not_minio_event", f"{where} is not an object")
+        name = rec.get("eventName") or default_name
+        if not isinstance(name, str):
+            raise BadInput("not_minio_event", f"{where}.eventName is not a string")
+        if not name.startswith("s3:ObjectCreated:"):
+            continue
+        s3 = _obj(rec, "s3", where)
+        bucket, obj = _obj(s3, "bucket", f"{where}.s3"), _obj(s3, "object", f"{where}.s3")
+        if not isinstance(bucket.get("name"), str) or not isinstance(obj.get("key"), str):
+            raise BadInput("not_minio_event", f"{where}: s3.bucket.name and s3.object.key must be strings")
+        check_bucket(bucket["name"])
+        try:  # S3 query-escapes keys ('+' is a space); a byte sequence that is not UTF-8 names no object
+            key = unquote_plus(obj["key"], errors="strict")
+        except UnicodeDecodeError as exc:
+            raise BadInput("unsafe_key", f"{where}: object key is not UTF-8 once decoded") from exc
+        check_key(key)
+        etag = obj.get("eTag", "")
+        if not isinstance(etag, str) or not _ETAG.match(etag.strip('"')):
+            raise BadInput("not_minio_event", f"{where}: s3.object.eTag is not an ETag")
+        item = {"key": key, "etag": etag.strip('"'), "event_name": name}
+        size = obj.get("size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadInput("not_minio_event", f"{where}: s3.object.size is not a size")
+            item["size"] = size
+        when = rec.get("eventTime")
+        if when:
+            if not isinstance(when, str) or len(when) > 64:
+                raise BadInput("not_minio_event", f"{where}: eventTime is not a time")
+            item["time"] = when
+        out.append((bucket["name"], item))
+    return out
+
+
+def authorised(header: str | None, token: str) -> bool:
+    """True when the Bearer token matches (constant-time). No token configured: False (the caller decides whether
+    the bridge runs open, see :func:`loopback_only`)."""
+    if not token:
+        return False
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def loopback_only(remote_addr: str | None, forwarded: list[str]) -> bool:
+    """True when the caller and every proxy hop it names (``X-Forwarded-For``, ``Forwarded: for=``) are loopback."""
+    hops = [remote_addr or ""]
+    for header in forwarded:
+        for part in header.split(","):
+            part = part.strip()
+            if "for=" in part.lower():  # Forwarded: for=1.2.3.4;proto=http
+                part = part[part.lower().index("for=") + 4:].split(";")[0]
+            hops.append(part.strip().strip('"').removeprefix("[").split("]")[0])
+    for hop in hops:
+        try:
+            if not ipaddress.ip_address(hop.split("%")[0]).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def post_batches(sink: str, items: list[tuple[str, dict]],
+                 source: str = "/ateda/minio-bridge") -> list[Exception | None]:
+    """One object.created event per bucket for a batch of (bucket, object). One result per item: None once its
+    event is with the broker, else the error of its bucket's post (other buckets of the batch are unaffected)."""
+    by_bucket: dict[str, list[int]] = {}
+    for i, (bucket, _) in enumerate(items):
+        by_bucket.setdefault(bucket, []).append(i)
+    results: list[Exception | None] = [None] * len(items)
+    for bucket, idx in by_bucket.items():
+        objects = [items[i][1] for i in idx]
+        first = objects[0]["key"]
+        subject = header_value(first if len(objects) == 1 else f"{first} (+{len(objects) - 1})")
+        try:
+            transport.post(sink, events.make_event(events.OBJECT_CREATED, source,
+                                                {"bucket": bucket, "objects": objects}, subject))
+        except (AtedaError, ValueError, UnicodeError) as exc:
+            for i in idx:
+                results[i] = exc
+    return results
