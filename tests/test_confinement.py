@@ -355,3 +355,28 @@ def test_catalog_names_are_refused_before_any_path_is_built(home, tmp_path, name
     with pytest.raises(ConfigError):
         add_reference_catalog(Settings(home=home).resolved(), name, tmp_path / "missing.csv", 1.0)
     assert outside(tmp_path, home) == before
+
+
+def test_a_users_mistake_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """A missing input path or a malformed setting: one line on stderr naming it, exit 2, no traceback, nothing
+    started."""
+    from ateda.cli import main
+    from ateda.config import settings
+
+    monkeypatch.setenv("ATEDA_HOME", str(tmp_path / "home"))
+    settings.cache_clear()
+    try:
+        _mistakes(tmp_path, monkeypatch, capsys, main)
+    finally:
+        settings.cache_clear()  # the process-wide settings must not keep this test's home
+
+
+def _mistakes(tmp_path, monkeypatch, capsys, main) -> None:  # noqa: ANN001
+    assert main(["ingest", str(tmp_path / "no-such-night.tar.gz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ateda ingest: No such file or directory: {tmp_path / 'no-such-night.tar.gz'}"], err
+    assert not (tmp_path / "home" / "runtime.json").exists()
+    monkeypatch.setenv("ATEDA_CHUNK_ALERTS", "abc")
+    assert main(["status"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "ateda status: ATEDA_CHUNK_ALERTS must be an integer, got 'abc'"]

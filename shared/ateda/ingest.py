@@ -56,9 +56,12 @@ class IngestSummary:
 
 
 def expand(paths: list[Path]) -> list[Path]:
-    """Files named, and the files inside folders named (sorted)."""
+    """Files named, and the files inside folders named (sorted). A path that does not exist is the user's mistake:
+    FileNotFoundError before anything is started or uploaded."""
     out: list[Path] = []
     for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(2, "No such file or directory", str(p))
         out.extend(sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
     return out
 
