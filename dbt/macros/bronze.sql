@@ -152,3 +152,15 @@
     where copy_rank = 1
 )
 {%- endmacro %}
+
+
+{% macro ztf_cleaned_columns() -%}
+    {#- candidate columns whose ZTF placeholder values (-999 and below) become NULL in stg_candidate (clean()):
+        the nearest reference source, Gaia, solar-system and PS1 neighbour fields (the three PS1 neighbours each) -#}
+    {%- set ps1 = [] -%}
+    {%- for n in [1, 2, 3] -%}
+        {%- do ps1.extend(['sgmag' ~ n, 'srmag' ~ n, 'simag' ~ n, 'szmag' ~ n, 'sgscore' ~ n, 'distpsnr' ~ n]) -%}
+    {%- endfor -%}
+    {{ return(['magnr', 'sigmagnr', 'distnr', 'chinr', 'sharpnr', 'ranr', 'decnr', 'neargaia', 'maggaia',
+               'neargaiabright', 'maggaiabright', 'ssdistnr', 'ssmagnr'] + ps1) }}
+{%- endmacro %}

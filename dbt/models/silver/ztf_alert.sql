@@ -4,12 +4,7 @@
 {{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid']) }}
 {#- Grain: one row per alert (candid). An alert delivered by several sources is kept once: the copy first in
     source_rank_order(). Incremental: the new bronze rows compete with the kept copy of the same candid. -#}
-{%- set ps1 = [] -%}
-{%- for n in [1, 2, 3] -%}
-    {%- do ps1.extend(['sgmag' ~ n, 'srmag' ~ n, 'simag' ~ n, 'szmag' ~ n, 'sgscore' ~ n, 'distpsnr' ~ n]) -%}
-{%- endfor -%}
-{%- set cleaned = ['magnr', 'sigmagnr', 'distnr', 'chinr', 'sharpnr', 'ranr', 'decnr', 'neargaia', 'maggaia',
-                   'neargaiabright', 'maggaiabright', 'ssdistnr', 'ssmagnr'] + ps1 -%}
+{%- set cleaned = ztf_cleaned_columns() -%}
 {%- set columns = ['candid', 'objectId', 'jd', 'mjd', 'night', 'fid', 'band', 'pid', 'programid', 'field', 'rcid',
     'ra', dec_col(), 'magpsf', 'sigmapsf', 'diffmaglim', 'isdiffpos', 'rb', 'rbversion', 'drb', 'drbversion',
     'ndethist', 'ncovhist', 'jdstarthist', 'jdendhist', 'rfid', 'jdstartref', 'jdendref', 'nframesref',

@@ -4,12 +4,7 @@
     (docs/data-model.md, Conventions), with the carrying alert's lineage columns (source_columns()). No copy is
     chosen here: the consumers keep one (kept_copies()). New rows only when every consumer is updated in place
     (ateda_is_incremental()). -#}
-{%- set ps1 = [] -%}
-{%- for n in [1, 2, 3] -%}
-    {%- do ps1.extend(['sgmag' ~ n, 'srmag' ~ n, 'simag' ~ n, 'szmag' ~ n, 'sgscore' ~ n, 'distpsnr' ~ n]) -%}
-{%- endfor -%}
-{%- set cleaned = ['magnr', 'sigmagnr', 'distnr', 'chinr', 'sharpnr', 'ranr', 'decnr', 'neargaia', 'maggaia',
-                   'neargaiabright', 'maggaiabright', 'ssdistnr', 'ssmagnr'] + ps1 -%}
+{%- set cleaned = ztf_cleaned_columns() -%}
 select
     a.candid,
     a.objectId,
