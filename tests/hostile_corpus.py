@@ -499,9 +499,10 @@ def content_corpus(folder: Path, files: list[Path], skip: set[str], token: str, 
               (f"ztf_public/../../escape-{token}-dotdot.avro", junk),
               (f"{up}tmp/ateda-escape-{token}/real.avro", data2)]))
     data, candid = real()
+    absolute = str(folder.resolve().parent / f"ateda-escape-{token}-abs" / "abs.avro")  # beside the corpus: walked
     put(Item("tar-absolute.tar", "an absolute member name",
-             [(f"/tmp/ateda-escape-{token}-abs/abs.avro", frozenset({"not_avro", "unsafe_key"}))], [candid]),
-        _tar([(f"/tmp/ateda-escape-{token}-abs/abs.avro", junk), ("ztf_public/good.avro", data)]))
+             [(absolute, frozenset({"not_avro", "unsafe_key"}))], [candid]),
+        _tar([(absolute, junk), ("ztf_public/good.avro", data)]))
     data, candid = real()
     skipped = frozenset({"tar_member_skipped"})
     links = [_special("ztf_public/passwd.avro", tarfile.SYMTYPE, "/etc/passwd"),

@@ -18,8 +18,9 @@ from fastavro.validation import validate
 from ateda.dev import synth
 
 from ateda.ztf import layout as ztf_layout
+from conftest import ZTF
 
-OFFICIAL = Path("/work/shared/data/ztf/schema/4.02")
+OFFICIAL = ZTF / "schema" / "4.02"  # the official schema files beside the checkout (../shared)
 RECORDS = ("alert", "candidate", "prv_candidate", "fp_hist", "cutout")
 NIGHT = dt.date(2026, 11, 20)
 
