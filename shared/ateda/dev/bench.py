@@ -144,12 +144,10 @@ class WorkerPeaks:
             try:
                 if self.marker not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
                     continue
-                status = Path(f"/proc/{pid}/status").read_text()
+                hwm = vm_hwm(pid)
             except OSError:
                 continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peaks[pid] = max(self.peaks.get(pid, 0), int(line.split()[1]) * 1024)
+            self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
@@ -276,15 +274,19 @@ def _text(r: dict) -> str:
     return "\n".join(lines)
 
 
+def vm_hwm(pid: int | str = "self") -> int:
+    """Peak RSS in bytes of process ``pid`` since its program started: the kernel's high-water mark (VmHWM) of its
+    own memory map. Not ru_maxrss, which Linux carries across fork and exec, so a child of a big parent (pytest late
+    in a suite) would report the parent's size."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmHWM in /proc/{pid}/status")
+
+
 def own_peak_rss() -> int:
-    """This process's peak RSS in bytes since its program started: VmHWM of its own memory map. Not ru_maxrss,
-    which Linux carries across fork and exec, so a child of a big parent (pytest late in a suite) would report the
-    parent's size."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    """This process's peak RSS in bytes (:func:`vm_hwm`)."""
+    return vm_hwm()
 
 
 _REFRESH_CHILD = """
