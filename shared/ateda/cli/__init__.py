@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ateda.cli import catalogs, dev, ingest, lake, local, maintenance, science, settings
+from ateda.cli import catalogs, dev, ingest, lake, local, maintenance, science, settings, stamps
 from ateda.config import Settings
 from ateda.errors import ConfigError
 from ateda.redact import mask
@@ -39,6 +39,6 @@ def _said(exc: Exception) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ateda", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(required=True, metavar="COMMAND", dest="command")
-    for group in (local, ingest, lake, dev, settings, science, catalogs, maintenance):  # the order of --help
+    for group in (local, ingest, lake, stamps, dev, settings, science, catalogs, maintenance):  # the order of --help
         group.register(sub)
     return p

@@ -1,28 +1,22 @@
-"""``ateda status``, ``ateda cutout``, ``ateda replay``: what is in the lake, an alert's stamps, dead letters re-sent."""
+"""``ateda status``, ``ateda replay``: what is in the lake, dead letters re-sent."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
-from pathlib import Path
 
 from ateda.config import Settings
 from ateda.lake.deadletters import default_triggers, replay
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import running_runtime
 from ateda.redact import mask
-from ateda.status import cutouts_of, status
+from ateda.status import status
 
 
 def register(sub) -> None:  # noqa: ANN001
     st = sub.add_parser("status", help="tables, row counts, snapshots, backlog, dead letters, quarantine")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
-    cut = sub.add_parser("cutout", help="write an alert's three stamps as FITS files")
-    cut.add_argument("candid", type=int)
-    cut.add_argument("-o", "--out", type=Path, default=Path("."))
-    cut.set_defaults(func=cmd_cutout)
     rep = sub.add_parser("replay", help="re-send dead-lettered events to the broker")
     rep.add_argument("--trigger", default=None,
                      help="a Trigger's name in knative/ (e.g. bronze-on-alerts-staged): the same letters locally and "
@@ -67,19 +61,6 @@ def _print_runtime(rt: dict) -> None:
         for o in w["failing_objects"]:
             print(f"      failing {o['key']!r}: {o['attempts']} attempt(s) since {o['since']}"
                   f"{' (given up)' if o['given_up'] else ''}: {o['error'][:160]}")
-
-
-def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
-    rows = cutouts_of(settings, args.candid)
-    if not rows:
-        print(f"no cutouts for candid {args.candid}", file=sys.stderr)
-        return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    for kind, data in rows.items():
-        path = args.out / f"{args.candid}_{kind}.fits"
-        path.write_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
-        print(path)
-    return 0
 
 
 def cmd_replay(args, settings: Settings) -> int:  # noqa: ANN001

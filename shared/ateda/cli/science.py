@@ -1,4 +1,4 @@
-"""``ateda query``, ``ateda object``, ``ateda plot``, ``ateda refresh``: the science layers, read-only (refresh
+"""``ateda query``, ``ateda object``, ``ateda refresh``: the science layers, read-only (refresh
 builds them from bronze with dbt, :mod:`ateda.warehouse.build`)."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 from ateda.config import Settings
 from ateda.errors import AtedaError
 from ateda.warehouse.build import WarehouseError, refresh_models
-from ateda.warehouse.plots import iso_minute, plot_object, sexagesimal
+from ateda.warehouse.plots import iso_minute, sexagesimal
 from ateda.warehouse.queries import connect_science, object_info
 
 
 def register(sub) -> None:  # noqa: ANN001
-    """Add query/object/plot/refresh to the ``ateda`` sub-command parser."""
+    """Add query/object/refresh to the ``ateda`` sub-command parser."""
     q = sub.add_parser("query", help="run SQL on the local warehouse (gold, silver, bronze)")
     q.add_argument("sql")
     q.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
@@ -31,11 +31,6 @@ def register(sub) -> None:  # noqa: ANN001
     o.add_argument("object_id", metavar="OBJECT_ID")
     o.add_argument("--json", action="store_true")
     o.set_defaults(func=cmd_object)
-    p = sub.add_parser("plot", help="light curve per band beside the latest alert's cutouts, as a PNG/PDF")
-    p.add_argument("object_id", metavar="OBJECT_ID")
-    p.add_argument("-o", "--out", type=Path, default=None, help="default OBJECT_ID.png")
-    p.add_argument("--dpi", type=int, default=200)
-    p.set_defaults(func=cmd_plot)
     r = sub.add_parser("refresh", help="bring silver and gold up to date with bronze (dbt)")
     r.add_argument("--target", choices=("local", "cluster"), default="local")
     r.add_argument("--full-refresh", action="store_true", help="rebuild every model from all of bronze")
@@ -85,17 +80,6 @@ def cmd_object(args, settings: Settings) -> int:  # noqa: ANN001
         print(json.dumps(info, indent=1, default=_json_default))
     else:
         sys.stdout.write(format_object(info))
-    return 0
-
-
-def cmd_plot(args, settings: Settings) -> int:  # noqa: ANN001
-    out = args.out or Path(f"{args.object_id}.png")
-    try:
-        plot_object(settings, args.object_id, out, dpi=args.dpi)
-    except AtedaError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(out)
     return 0
 
 
