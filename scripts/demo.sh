@@ -3,6 +3,7 @@
 # offline and, when ../shared/data/ztf is beside the checkout, the real ZTF alerts there, dropped in a local bucket,
 # fanned out through the functions into Iceberg bronze tables, refreshed into silver and gold, and the richest real
 # object plotted.
+set -euo pipefail
 source "$(dirname "$0")/env.sh"
 export ATEDA_HOME="${ATEDA_HOME:-$ROOT/.ateda/demo}"
 REAL="${ATEDA_DEMO_REAL:-$ROOT/../shared/data/ztf/alerts}"

@@ -7,5 +7,6 @@ if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null && [ "$(i
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
     || echo "scripts/test.sh: could not install prometheus; the live scrape test will be skipped" >&2
 fi
-ATEDA_EXTRAS=test source "$(dirname "$0")/env.sh"
+ATEDA_EXTRAS=test source "$(dirname "$0")/env.sh" || exit 1
+cd "$ROOT"
 python -m pytest -q -p no:cacheprovider "$@"

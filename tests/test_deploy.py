@@ -1326,12 +1326,14 @@ def test_dockerfile_pins_its_base_image_and_runs_as_non_root():
     assert re.search(r"^EXPOSE .*\b8080\b", text, re.M)
     assert re.search(r'^CMD \["functions-framework"', text, re.M)
     assert "FUNCTION_TARGET=handle" in text and "FUNCTION_SOURCE=/app/functions/${FUNCTION_NAME}/main.py" in text
-    assert re.search(r"^RUN pip install \.$", text, re.M), "the shared package is installed with `pip install .`"
+    assert re.search(r'^RUN pip install "\.\$\{ATEDA_EXTRAS:\+\[\$ATEDA_EXTRAS\]\}"$', text, re.M), \
+        "the shared package is installed with the function's extras only"
 
 
 def test_image_build_matrix_matches_the_knative_services():
     script = IMAGES_SCRIPT.read_text()
-    specs = dict((name, (folder, sig)) for name, folder, sig in re.findall(r'"([\w-]+):(\w+):(http|cloudevent)"', script))
+    specs = dict((name, (folder, sig))
+                 for name, folder, sig, _ in re.findall(r'"([\w-]+):(\w+):(http|cloudevent):([\w,]*)"', script))
     assert set(specs) == set(FUNCTIONS), specs
     for name, (folder, signature) in specs.items():
         assert folder == FUNCTIONS[name] and (ROOT / "functions" / folder / "main.py").is_file()
