@@ -53,6 +53,9 @@ def instruments():  # noqa: ANN201
         watcher_failing = Gauge("ateda_watcher_failing_objects",
                                 "Bucket objects whose announcement is failing (retrying or given up)",
                                 multiprocess_mode="mostrecent")
+        # the dbt refresh: sets of conflicting copies of one detection/limit/forced point (silver.copy_conflict)
+        copy_conflicts = Gauge("ateda_copy_conflicts", "Rows of silver.copy_conflict after the last refresh",
+                               multiprocess_mode="mostrecent")
         restarts = Counter("ateda_function_restarts_total", "Function servers restarted by the runtime", ["service"])
 
     return _Instruments

@@ -12,7 +12,14 @@ deletes those markers. A failed run is retried ``ATEDA_REFRESH_RETRIES`` times (
 not run again for it). When the attempts are exhausted the last triggering event is written as a dead letter
 (:mod:`ateda.lake.deadletters`: ``dead-letter/ateda-dbt-refresh/<time>-<id>.json``, the cause base64 in
 ``knativeerrordata`` as Knative writes it, so ``ateda replay`` re-sends it)
-and the markers are dropped. Markers left by a crashed process are picked up by the next one's worker.
+and the markers are dropped.
+
+Nothing stays stale: markers left by a crashed or interrupted process are served by the next process's worker as
+soon as that process gets any request (:meth:`RefreshWorker.resume`; the function server calls it before its first
+request of any kind, so the runtime's readiness probe is enough), without waiting for a new ``bronze.committed``.
+Every run is recorded in the lake (``refresh/state/<target>.json``, :func:`ateda.warehouse.build.read_refresh_state`)
+and, after a successful run, the gauge ``ateda_copy_conflicts`` is set from ``silver.copy_conflict`` (when the
+model exists).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from ateda.config import RefreshSettings, Settings
 from ateda.lake import deadletters
 from ateda.lake.locks import file_lock
 from ateda.lake.storage import lake_store
+from ateda.serving.metrics import instruments
 from ateda.warehouse.build import refresh_models
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,7 @@ REQUESTS = "refresh/requests/"
 FUNCTION = "dbt-refresh"
 SUBSCRIBER = "ateda-dbt-refresh"  # its Knative Service: the folder of its dead letters (it cannot know the Trigger)
 DEAD_LETTERS = f"dead-letter/{SUBSCRIBER}/"
+COPY_CONFLICTS = "silver.copy_conflict"  # the data-quality model: one row per set of conflicting copies
 
 
 def run_dbt_models(settings: Settings, target: str = "local"):
@@ -72,6 +81,7 @@ class RefreshWorker:
         self._first = 0.0
         self._thread: threading.Thread | None = None
         self._stop = False
+        self._resumed = False
 
     # -- request side (inside the HTTP request: cheap, durable)
 
@@ -91,6 +101,26 @@ class RefreshWorker:
                 self._thread = threading.Thread(target=self._loop, name="dbt-refresh", daemon=True)
                 self._thread.start()
             self._cond.notify_all()
+
+    def resume(self) -> bool:
+        """Serve the requests a previous process left pending (a crash, Ctrl-C during the debounce): once per
+        worker, start the thread when markers are waiting. Cheap after the first call. Returns whether it started."""
+        with self._cond:
+            if self._resumed:
+                return False
+            self._resumed = True
+        try:
+            waiting = self._pending()
+        except Exception as exc:  # noqa: BLE001 - the lake is down: the next request tries again
+            log.warning("could not list pending refresh requests: %s", exc)
+            with self._cond:
+                self._resumed = False
+            return False
+        if not waiting:
+            return False
+        log.info("resuming %d refresh request(s) left pending", len(waiting))
+        self.wake()
+        return True
 
     def stop(self) -> None:
         with self._cond:
@@ -150,6 +180,7 @@ class RefreshWorker:
                 self._drop(keys)
                 return None
             self.runs += 1
+            set_copy_conflicts(result)
             data = silver_refreshed_data(result, keys, self._events(keys))
             # the run is done: only the event is retried (the broker may be down), never dbt
             ok, error = self._attempts("emitting silver.refreshed",
@@ -194,6 +225,17 @@ class RefreshWorker:
                                              "source": f"/ateda/{FUNCTION}"}
         deadletters.write(self.lake, SUBSCRIBER, event, FUNCTION, 500, error)
         log.error("dbt refresh dead-lettered after %d attempts: %s", self.config.retries + 1, error)
+
+
+def set_copy_conflicts(result) -> int | None:  # noqa: ANN001
+    """The gauge ``ateda_copy_conflicts`` from the run's row count of :data:`COPY_CONFLICTS` (None: no such model
+    yet, the gauge is left alone)."""
+    rows = (result.as_dict() if hasattr(result, "as_dict") else dict(result)).get("rows") or {}
+    n = rows.get(COPY_CONFLICTS)
+    if n is None:
+        return None
+    instruments().copy_conflicts.set(int(n))
+    return int(n)
 
 
 def silver_refreshed_data(result, keys: list[str], evts: list[dict]) -> dict:

@@ -14,6 +14,13 @@ with pyiceberg and creates, in the DuckDB file, the views
 processed. A failed run leaves the state alone, so the next refresh sees the same delta again (the incremental
 models are idempotent). One refresh at a time per home (a file lock).
 
+Readers never wait for a refresh and never see one half done: the refresh builds the next warehouse in a copy of
+the published file (``ateda.duckdb.next``), then publishes it by an atomic rename onto ``ateda.duckdb``. A reader
+opens the published file read-only; one that opened it before the rename keeps reading the old file (Linux keeps
+an unlinked file while it is open and frees it when the last reader closes it). A failed build is discarded and
+the published warehouse stays as it was. Each run's outcome (time, ok/failed, seconds, the bronze snapshots it
+read, row counts) is recorded in the lake, ``refresh/state/<target>.json``, for ``ateda status``.
+
 Cluster target (StarRocks): bronze is read through the Iceberg external catalog; new rows are those with
 ``ingested_at`` (crossmatch: ``matched_at``) after the previous successful refresh's start (minus a margin), passed
 as the dbt var ``bronze_since``.
@@ -21,9 +28,9 @@ as the dbt var ``bronze_since``.
 
 from __future__ import annotations
 
-
 import datetime as dt
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,16 +39,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyiceberg.exceptions import NoSuchTableError
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyiceberg.exceptions import NoSuchTableError
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, ConfigError
 from ateda.lake.iceberg import compaction_lineage, ensure_tables, load_catalog
 from ateda.lake.locks import file_lock
+from ateda.lake.storage import lake_store
 from ateda.steps.crossmatch import CROSSMATCH, ensure_table, existing_table
 from ateda.ztf.layout import canonical_field_types
+
+log = logging.getLogger(__name__)
+
 
 def dbt_dir(settings: Settings) -> Path:
     """The dbt project: ATEDA_DBT_DIR in the image (docker/Dockerfile copies dbt/ there), else dbt/ in the repo."""
@@ -72,11 +83,14 @@ class RefreshResult:
     rows: dict[str, int] = field(default_factory=dict)  # schema.table -> rows
     tests: dict[str, str] = field(default_factory=dict)  # test name -> status (dbt build only)
     errors: list[str] = field(default_factory=list)
+    # bronze table -> {"snapshot_id", "rows"}: the bronze snapshot this run read (what silver/gold now reflect)
+    bronze: dict[str, dict] = field(default_factory=dict)
+    copy_seconds: float = 0.0  # local target: copying the published warehouse before building the next
 
     def as_dict(self) -> dict:
         return {"target": self.target, "success": self.success, "seconds": round(self.seconds, 3),
                 "new_files": self.new_files, "models": self.models, "rows": self.rows, "tests": self.tests,
-                "errors": self.errors}
+                "errors": self.errors, "bronze": self.bronze, "copy_seconds": round(self.copy_seconds, 3)}
 
 
 # ---------------------------------------------------------------- locations
@@ -99,19 +113,27 @@ def duckdb_config(settings: Settings) -> dict[str, object]:
             "preserve_insertion_order": False}
 
 
-def open_warehouse(settings: Settings):  # noqa: ANN201
-    """The refresh's read-write DuckDB connection to the local warehouse, with :func:`duckdb_config`."""
+def building_path(settings: Settings) -> Path:
+    """Where a local refresh builds the next warehouse before publishing it onto :func:`duckdb_path`."""
+    published = duckdb_path(settings)
+    return published.with_name(published.name + ".next")
+
+
+def open_warehouse(settings: Settings, path: Path | None = None):  # noqa: ANN201
+    """The refresh's read-write DuckDB connection to the local warehouse (``path``: the published file unless
+    given, e.g. :func:`building_path`), with :func:`duckdb_config`."""
     import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
 
-    path = duckdb_path(settings)
+    path = Path(path) if path is not None else duckdb_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     return duckdb.connect(str(path), config=duckdb_config(settings))
 
 
 # ---------------------------------------------------------------- bronze -> DuckDB views
 
-def bronze_files(settings: Settings) -> dict[str, list[str]]:
-    """Table name -> local paths of the data files of its current snapshot (S3 files mirrored locally once)."""
+def bronze_files(settings: Settings, snapshots: dict | None = None) -> dict[str, list[str]]:
+    """Table name -> local paths of the data files of its current snapshot (S3 files mirrored locally once).
+    ``snapshots``, when given, receives table name -> {"snapshot_id", "rows"} of the snapshots planned."""
     tables = _bronze_tables(settings)
     out: dict[str, list[str]] = {}
     for name in BRONZE_TABLES:
@@ -120,6 +142,8 @@ def bronze_files(settings: Settings) -> dict[str, list[str]]:
         if table is None:  # bronze.crossmatch before the first match
             out[name] = paths
             continue
+        if snapshots is not None:
+            snapshots[name] = snapshot_info(table)
         for task in table.scan().plan_files():
             if task.delete_files:
                 raise WarehouseError(f"bronze.{name} has delete files (merge-on-read), which DuckDB views cannot "
@@ -127,6 +151,14 @@ def bronze_files(settings: Settings) -> dict[str, list[str]]:
             paths.append(_local_copy(task.file.file_path, table, settings))
         out[name] = sorted(paths)
     return out
+
+
+def snapshot_info(table) -> dict:  # noqa: ANN001
+    """A bronze table's current snapshot id and total rows (from the snapshot summary: metadata only)."""
+    snap = table.current_snapshot()
+    summary = snap.summary.additional_properties if snap is not None and snap.summary else {}
+    return {"snapshot_id": snap.snapshot_id if snap is not None else None,
+            "rows": int(summary.get("total-records", 0))}
 
 
 def _local_name(uri: str, settings: Settings) -> str:
@@ -156,12 +188,14 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def prepare_bronze(con, settings: Settings) -> tuple[dict[str, list[str]], dict[str, list[str]]]:  # noqa: ANN001
+def prepare_bronze(con, settings: Settings,  # noqa: ANN001
+                   snapshots: dict | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Create/refresh the bronze views in the DuckDB connection ``con``.
 
-    Returns (table -> the snapshot's files, table -> those no successful refresh has processed yet).
+    Returns (table -> the snapshot's files, table -> those no successful refresh has processed yet);
+    ``snapshots`` receives the snapshots planned (:func:`bronze_files`).
     """
-    files = bronze_files(settings)
+    files = bronze_files(settings, snapshots)
     con.execute("create schema if not exists bronze")
     con.execute("create schema if not exists ateda_meta")
     con.execute("create table if not exists ateda_meta.processed_file (table_name varchar, file_path varchar)")
@@ -304,22 +338,23 @@ def _mark_processed(con, files: dict[str, list[str]]) -> None:  # noqa: ANN001
 
 # ---------------------------------------------------------------- dbt
 
-def dbt_values(settings: Settings, target: str = "local") -> dict[str, str]:
+def dbt_values(settings: Settings, target: str = "local", path: Path | None = None) -> dict[str, str]:
     """The values dbt/profiles.yml takes from ``env_var()``, from ``settings`` (never from this process's
-    environment, and never written into it: dbt runs in-process, in a threaded server)."""
+    environment, and never written into it: dbt runs in-process, in a threaded server). ``path``: the DuckDB file
+    dbt writes (default: the published warehouse; a refresh passes the one it builds)."""
     duck = duckdb_config(settings)
-    return {**settings.as_env(), "ATEDA_DUCKDB_PATH": str(duckdb_path(settings)),
+    return {**settings.as_env(), "ATEDA_DUCKDB_PATH": str(path or duckdb_path(settings)),
             "ATEDA_DUCKDB_MEMORY_LIMIT": str(duck["memory_limit"]), "ATEDA_DUCKDB_THREADS": str(duck["threads"]),
             "ATEDA_DBT_TARGET": target}
 
 
-def dbt_profile(settings: Settings, target: str = "local") -> Path:
+def dbt_profile(settings: Settings, target: str = "local", path: Path | None = None) -> Path:
     """dbt/profiles.yml rendered with :func:`dbt_values` in place of each ``env_var(name, default)``, written to
     ``$ATEDA_HOME/warehouse/dbt/profiles-<target>/profiles.yml`` (mode 0600: the cluster profile holds a password);
     returns its folder, for ``--profiles-dir``. The repository's profile stays as it is for a ``dbt run`` by hand."""
     import jinja2  # dbt's templating: loaded only when a dbt profile is rendered
 
-    values = dbt_values(settings, target)
+    values = dbt_values(settings, target, path)
 
     def env_var(name: str, default: str | None = None) -> str:
         if name in values:  # every value sits inside a double-quoted YAML scalar: JSON escapes are YAML escapes
@@ -333,7 +368,8 @@ def dbt_profile(settings: Settings, target: str = "local") -> Path:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["as_number"] = _as_number
     text = env.from_string((dbt_dir(settings) / "profiles.yml").read_text()).render(env_var=env_var)
-    folder = warehouse_dir(settings) / "dbt" / f"profiles-{target}"
+    # a refresh building the next warehouse renders its own profile: a `dbt show` by hand meanwhile keeps the other
+    folder = warehouse_dir(settings) / "dbt" / (f"profiles-{target}" + ("-build" if path is not None else ""))
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".profiles.yml.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -350,18 +386,18 @@ def _as_number(value: str) -> str:
     return f"{{{{ '{value}' | as_number }}}}"
 
 
-def run_dbt(settings: Settings, args: list[str], target: str = "local"):  # noqa: ANN201
+def run_dbt(settings: Settings, args: list[str], target: str = "local", path: Path | None = None):  # noqa: ANN201
     """Run one dbt command in-process on this home's project/profile; returns dbt's ``dbtRunnerResult``.
 
-    The profile is rendered from ``settings`` (:func:`dbt_profile`); the compiled files and logs go under
-    ``$ATEDA_HOME/warehouse/dbt`` (never into the repository).
+    The profile is rendered from ``settings`` (:func:`dbt_profile`; ``path``: the DuckDB file, default the
+    published one); the compiled files and logs go under ``$ATEDA_HOME/warehouse/dbt`` (never into the repository).
     """
     from dbt.cli.main import dbtRunner  # dbt is heavy (seconds to import) and only the refresh needs it
 
     out = warehouse_dir(settings) / "dbt"
     out.mkdir(parents=True, exist_ok=True)
     project = str(dbt_dir(settings))
-    full = [*args, "--project-dir", project, "--profiles-dir", str(dbt_profile(settings, target)),
+    full = [*args, "--project-dir", project, "--profiles-dir", str(dbt_profile(settings, target, path)),
             "--target", target, "--target-path", str(out / f"target-{target}"), "--log-path", str(out / "logs")]
     if args and args[0] in ("run", "build", "test", "compile"):
         full.append("--quiet")
@@ -394,14 +430,132 @@ def refresh_models(settings: Settings, target: str = "local", full_refresh: bool
             select: str | None = None) -> RefreshResult:
     """Bring silver and gold up to date with bronze; ``test=True`` runs ``dbt build`` (models and their tests).
 
-    Returns the models' statuses and the tables' row counts. Raises :class:`WarehouseError` when dbt fails.
+    Returns the models' statuses and the tables' row counts. Raises :class:`WarehouseError` when dbt fails. Either
+    way the run is recorded in the lake (:func:`read_refresh_state`).
     """
     if target not in ("local", "cluster"):
         raise ConfigError(f"unknown dbt target {target!r} (local or cluster)")
     with refresh_lock(settings, target):
-        if target == "cluster":
-            return _refresh_cluster(settings, full_refresh, test, select)
-        return _refresh_local(settings, full_refresh, test, select)
+        started = dt.datetime.now(dt.timezone.utc)
+        t0 = time.perf_counter()
+        try:
+            if target == "cluster":
+                result = _refresh_cluster(settings, full_refresh, test, select)
+            else:
+                result = _refresh_local(settings, full_refresh, test, select)
+        except Exception as exc:
+            _record_run(settings, target, started, time.perf_counter() - t0, None, f"{type(exc).__name__}: {exc}")
+            raise
+        _record_run(settings, target, started, time.perf_counter() - t0, result, None)
+        return result
+
+
+# ---------------------------------------------------------------- freshness (what silver/gold reflect)
+
+REFRESH_STATE = "refresh/state/"  # in the lake: <target>.json, written at the end of every run
+
+
+def _state_key(target: str) -> str:
+    return f"{REFRESH_STATE}{target}.json"
+
+
+def read_refresh_state(settings: Settings, target: str = "local") -> dict | None:
+    """The recorded refresh state of ``target``: ``last_run`` (started_at, ok, seconds, error) and ``last_success``
+    (its time, the bronze snapshots it read, silver/gold row counts); None before the first run."""
+    try:
+        raw = lake_store(settings).get_bytes(_state_key(target))
+    except Exception:  # noqa: BLE001 - no run recorded yet (FileNotFoundError, S3's NoSuchKey...)
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _record_run(settings: Settings, target: str, started: dt.datetime, seconds: float,
+                result: RefreshResult | None, error: str | None) -> None:
+    """Record this run (under the refresh lock): a failed run keeps what the last successful one reflected."""
+    state = read_refresh_state(settings, target) or {}
+    run = {"started_at": started.isoformat(), "ok": result is not None, "seconds": round(seconds, 3),
+           "error": (error or "")[:500] or None}
+    state["last_run"] = run
+    if result is not None:
+        state["last_success"] = {**run, "bronze": result.bronze, "rows": result.rows, "new_files": result.new_files}
+    try:
+        lake_store(settings).put_bytes(_state_key(target), json.dumps(state, indent=1, default=str).encode())
+    except Exception as exc:  # noqa: BLE001 - the refresh itself is done: a lake hiccup must not undo it
+        log.warning("could not record the refresh state: %s", exc)
+
+
+# ---------------------------------------------------------------- the local target: build a copy, publish it
+
+def _clone(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` in the kernel (``copy_file_range``: a reflink on filesystems that share extents,
+    e.g. XFS or Btrfs; a plain copy on ext4), never through this process's memory."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        left = os.fstat(fin.fileno()).st_size
+        try:
+            while left > 0:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), min(left, 1 << 30))
+                if n == 0:
+                    break
+                left -= n
+        except OSError:  # a filesystem without copy_file_range: the portable copy
+            fin.seek(0)
+            fout.seek(0)
+            fout.truncate()
+            shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def _discard(path: Path) -> None:
+    """A build's file, its WAL and DuckDB's spill folder (left by a crashed or failed build)."""
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(path.with_name(path.name + ".tmp"), ignore_errors=True)
+
+
+def _publish(building: Path, published: Path) -> None:
+    """Make ``building`` the warehouse readers open: one atomic rename (a reader gets the old or the new file)."""
+    if building.with_name(building.name + ".wal").exists():  # every change must be in the file itself
+        raise WarehouseError(f"{building} still has a write-ahead log after its checkpoint")
+    os.replace(building, published)
+    fd = os.open(published.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a crash
+    finally:
+        os.close(fd)
+
+
+def _refresh_local(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
+    start = time.perf_counter()
+    published, building = duckdb_path(settings), building_path(settings)
+    published.parent.mkdir(parents=True, exist_ok=True)
+    _discard(building)
+    if published.exists():
+        _clone(published, building)
+    copy_seconds = time.perf_counter() - start
+    try:
+        snapshots: dict[str, dict] = {}
+        with open_warehouse(settings, building) as con:
+            files, new = prepare_bronze(con, settings, snapshots)
+        n_new = sum(len(v) for v in new.values())
+        res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select), "local", building)
+        result = _result("local", res, time.perf_counter() - start, n_new)
+        result.bronze, result.copy_seconds = snapshots, copy_seconds
+        if not result.success:
+            raise WarehouseError("dbt failed: " + "; ".join(result.errors or ["see the dbt log"])) from res.exception
+        with open_warehouse(settings, building) as con:
+            _mark_processed(con, files)
+            result.rows = _row_counts(con)
+            con.execute("insert into ateda_meta.refresh_log values (now(), 'local', ?, ?, ?)",
+                        [n_new, result.seconds, result.success])
+            con.execute("checkpoint")
+        _publish(building, published)
+    finally:
+        _discard(building)  # after a publish only DuckDB's spill folder is left
+    return result
 
 
 def _dbt_args(command: str, full_refresh: bool, select: str | None, vars_: dict | None = None) -> list[str]:
@@ -413,24 +567,6 @@ def _dbt_args(command: str, full_refresh: bool, select: str | None, vars_: dict 
     if vars_:
         args += ["--vars", json.dumps(vars_)]
     return args
-
-
-def _refresh_local(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
-    start = time.perf_counter()
-    with open_warehouse(settings) as con:
-        files, new = prepare_bronze(con, settings)
-    n_new = sum(len(v) for v in new.values())
-    res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select), "local")
-    result = _result("local", res, time.perf_counter() - start, n_new)
-    with open_warehouse(settings) as con:
-        if result.success:
-            _mark_processed(con, files)
-        result.rows = _row_counts(con)
-        con.execute("insert into ateda_meta.refresh_log values (now(), 'local', ?, ?, ?)",
-                    [n_new, result.seconds, result.success])
-    if not result.success:
-        raise WarehouseError("dbt failed: " + "; ".join(result.errors or ["see the dbt log"])) from res.exception
-    return result
 
 
 def _row_counts(con) -> dict[str, int]:  # noqa: ANN001
@@ -467,9 +603,12 @@ def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select:
     started = dt.datetime.now(dt.timezone.utc)
     since = state.get("bronze_since", "1970-01-01 00:00:00")
     start = time.perf_counter()
+    tables = _bronze_tables(settings)
+    bronze = {name: snapshot_info(tables[name]) for name in BRONZE_TABLES if tables.get(name) is not None}
     dbt_vars = {"bronze_since": since, "iceberg_catalog": settings.dbt.iceberg_catalog}
     res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select, dbt_vars), "cluster")
     result = _result("cluster", res, time.perf_counter() - start, 0)
+    result.bronze = bronze
     if not result.success:
         raise WarehouseError("dbt failed: " + "; ".join(result.errors or ["see the dbt log"])) from res.exception
     next_since = (started - CLUSTER_LOOKBACK).strftime("%Y-%m-%d %H:%M:%S")
