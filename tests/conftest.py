@@ -1,8 +1,11 @@
-"""Shared fixtures. Real data only: the ZTF alerts are read from ../shared/data/ztf at test time."""
+"""Shared fixtures and the one module of shared test helpers (tests import helpers from here, never from each
+other). Real data only: the ZTF alerts are read from ../shared/data/ztf at test time."""
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import threading
 import time
 import uuid
@@ -13,9 +16,13 @@ from pathlib import Path
 import fastavro
 import psycopg2
 import pytest
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+from functions_framework import create_app
 
 from ateda.config import Settings, settings
 from ateda.events import catalogue as events, transport
+from ateda.lake.iceberg import ensure_tables, load_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 ZTF = REPO.parent / "shared" / "data" / "ztf"
@@ -23,6 +30,7 @@ ALERTS = ZTF / "alerts"
 NOT_ZTF = {"astrolabsoftware_fink-client_fink-broker-sample-alert-2.avro",
            "astrolabsoftware_fink-client_fink-broker-sample-alert-4.avro"}  # prv_candidates is a map of strings
 DAMAGED_TAIL = "AmpelAstro_Ampel-ZTF-archive_schema_4.02.avro"
+REAL_402 = "alercebroker_pipeline_3044341005815015012.avro"  # null codec, one 4.02 alert
 
 
 def alert_files() -> list[Path]:
@@ -138,6 +146,81 @@ def pg_uri():  # noqa: ANN201
     """A fresh PostgreSQL catalog database for one test."""
     with pg_database() as uri:
         yield uri
+
+
+# ---- the functions through functions-framework's test client -----------------------------------------------
+
+
+def app(name: str, signature: str = "cloudevent"):  # noqa: ANN201
+    return create_app("handle", str(REPO / "functions" / name / "main.py"), signature).test_client()
+
+
+def post(client, type_: str, data: dict, structured: bool = False):  # noqa: ANN001, ANN201
+    ce = CloudEvent({"type": type_, "source": "/test"}, data)
+    headers, body = (to_structured if structured else to_binary)(ce)
+    return client.post("/", headers=headers, data=body)
+
+
+# ---- bronze, as the end-to-end tests check it -----------------------------------------------------------------
+
+
+def bronze(s: Settings):  # noqa: ANN201
+    return ensure_tables(load_catalog(s), s)
+
+
+def check_bronze(s: Settings, expected: dict[str, list[int]], tar_name: str | None, tar_files: list[Path]) -> None:
+    tables = bronze(s)
+    alerts = tables["alert"].scan(selected_fields=("source_key", "source_member", "candid", "schemavsn")).to_arrow()
+    got = sorted(zip(alerts["source_key"].to_pylist(), alerts["candid"].to_pylist()))
+    want = [(k, c) for k, cs in expected.items() for c in cs]
+    if tar_name:
+        want += [(tar_name, c) for f in tar_files for c in expected[f.name]]
+    assert got == sorted(want), "bronze must hold exactly one row per (source object, candid)"
+
+
+def check_cutouts(s: Settings, files: list[Path]) -> None:
+    """Every stamp of every alert in ``files`` comes back byte-identical."""
+    rows = bronze(s)["cutout"].scan(selected_fields=("source_key", "candid", "kind", "stamp_data")).to_arrow()
+    cols = ("source_key", "candid", "kind", "stamp_data")
+    stored = {(k, c, kind): d for k, c, kind, d in zip(*(rows[n].to_pylist() for n in cols))}
+    n = 0
+    for f in (f for f in files if f.name not in NOT_ZTF):
+        with open(f, "rb") as fh:
+            try:
+                for rec in fastavro.reader(fh):
+                    for field, kind in (("cutoutScience", "science"), ("cutoutTemplate", "template"),
+                                        ("cutoutDifference", "difference")):
+                        if rec.get(field):
+                            assert stored[(f.name, rec["candidate"]["candid"], kind)] == rec[field]["stampData"]
+                            n += 1
+            except EOFError:
+                pass
+    assert n > 1000
+
+
+# ---- real alerts, altered at test time ------------------------------------------------------------------------
+
+
+def with_candidate_field(avro_type: object, value: object, name: str = REAL_402, values: tuple = ()) -> bytes:
+    """A valid Avro file (written by fastavro) of the real alert ``name`` whose candidate has one more field,
+    ``extra``, of ``avro_type``; one record per entry of ``values`` (distinct candids), else one with ``value``."""
+    with io.BytesIO((ALERTS / name).read_bytes()) as fh:
+        reader = fastavro.reader(fh)
+        schema, rec = reader.writer_schema, next(reader)
+    cand = next(f for f in schema["fields"] if f["name"] == "candidate")
+    cand_record = cand["type"] if isinstance(cand["type"], dict) else next(x for x in cand["type"] if x != "null")
+    cand_record["fields"].append({"name": "extra", "type": avro_type})
+    recs = []
+    for i, v in enumerate(values or (value,)):
+        recs.append(dict(rec, candidate=dict(rec["candidate"], candid=rec["candidate"]["candid"] + i, extra=v)))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))  # fastavro's own writer recurses through the schema
+    try:
+        out = io.BytesIO()
+        fastavro.writer(out, fastavro.parse_schema(schema), recs)
+    finally:
+        sys.setrecursionlimit(limit)
+    return out.getvalue()
 
 
 # The slow tier: modules whose tests start a full runtime, run dbt or race several processes. `pytest -m "not slow"`

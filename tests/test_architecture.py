@@ -180,3 +180,14 @@ def test_only_the_refresh_worker_of_the_steps_runs_dbt():
     graph = _graph()
     assert sorted(m for m, deps in graph.items() if m.startswith("ateda.steps.")
                   and any(d.startswith("ateda.warehouse") for d in deps)) == ["ateda.steps.dbt_refresh"]
+
+
+def test_tests_share_helpers_through_conftest_only():
+    """Shared test helpers live in tests/conftest.py; a test module never imports another test module."""
+    offenders = []
+    for path in sorted(PACKAGE.parents[1].joinpath("tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not offenders, offenders

@@ -244,7 +244,7 @@ def test_quarantine_copy_is_capped(home):
 def test_split_never_reads_outside_the_bucket(env_settings, sink, tmp_path):
     """Review 3.2: an event naming key ../../../outside/secret.txt or an absolute key made split read that file."""
     from conftest import alert_files
-    from test_functions import app, post
+    from conftest import app, post
 
     from ateda.events import catalogue as events
 

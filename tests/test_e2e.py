@@ -17,10 +17,9 @@ import pytest
 
 from ateda.config import RefreshSettings, Settings
 from ateda.ingest import IngestFailed, run_ingest
-from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import Runtime
-from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
+from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, bronze, check_bronze, check_cutouts, expected_alerts
 
 OTHER_SCHEMA = {"type": "record", "name": "Weather", "fields": [{"name": "city", "type": "string"},
                                                                  {"name": "celsius", "type": "double"}]}
@@ -56,10 +55,6 @@ def nightly_tarball(path: Path, files: list[Path]) -> dict[str, str]:
     return {"ztf_public/README.txt": "not_avro", "ztf_public/cut.avro": "truncated_avro"}
 
 
-def bronze(s: Settings):  # noqa: ANN201
-    return ensure_tables(load_catalog(s), s)
-
-
 def wait_idle(rt: Runtime, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     quiet = 0
@@ -69,36 +64,6 @@ def wait_idle(rt: Runtime, seconds: float = 60) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError("pipeline did not go idle")
-
-
-def check_bronze(s: Settings, expected: dict[str, list[int]], tar_name: str | None, tar_files: list[Path]) -> None:
-    tables = bronze(s)
-    alerts = tables["alert"].scan(selected_fields=("source_key", "source_member", "candid", "schemavsn")).to_arrow()
-    got = sorted(zip(alerts["source_key"].to_pylist(), alerts["candid"].to_pylist()))
-    want = [(k, c) for k, cs in expected.items() for c in cs]
-    if tar_name:
-        want += [(tar_name, c) for f in tar_files for c in expected[f.name]]
-    assert got == sorted(want), "bronze must hold exactly one row per (source object, candid)"
-
-
-def check_cutouts(s: Settings, files: list[Path]) -> None:
-    """Every stamp of every alert in ``files`` comes back byte-identical."""
-    rows = bronze(s)["cutout"].scan(selected_fields=("source_key", "candid", "kind", "stamp_data")).to_arrow()
-    cols = ("source_key", "candid", "kind", "stamp_data")
-    stored = {(k, c, kind): d for k, c, kind, d in zip(*(rows[n].to_pylist() for n in cols))}
-    n = 0
-    for f in (f for f in files if f.name not in NOT_ZTF):
-        with open(f, "rb") as fh:
-            try:
-                for rec in fastavro.reader(fh):
-                    for field, kind in (("cutoutScience", "science"), ("cutoutTemplate", "template"),
-                                        ("cutoutDifference", "difference")):
-                        if rec.get(field):
-                            assert stored[(f.name, rec["candidate"]["candid"], kind)] == rec[field]["stampData"]
-                            n += 1
-            except EOFError:
-                pass
-    assert n > 1000
 
 
 def check_cli(s: Settings, files: list[Path], tmp_path: Path) -> None:

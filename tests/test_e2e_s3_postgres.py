@@ -13,7 +13,7 @@ from ateda.config import Settings
 from ateda.ingest import run_ingest
 from ateda.local.runtime import Runtime, free_port
 from conftest import PG, alert_files, expected_alerts
-from test_e2e import bronze, check_bronze, check_cutouts
+from conftest import bronze, check_bronze, check_cutouts
 
 
 

@@ -5,24 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
-from functions_framework import create_app
 from prometheus_client import REGISTRY
 
 from ateda.events import catalogue as events
 from ateda.lake.iceberg import ensure_tables, load_catalog
-from conftest import DAMAGED_TAIL, NOT_ZTF, REPO, alert_files, expected_alerts, put_alerts, validate_all
-
-
-def app(name: str, signature: str = "cloudevent"):  # noqa: ANN201
-    return create_app("handle", str(REPO / "functions" / name / "main.py"), signature).test_client()
-
-
-def post(client, type_: str, data: dict, structured: bool = False):  # noqa: ANN001, ANN201
-    ce = CloudEvent({"type": type_, "source": "/test"}, data)
-    headers, body = (to_structured if structured else to_binary)(ce)
-    return client.post("/", headers=headers, data=body)
+from conftest import DAMAGED_TAIL, NOT_ZTF, alert_files, app, expected_alerts, post, put_alerts, validate_all
 
 
 def rows(s, table: str):  # noqa: ANN001, ANN201

@@ -453,7 +453,7 @@ def test_replay_after_100_intervening_commits_is_exact(env_settings, sink, monke
     import pyarrow as pa
     from pyiceberg.catalog.sql import SqlCatalog
 
-    from test_functions import app, post
+    from conftest import app, post
 
     s = env_settings
     files = [f for f in alert_files() if f.name not in SKIP][:4]
@@ -730,7 +730,7 @@ def test_bridge_fails_closed_without_a_token(tmp_path, sink):
 def test_split_never_reads_outside_the_bucket(env_settings, sink):
     """object.created events naming `../`, absolute keys or a `../` bucket (as a hostile bridge or broker client
     would send): each is one `unsafe_key` rejection, never read; the good object in the same event is split."""
-    from test_functions import app, post
+    from conftest import app, post
 
     s = env_settings
     token = uuid.uuid4().hex

@@ -17,7 +17,7 @@ from ateda.events import catalogue as events
 from ateda.lake import deadletters
 from ateda.steps import crossmatch as xm, dbt_refresh as rf
 from conftest import alert_files, put_alerts, validate_all
-from test_functions import app, post
+from conftest import app, post
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from ateda.local.watcher import GIVE_UP_AFTER, BucketWatcher
 from ateda.serving.metrics import instruments
 from ateda.status import status
 from conftest import Sink, alert_files, expected_alerts, pg_database
-from test_e2e import bronze
+from conftest import bronze
 
 HOSTILE = {  # file name -> what the watcher must do with it
     "M31 – Andromeda.avro": "announce",  # en dash: not Latin-1, broke the ce-subject header

@@ -30,7 +30,7 @@ from ateda.events import catalogue as events
 from ateda.lake.storage import bucket_store, lake_store
 from ateda.steps.split import Splitter, iter_containers
 from ateda.ztf.alerts import Limits, decode_container
-from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts
+from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts, with_candidate_field
 
 MULTI_SNAPPY = "astrolabsoftware_fink-client_part-00002-0f70696a-f8dd-40ab-89e7-e7f64c104e25-c000.avro"  # 56 alerts
 SNAPPY_ONE = "alercebroker_pipeline_000010510007802576.avro"
@@ -98,28 +98,6 @@ def deflate_bomb(inflated_bytes: int, template: bytes | None = None) -> bytes:
     parts.append(comp.flush())
     block = b"".join(parts)
     return prefix + _zigzag(1) + _zigzag(len(block)) + block + header["sync"]
-
-
-def with_candidate_field(avro_type: object, value: object, name: str = REAL_402, values: tuple = ()) -> bytes:
-    """A valid Avro file (written by fastavro) of the real alert ``name`` whose candidate has one more field,
-    ``extra``, of ``avro_type``; one record per entry of ``values`` (distinct candids), else one with ``value``."""
-    with io.BytesIO(real(name)) as fh:
-        reader = fastavro.reader(fh)
-        schema, rec = reader.writer_schema, next(reader)
-    cand = next(f for f in schema["fields"] if f["name"] == "candidate")
-    cand_record = cand["type"] if isinstance(cand["type"], dict) else next(x for x in cand["type"] if x != "null")
-    cand_record["fields"].append({"name": "extra", "type": avro_type})
-    recs = []
-    for i, v in enumerate(values or (value,)):
-        recs.append(dict(rec, candidate=dict(rec["candidate"], candid=rec["candidate"]["candid"] + i, extra=v)))
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 20_000))  # fastavro's own writer recurses through the schema
-    try:
-        out = io.BytesIO()
-        fastavro.writer(out, fastavro.parse_schema(schema), recs)
-    finally:
-        sys.setrecursionlimit(limit)
-    return out.getvalue()
 
 
 def deep_schema_alert(depth: int, name: str = REAL_402) -> bytes:
@@ -438,7 +416,7 @@ def test_links_devices_fifos_and_dot_files_are_recorded_not_dropped(tmp_path):
 # ---------------------------------------------------------------- through the real split function over HTTP
 
 def test_split_function_answers_200_and_stages_the_good_ones(env_settings, sink):
-    from test_functions import app, post
+    from conftest import app, post
 
     s = env_settings
     files = good_files()[:20]
@@ -536,7 +514,7 @@ def test_peak_rss_of_split_on_a_512_mib_deflate_bomb(tmp_path):
 def test_malformed_object_created_is_acknowledged_not_retried(env_settings, sink):
     """A payload split can never work on (no bucket, objects not a list, a key that is not a string) is refused
     once and counted, not answered 500 (which the broker would retry, then dead-letter)."""
-    from test_functions import app, post
+    from conftest import app, post
 
     split = app("split")
     for data in ({"objects": []}, {"bucket": "alerts", "objects": "x"}, {"bucket": "alerts", "objects": [{"key": 1}]},
