@@ -4,9 +4,10 @@ Reads single-alert ``.avro``, multi-alert containers, and ``.tar``/``.tar.gz`` o
 a tarball is never held in memory). Parts are deterministic (part = alert index in the object // chunk size), so
 a re-run stages the same parts, which bronze recognises as already committed.
 
-Failures stay with the smallest unit they belong to: one alert, one tar member, one object. Anything that goes wrong
-while decoding is bad input for that unit (quarantined with a reason; the rest goes on); only a failure of the store
-itself (:class:`TransientError`, an ``OSError`` writing the lake) fails the request, for the broker to retry.
+Failures stay with the smallest unit they belong to: a part of one alert (an unreadable history is quarantined as
+``unreadable_history`` while the alert's candidate and cutouts go on), one alert, one tar member, one object.
+Anything that goes wrong while decoding is bad input for that unit (quarantined with a reason; the rest goes on);
+only a failure of the store itself (:class:`TransientError`, an ``OSError`` writing the lake) fails the request, for the broker to retry.
 Reading is bounded (:class:`~ateda.ztf.alerts.Limits`: bytes per member or object, members per tarball, alerts per
 container), and so is quarantine: past ``quarantine_records_per_object`` records an object's further rejections are
 counted into one summary record per reason.
@@ -364,6 +365,8 @@ class Splitter:
             detail = "; ".join(sorted({b.detail for b in bad}))[:500]
             self._reject(prog, BadInput(bad[0].reason, f"{len(bad)} malformed record(s): {detail}"), member, data,
                          kept=added)
+        for _row, err in self.batch.take_history_problems():  # kept without its unreadable history
+            self._reject(prog, err, member, data, kept=1)
         self._take_dropped()
 
     def _take_dropped(self) -> None:

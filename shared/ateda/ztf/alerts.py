@@ -13,6 +13,11 @@ before fastavro sees it (``schema_too_deep``); decompressed block bytes stop at 
 ``max_alerts`` records are read (``too_many_alerts``); the snappy CRC and deflate stream integrity are verified
 (``checksum_mismatch``); jd/ra/dec outside their physical range make the alert ``bad_value`` (see
 ``ztf_layout.range_problem``). Any exception while decoding one alert is bad input for that alert only.
+
+A half-broken alert keeps what is good in it: when the writer schema's ``prv_candidates`` or ``fp_hists`` is not an
+array of records (the Fink re-serialisations: a record of strings), the alert's ``candidate`` row and cutouts go on
+without that history, and the unreadable part is reported (:attr:`AlertBatch.history_problems`, reason
+``unreadable_history``) for the caller to quarantine. Only a schema with no usable ``candidate`` rejects the file.
 """
 
 from __future__ import annotations
@@ -347,10 +352,18 @@ def _shape_problem(schema: dict) -> str | None:
         return "no 'candidate' field"  # objectId only appeared with schema 1.3; early alerts have alertId
     if _record_of(fields["candidate"], names) is None:
         return "'candidate' is not a record"
-    for name in ("prv_candidates", "fp_hists"):
-        if name in fields and _items_record(fields[name], names) is None:
-            return f"{name!r} is not an array of records"
-    return None
+    return None  # an unreadable history is the alert's partial problem (SchemaPlan.unreadable), not the file's
+
+
+def _history_problem(name: str, avro_type: Any, names: dict) -> str | None:
+    """Why a writer schema's ``prv_candidates`` / ``fp_hists`` cannot be read as ZTF history, or None."""
+    if _items_record(avro_type, names) is not None:
+        return None
+    kinds = []
+    for x in _non_null(avro_type):
+        x = _resolve(x, names)
+        kinds.append(str(x.get("type")) if isinstance(x, dict) else str(x))
+    return f"{name} is a {' or '.join(kinds)}, not an array of records: it cannot be read as ZTF history"
 
 
 # ---------------------------------------------------------------- schema -> Arrow
@@ -461,6 +474,7 @@ def _text(value: Any) -> str:
 class SchemaPlan:
     nested: dict[str, RecordPlan]
     extras: list[str]
+    unreadable: dict[str, str] = field(default_factory=dict)  # history field -> why it cannot be read (left out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -468,13 +482,16 @@ def _plan_for(schema_id: str, schema_json: str) -> SchemaPlan:
     schema = json.loads(schema_json)
     names = _named_types(schema)
     fields = {f["name"]: f["type"] for f in schema["fields"]}
-    nested = {}
+    nested, unreadable = {}, {}
     for top, kind in NESTED.items():
         if top not in fields:
             continue
+        if top != "candidate" and (problem := _history_problem(top, fields[top], names)):
+            unreadable[top] = problem
+            continue
         rec = _record_of(fields[top], names) if top == "candidate" else _items_record(fields[top], names)
         nested[top] = _record_plan(rec, kind, names)  # type: ignore[arg-type]
-    return SchemaPlan(nested, [n for n in fields if n not in ZTF_TOP])
+    return SchemaPlan(nested, [n for n in fields if n not in ZTF_TOP], unreadable)
 
 
 # ---------------------------------------------------------------- records -> Arrow tables
@@ -489,6 +506,8 @@ class AlertBatch:
     passes them but that Arrow still cannot hold (a type its writer schema promised and did not keep, a nested type
     that cannot be unioned with the rest of the batch) is found at conversion, left out with its cutouts, and put in
     :attr:`dropped` as ``(row, BadInput)`` (the row names its source, member and part) for the caller to quarantine.
+    An alert kept without its unreadable history (see the module doc) is in :attr:`history_problems` as
+    ``(row, BadInput("unreadable_history"))``: kept in the tables, its history for the caller to quarantine.
     """
 
     def __init__(self, flush_every: int = 250) -> None:
@@ -500,6 +519,7 @@ class AlertBatch:
         self.n_alerts = 0
         self.n_cutouts = 0
         self.dropped: list[tuple[dict, BadInput]] = []
+        self.history_problems: list[tuple[dict, BadInput]] = []
         self._pending = 0
         self._flush_every = flush_every
         self._ingested_at = datetime_now()
@@ -523,6 +543,11 @@ class AlertBatch:
             group[1].append(row)
             group[2].append(rec)
             self.n_alerts += 1
+            if plan.unreadable:
+                detail = "; ".join(plan.unreadable[k] for k in sorted(plan.unreadable))
+                self.history_problems.append((row, BadInput(
+                    "unreadable_history", f"alert {row['candid']} of {row['objectId']}: {detail}; its candidate "
+                                          f"and cutouts are kept")))
             self._pending += 1
         if self._pending >= self._flush_every:
             self._materialise()
@@ -593,6 +618,10 @@ class AlertBatch:
 
     def take_dropped(self) -> list[tuple[dict, BadInput]]:
         out, self.dropped = self.dropped, []
+        return out
+
+    def take_history_problems(self) -> list[tuple[dict, BadInput]]:
+        out, self.history_problems = self.history_problems, []
         return out
 
     def tables(self) -> tuple[pa.Table | None, pa.Table | None]:
