@@ -1,4 +1,7 @@
-"""crossmatch: match the alerts of a bronze commit against the catalogs registered in the lake -> bronze.crossmatch."""
+"""crossmatch: match alerts against the catalogs registered in the lake -> bronze.crossmatch.
+
+Two event types, one handler: a bronze commit's alerts against every registered catalog (as they arrive), and a
+newly registered catalog against the alerts already in bronze (the backfill, in chunk events)."""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ import logging
 
 import functions_framework
 from ateda.config import settings
-from ateda.events.catalogue import CROSSMATCH_COMMITTED
+from ateda.events.catalogue import CATALOG_REGISTERED, CROSSMATCH_COMMITTED
 from ateda.serving.request import emitter, request_scope
-from ateda.steps.crossmatch import crossmatch_commit
+from ateda.steps.crossmatch import backfill_chunk, crossmatch_commit, plan_backfill
 from cloudevents.http import CloudEvent
 
 log = logging.getLogger("ateda.crossmatch")
@@ -16,13 +19,27 @@ log = logging.getLogger("ateda.crossmatch")
 
 @functions_framework.cloud_event
 def handle(event: CloudEvent) -> None:
-    """Trigger: dev.ateda.bronze.committed. Answers once the matches are committed; re-deliveries add nothing.
+    """Triggers: dev.ateda.bronze.committed, dev.ateda.catalog.registered. Answers once the matches are committed;
+    re-deliveries add nothing.
 
-    Emits dev.ateda.crossmatch.committed when the commit's alerts have matches, so dbt refresh brings
-    silver.crossmatch_catalog up to date without waiting for the next bronze commit.
+    Emits dev.ateda.crossmatch.committed when the alerts had matches, so dbt refresh brings
+    silver.crossmatch_catalog up to date without waiting for the next bronze commit. A registration of the whole of
+    bronze is answered by one catalog.registered event per planned chunk.
     """
     with request_scope("crossmatch", event["type"]):
-        summary = crossmatch_commit(settings(), event.data or {})
+        data = event.data or {}
+        emit = emitter("crossmatch")
+        if event["type"] == CATALOG_REGISTERED and data.get("range", {}).get("kind") == "bronze":
+            chunks = plan_backfill(settings(), data)
+            for c in chunks:
+                emit(CATALOG_REGISTERED, c, f"{c['catalog']}@{c['version']}#{c['range']['chunk']}/{len(chunks)}")
+            log.info("crossmatch %s: backfill of %s@%s planned in %d chunk(s)", event["id"], data["catalog"],
+                     data["version"], len(chunks))
+            return
+        if event["type"] == CATALOG_REGISTERED:
+            summary = backfill_chunk(settings(), data)
+        else:
+            summary = crossmatch_commit(settings(), data)
         log.info("crossmatch %s: %s", event["id"], summary)
         if summary["matches"]:
-            emitter("crossmatch")(CROSSMATCH_COMMITTED, summary, str(summary["snapshot_id"]))
+            emit(CROSSMATCH_COMMITTED, summary, str(summary["snapshot_id"]))

@@ -21,10 +21,11 @@ BRONZE_COMMITTED = "dev.ateda.bronze.committed"
 INPUT_REJECTED = "dev.ateda.input.rejected"
 SILVER_REFRESHED = "dev.ateda.silver.refreshed"
 CROSSMATCH_COMMITTED = "dev.ateda.crossmatch.committed"
+CATALOG_REGISTERED = "dev.ateda.catalog.registered"  # a reference catalog to match against bronze (a backfill)
 PING = "dev.knative.sources.ping"  # Knative's PingSource type (its name is Knative's): the maintenance tick
 PING_SOURCE = "/apis/v1/namespaces/ateda/pingsources/ateda-maintenance"  # what the PingSource sets as `source`
 TYPES = (OBJECT_CREATED, ALERTS_STAGED, BRONZE_COMMITTED, INPUT_REJECTED, SILVER_REFRESHED, CROSSMATCH_COMMITTED,
-         PING)
+         CATALOG_REGISTERED, PING)
 
 
 

@@ -13,6 +13,13 @@ the event's ``chunks``) and appends the matches to the Iceberg table ``bronze.cr
 matched against the same catalog version, so a re-delivered event adds nothing. Each appended row carries
 ``matched_at`` (when it was committed): it orders a catalog's versions for silver and is the cluster refresh's
 "new rows" filter, as ``ingested_at`` is bronze.alert's.
+
+A catalog also applies to the past (``dev.ateda.catalog.registered``, docs/crossmatch.md): the event that
+``ateda catalog add`` sends is planned by :func:`plan_backfill` into bounded chunks of bronze.alert's data files at
+one snapshot (:func:`plan_chunks`: at most ``chunk_alerts`` alerts each, every row of every file in exactly one
+chunk), each sent as its own event; :func:`backfill_chunk` matches one chunk against that one catalog version. Every
+append carries a work key in its snapshot summary (``ateda.work``: the bronze commit's chunks, or the backfill
+chunk), checked again after a lost commit race, so a re-delivered event appends nothing, in one process or several.
 """
 
 from __future__ import annotations
@@ -36,12 +43,13 @@ from astropy_healpix import HEALPix
 import astropy.units as u
 from pyarrow import csv
 from pyiceberg.expressions import In
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import (CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError,
+                                  TableAlreadyExistsError)
 
 from ateda.config import Settings
-from ateda.errors import AtedaError, ConfigError
+from ateda.errors import AtedaError, BadInput, ConfigError, TransientError
 from ateda.lake.iceberg import TABLE_PROPERTIES, ensure_tables, load_catalog
-from ateda.lake.storage import lake_store
+from ateda.lake.storage import arrow_filesystem, lake_store
 
 log = logging.getLogger(__name__)
 NSIDE = 64
@@ -54,6 +62,10 @@ CROSSMATCH = pa.schema([
 ])
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 _commit_lock = threading.Lock()
+WORK_KEY = "ateda.work"  # snapshot summary property: the work an append did (its idempotency key)
+COMMIT_ATTEMPTS = 8  # a lost optimistic-commit race (another pod appended) is re-checked and retried this often
+BACKFILL = "crossmatch/backfill/"  # <catalog>/<version>/<run>/plan.json and chunk-<i>.json: the backfill's ledger
+CHUNK_ALERTS = 20000  # default bound of a backfill chunk (alerts)
 
 
 class CrossmatchError(AtedaError):
@@ -115,11 +127,16 @@ class ReferenceCatalog:
 
 
 def _read_input(path: Path) -> pa.Table:
-    if path.suffix.lower() in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):
-
-        table = csv.read_csv(path)
-    else:
-        table = pq.read_table(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such file", str(path))
+    try:
+        if path.suffix.lower() in (".csv", ".gz") or path.name.lower().endswith(".csv.gz"):
+            table = csv.read_csv(path)
+        else:
+            table = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:  # not CSV, not Parquet, truncated: the user's file
+        kind = "CSV" if path.suffix.lower() in (".csv", ".gz") else "Parquet (or name it .csv)"
+        raise CrossmatchError(f"{path}: not a readable {kind} file ({str(exc).splitlines()[0][:200]})") from exc
     cols = {c.lower(): c for c in table.column_names}
     missing = [c for c in ("ra", "dec", "id") if c not in cols]
     if missing:
@@ -127,9 +144,13 @@ def _read_input(path: Path) -> pa.Table:
     ra = np.asarray(table[cols["ra"]].to_numpy(zero_copy_only=False), dtype=float)
     dec = np.asarray(table[cols["dec"]].to_numpy(zero_copy_only=False), dtype=float)
     ids = table[cols["id"]].cast(pa.string())
+    if ids.null_count:
+        raise CrossmatchError(f"{path}: {ids.null_count} row(s) without an id")
     bad = ~np.isfinite(ra) | ~np.isfinite(dec) | (dec < -90) | (dec > 90)
     if bad.any():
         raise CrossmatchError(f"{path}: {int(bad.sum())} row(s) with a missing or impossible ra/dec")
+    if not len(ra):
+        raise CrossmatchError(f"{path}: no rows")
     return pa.table({"id": ids, "ra": np.mod(ra, 360.0), "dec": dec})
 
 
@@ -307,31 +328,60 @@ def existing_table(settings: Settings):  # noqa: ANN201
 
 
 def commit_matches(settings: Settings, found: pa.Table, catalogs: list[ReferenceCatalog],
-                   candids: list[int], note: str = "") -> tuple[int, int | None]:
-    """Append ``found`` minus the (catalog, version, candid) already in the table.
+                   candids: list[int], note: str = "", work: str = "") -> tuple[int, int | None]:
+    """Append ``found`` minus the (catalog, version, candid) already in the table, once per ``work``.
 
-    Returns (rows appended, bronze.crossmatch's snapshot id afterwards: None while the table has no snapshot).
+    ``work`` names what this append does (a bronze commit's chunks, a backfill chunk): it goes in the snapshot's
+    summary (``ateda.work``), and an append whose work a snapshot already names is skipped. The check runs again
+    after a lost optimistic commit (another process appended first), so two deliveries of one event append once
+    even in two pods. Returns (rows appended, bronze.crossmatch's snapshot id afterwards: None while the table has
+    no snapshot).
     """
 
     if not candids or not catalogs:
         return 0, None
-    with _commit_lock:  # one process per service (max-scale 1): check-then-append is not raced
-        table = ensure_table(settings)
-        done: set[tuple] = set()
-        if table.current_snapshot() is not None:
-            old = table.scan(row_filter=In("candid", sorted(set(candids))),
-                             selected_fields=("catalog", "catalog_version", "candid")).to_arrow()
-            done = set(zip(old["catalog"].to_pylist(), old["catalog_version"].to_pylist(), old["candid"].to_pylist()))
-        if done and found.num_rows:
-            keys = zip(found["catalog"].to_pylist(), found["catalog_version"].to_pylist(), found["candid"].to_pylist())
-            found = found.filter(pa.array([k not in done for k in keys]))
-        if found.num_rows:
-            now = dt.datetime.now(dt.timezone.utc)
-            found = found.set_column(found.schema.get_field_index("matched_at"), CROSSMATCH.field("matched_at"),
-                                     pa.array([now] * found.num_rows, CROSSMATCH.field("matched_at").type))
-            table.append(found, snapshot_properties={"ateda.crossmatch": note[:500]} if note else {})
+    with _commit_lock:  # in one process, the candid check and the append are not raced
+        for attempt in range(COMMIT_ATTEMPTS):
+            table = ensure_table(settings)
+            try:
+                return _append_new(table, found, candids, note, work)
+            except CommitFailedException as exc:  # another writer committed in between: look again
+                log.info("crossmatch commit lost a race (%s), attempt %d", exc, attempt + 1)
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+        raise TransientError(f"bronze.crossmatch: {COMMIT_ATTEMPTS} commits lost to concurrent writers")
+
+
+def done_work(table, work: str) -> int | None:  # noqa: ANN001
+    """The id of a snapshot of ``table`` whose append did ``work``, if any (snapshot summaries: metadata only)."""
+    for snap in table.metadata.snapshots:
+        props = snap.summary.additional_properties if snap.summary else {}
+        if props.get(WORK_KEY) == work:
+            return snap.snapshot_id
+    return None
+
+
+def _append_new(table, found: pa.Table, candids: list[int], note: str, work: str) -> tuple[int, int | None]:  # noqa: ANN001
+    if work and done_work(table, work) is not None:
         snapshot = table.current_snapshot()
-        return found.num_rows, (snapshot.snapshot_id if snapshot is not None else None)
+        return 0, snapshot.snapshot_id
+    done: set[tuple] = set()
+    if table.current_snapshot() is not None:
+        old = table.scan(row_filter=In("candid", sorted(set(candids))),
+                         selected_fields=("catalog", "catalog_version", "candid")).to_arrow()
+        done = set(zip(old["catalog"].to_pylist(), old["catalog_version"].to_pylist(), old["candid"].to_pylist()))
+    if done and found.num_rows:
+        keys = zip(found["catalog"].to_pylist(), found["catalog_version"].to_pylist(), found["candid"].to_pylist())
+        found = found.filter(pa.array([k not in done for k in keys]))
+    if found.num_rows:
+        now = dt.datetime.now(dt.timezone.utc)
+        found = found.set_column(found.schema.get_field_index("matched_at"), CROSSMATCH.field("matched_at"),
+                                 pa.array([now] * found.num_rows, CROSSMATCH.field("matched_at").type))
+        props = {"ateda.crossmatch": note[:500]} if note else {}
+        if work:
+            props[WORK_KEY] = work
+        table.append(found, snapshot_properties=props)
+    snapshot = table.current_snapshot()
+    return found.num_rows, (snapshot.snapshot_id if snapshot is not None else None)
 
 
 def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None = None) -> dict:
@@ -349,7 +399,189 @@ def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None =
     alerts = alerts_of_commit(settings, data)
     found = match(settings, alerts, catalogs, stats)
     appended, snapshot_id = commit_matches(settings, found, catalogs, alerts["candid"].to_pylist(),
-                                           ",".join(chunks))
+                                           ",".join(chunks), work="commit:" + ",".join(sorted(chunks)))
     nights = sorted({str(n) for n in found["night"].to_pylist() if n is not None})
     return {"catalogs": [c.name for c in catalogs], "alerts": alerts.num_rows, "matches": found.num_rows,
             "appended": appended, "snapshot_id": snapshot_id, "nights": nights, "chunks": chunks}
+
+
+# ---------------------------------------------------------------- backfill: a catalog applies to the past too
+
+def registered_data(info: ReferenceCatalog, run: str, chunk_alerts: int = CHUNK_ALERTS) -> dict:
+    """The ``data`` of the ``dev.ateda.catalog.registered`` event ``ateda catalog add`` sends: the catalog version
+    and the range of work, every alert in bronze (the crossmatch function plans it into chunks)."""
+    return {"catalog": info.name, "version": info.version, "radius_arcsec": info.radius_arcsec, "run": run,
+            "range": {"kind": "bronze", "chunk_alerts": int(chunk_alerts)}}
+
+
+def plan_chunks(files: list[tuple[str, int]], max_rows: int) -> list[list[dict]]:
+    """Bounded chunks over data files: each chunk holds at most ``max_rows`` rows, as ``{"file", "start", "stop"}``
+    row ranges; every row of every file is in exactly one chunk (a file larger than the bound is cut in ranges,
+    small files share a chunk). Deterministic: the same files give the same chunks."""
+    if max_rows <= 0:
+        raise ValueError("max_rows must be positive")
+    chunks: list[list[dict]] = []
+    current: list[dict] = []
+    room = max_rows
+    for path, rows in files:
+        start = 0
+        while start < rows:
+            take = min(room, rows - start)
+            current.append({"file": path, "start": start, "stop": start + take})
+            start += take
+            room -= take
+            if room == 0:
+                chunks.append(current)
+                current, room = [], max_rows
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def bronze_alert_files(settings: Settings) -> tuple[int | None, list[tuple[str, int]]]:
+    """bronze.alert's current snapshot id and its data files with their row counts (None, [] while empty)."""
+    table = ensure_tables(load_catalog(settings), settings)["alert"]
+    snap = table.current_snapshot()
+    if snap is None:
+        return None, []
+    files = []
+    for task in table.scan(snapshot_id=snap.snapshot_id).plan_files():
+        if task.delete_files:  # bronze is append-only; a row-level delete would need a merge this reader lacks
+            raise BadInput("merge_on_read", f"bronze.alert has delete files ({task.file.file_path})")
+        files.append((task.file.file_path, int(task.file.record_count)))
+    return snap.snapshot_id, sorted(files)
+
+
+def _run_prefix(catalog: str, version: str, run: str) -> str:
+    if not (_NAME.match(catalog) and re.fullmatch(r"[0-9a-f]{16}", version) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run)):
+        raise BadInput("bad_backfill", f"catalog {catalog!r}, version {version!r}, run {run!r}")
+    return f"{BACKFILL}{catalog}/{version}/{run}/"
+
+
+def plan_backfill(settings: Settings, data: dict) -> list[dict]:
+    """The chunk events' ``data`` for a registration event: bronze.alert at its current snapshot, cut by
+    :func:`plan_chunks`. The plan is written first (``plan.json``) and reused by a re-delivery, so the chunks of one
+    run never change. A registration superseded by a newer version of the catalog plans nothing."""
+    lake = lake_store(settings)
+    prefix = _run_prefix(data["catalog"], data["version"], data["run"])
+    try:
+        plan = json.loads(lake.get_bytes(prefix + "plan.json"))
+    except FileNotFoundError:
+        plan = None
+    if plan is None:
+        current = _current_version(settings, data["catalog"])
+        max_rows = int(data["range"].get("chunk_alerts") or CHUNK_ALERTS)
+        snapshot_id, files = bronze_alert_files(settings) if current == data["version"] else (None, [])
+        chunks = plan_chunks(files, max_rows)
+        plan = {"catalog": data["catalog"], "version": data["version"], "run": data["run"],
+                "superseded": current != data["version"], "snapshot_id": snapshot_id,
+                "alerts": sum(n for _, n in files), "chunk_alerts": max_rows, "chunks": chunks}
+        lake.put_bytes(prefix + "plan.json", json.dumps(plan).encode())
+    n = len(plan["chunks"])
+    return [{"catalog": data["catalog"], "version": data["version"], "radius_arcsec": data["radius_arcsec"],
+             "run": data["run"], "range": {"kind": "files", "snapshot_id": plan["snapshot_id"], "chunk": i,
+                                           "chunks": n, "slices": chunk}}
+            for i, chunk in enumerate(plan["chunks"])]
+
+
+def _current_version(settings: Settings, name: str) -> str | None:
+    try:
+        return json.loads(lake_store(settings).get_bytes(f"{PREFIX}{name}/catalog.json"))["version"]
+    except FileNotFoundError:
+        return None
+
+
+def _read_slices(settings: Settings, slices: list[dict]) -> pa.Table:
+    """candid, objectId, ra, dec, night of the rows of ``slices`` (only the row groups they reach are read)."""
+    pieces = []
+    for sl in slices:
+        fs, local = arrow_filesystem(sl["file"].removeprefix("file://"), settings)
+        try:
+            pf = pq.ParquetFile(local, filesystem=fs)
+        except FileNotFoundError as exc:  # compacted and expired since the plan: this run cannot finish
+            raise BadInput("backfill_file_gone", f"{sl['file']}: register the catalog again") from exc
+        start, stop, offset = int(sl["start"]), int(sl["stop"]), 0
+        groups, first = [], None
+        for g in range(pf.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if offset < stop and offset + n > start:
+                groups.append(g)
+                first = offset if first is None else first
+            offset += n
+        if not groups:
+            continue
+        t = pf.read_row_groups(groups, columns=["candid", "objectId", "night", "candidate"])
+        t = t.slice(start - first, stop - start)
+        cand = t["candidate"].combine_chunks()
+        pieces.append(pa.table({"candid": t["candid"], "objectId": t["objectId"],
+                                "ra": cand.field("ra").cast(pa.float64()), "dec": cand.field("dec").cast(pa.float64()),
+                                "night": t["night"]}))
+    if not pieces:
+        return pa.table({"candid": pa.array([], pa.int64()), "objectId": pa.array([], pa.string()),
+                         "ra": pa.array([], pa.float64()), "dec": pa.array([], pa.float64()),
+                         "night": pa.array([], pa.date32())})
+    return pa.concat_tables(pieces, promote_options="permissive")
+
+
+def backfill_chunk(settings: Settings, data: dict, stats: MatchStats | None = None) -> dict:
+    """Match one backfill chunk against the one catalog version it names and append the new matches (once: the
+    chunk is the append's work key); records the chunk as done (``chunk-<i>.json``). Returns the summary, also
+    the ``data`` of ``dev.ateda.crossmatch.committed`` when there are matches."""
+    rng = data["range"]
+    prefix = _run_prefix(data["catalog"], data["version"], data["run"])
+    chunk, chunks = int(rng["chunk"]), int(rng["chunks"])
+    work = f"backfill:{data['catalog']}:{data['version']}:{data['run']}:{chunk}"
+    catalogs = [c for c in list_reference_catalogs(settings) if c.name == data["catalog"]]
+    superseded = not catalogs or catalogs[0].version != data["version"]
+    alerts = _read_slices(settings, rng["slices"]) if not superseded else _read_slices(settings, [])
+    found = match(settings, alerts, catalogs, stats) if not superseded else CROSSMATCH.empty_table()
+    matched = sorted(set(found["candid"].to_pylist()))
+    appended, snapshot_id = commit_matches(settings, found, catalogs, matched, f"backfill {data['catalog']}", work)
+    nights = sorted({str(n) for n in found["night"].to_pylist() if n is not None})
+    summary = {"catalogs": [data["catalog"]], "alerts": alerts.num_rows, "matches": found.num_rows,
+               "appended": appended, "snapshot_id": snapshot_id, "nights": nights, "chunks": [],
+               "backfill": {"catalog": data["catalog"], "version": data["version"], "run": data["run"],
+                            "chunk": chunk, "chunks": chunks, "matched_alerts": len(matched),
+                            "superseded": superseded}}
+    lake_store(settings).put_bytes(f"{prefix}chunk-{chunk:06d}.json", json.dumps(
+        {**summary, "done_at": time.time()}).encode())
+    return summary
+
+
+@dataclass
+class BackfillProgress:
+    planned: bool = False
+    superseded: bool = False
+    alerts_in_bronze: int = 0
+    chunks: int = 0
+    done: int = 0
+    alerts: int = 0  # alerts matched so far (read)
+    matched_alerts: int = 0  # alerts with at least one match
+    matches: int = 0
+    appended: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.planned and self.done >= self.chunks
+
+
+def backfill_progress(settings: Settings, catalog: str, version: str, run: str) -> BackfillProgress:
+    """What the ledger says of one backfill run: planned?, chunks done, matches so far."""
+    lake = lake_store(settings)
+    prefix = _run_prefix(catalog, version, run)
+    out = BackfillProgress()
+    try:
+        plan = json.loads(lake.get_bytes(prefix + "plan.json"))
+    except FileNotFoundError:
+        return out
+    out.planned, out.superseded = True, bool(plan.get("superseded"))
+    out.alerts_in_bronze, out.chunks = int(plan["alerts"]), len(plan["chunks"])
+    for info in lake.list(prefix):
+        if info.key.rsplit("/", 1)[-1].startswith("chunk-"):
+            d = json.loads(lake.get_bytes(info.key))
+            out.done += 1
+            out.alerts += d["alerts"]
+            out.matched_alerts += d["backfill"]["matched_alerts"]
+            out.matches += d["matches"]
+            out.appended += d["appended"]
+    return out
