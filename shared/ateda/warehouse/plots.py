@@ -1,7 +1,15 @@
-"""Plots of the warehouse's objects: light curve per band beside the latest alert's cutouts (matplotlib)."""
+"""Plots of the warehouse's objects: light curve per band beside the latest alert's stamps (matplotlib).
+
+Made to be shown to people: band colours from the Okabe-Ito palette (safe for colour-blind readers) and a marker of
+their own per band; upper limits are arrows; each stamp has N/E arrows, a 10-arcsec bar and a colour bar in its
+pixel unit; saturated or blank pixels (NaN, or a flat top at the stamp's maximum) have a colour of their own; a
+missing stamp is a labelled empty panel; the legend lists only what is drawn. Stamps come from bronze
+(``lake/cutouts.py``: gzipped FITS, FITS, JPEG or PNG), the light curve from gold.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +19,18 @@ from astropy.time import Time
 from astropy.visualization import ImageNormalize, LinearStretch, ZScaleInterval
 
 from ateda.config import Settings
-from ateda.warehouse.queries import Cutouts, ScienceError, connect_science, latest_cutouts, records
+from ateda.lake.cutouts import KINDS, AlertStamps, Stamp, latest_stamps
+from ateda.warehouse.queries import ScienceError, connect_science, records
 
-BANDS = {1: ("g", "#1a9850"), 2: ("r", "#d73027"), 3: ("i", "#b8860b")}  # ZTF g/r/i, colour-blind-safe pair
+# fid -> (band, colour, marker): Okabe-Ito blue / vermillion / reddish purple, and three marker shapes, so bands
+# differ by shape too (print in grey, colour-blind readers).
+BANDS = {1: ("g", "#0072B2", "o"), 2: ("r", "#D55E00", "s"), 3: ("i", "#CC79A7", "D")}
+NEUTRAL = "0.35"
+SATURATED = "#F0E442"  # Okabe-Ito yellow: saturated (flat-topped) or blank pixels, on the grey and the red-blue maps
+RETICLE = "#009E73"  # Okabe-Ito bluish green: the marks around the candidate
 ZTF_PIXEL_ARCSEC = 1.01
-CUTOUT_ORDER = (("science", "Science"), ("template", "Reference"), ("difference", "Difference"))
+STAMP_LABELS = {"science": "Science", "template": "Reference", "difference": "Difference"}
+FORCED_SNR = 3.0  # forced photometry drawn: positive flux with S/N >= 3 (e_mag < 1.0857 / 3)
 
 
 def sexagesimal(ra: float, dec: float) -> str:
@@ -32,67 +47,197 @@ def iso_minute(mjd: float | None) -> str:
 
 def plot_object(settings: Settings, object_id: str, out: Path, dpi: int = 200) -> Path:
     """Write the object's light curve (per band: detections, upper limits, forced photometry) beside the latest
-    alert's science/reference/difference cutouts. The format follows ``out``'s suffix (png, pdf, svg)."""
-    with connect_science(settings) as con:
-        obj = records(con, "select * from gold.object where objectId = ?", [object_id])
-        if not obj:
-            raise ScienceError(f"no object {object_id} in the warehouse (run `ateda refresh` after ingesting)")
-        points = records(con, "select * from gold.lightcurve where objectId = ? order by mjd", [object_id])
-        cutouts = latest_cutouts(con, object_id)
-    fig = _figure(obj[0], points, cutouts)
+    alert's science/reference/difference stamps. The format follows ``out``'s suffix (png, pdf, svg)."""
+    fig = object_figure(settings, object_id)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    import matplotlib.pyplot as plt  # optional and heavy: loaded only when a plot is drawn
-
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=dpi)
+    finally:
+        _pyplot().close(fig)
     return out
 
 
-def _figure(obj: dict, points: list[dict], cutouts: Cutouts | None):  # noqa: ANN202
+def object_figure(settings: Settings, object_id: str):  # noqa: ANN201
+    """The figure :func:`plot_object` saves (a matplotlib Figure, drawn with the Agg backend)."""
+    with connect_science(settings) as con:
+        obj = records(con, "select * from gold.object where objectId = ?", [object_id])
+        if not obj:
+            raise ScienceError(f"no object {object_id} in the warehouse (check the id with `ateda query \"select "
+                               f"objectId from object limit 5\"`; after an ingest, `ateda refresh`)")
+        points = records(con, "select * from gold.lightcurve where objectId = ? order by mjd", [object_id])
+    return _figure(obj[0], points, latest_stamps(settings, object_id))
+
+
+def _pyplot():  # noqa: ANN202
+    """matplotlib.pyplot on the Agg backend, with matplotlib's own INFO lines (the font cache) kept quiet."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib  # optional and heavy: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # optional and heavy: loaded only when a plot is drawn
 
+    return plt
+
+
+def _figure(obj: dict, points: list[dict], stamps: AlertStamps | None):  # noqa: ANN202
+    plt = _pyplot()
     plt.rcParams.update({
         "font.size": 11, "axes.labelsize": 12, "axes.titlesize": 12, "legend.fontsize": 9.5,
         "xtick.direction": "in", "ytick.direction": "in", "xtick.top": False, "ytick.right": True,
         "axes.linewidth": 0.9, "savefig.bbox": "tight", "savefig.pad_inches": 0.12,
     })
     apparent = [p for p in points if p["point_kind"] == "detection" and p["mag_corr"] is not None]
-    fig = plt.figure(figsize=(13.0, 6.6 if apparent else 6.2), layout="constrained")
-    outer = fig.add_gridspec(1, 2, width_ratios=[3.3, 1.0])
+    fig = plt.figure(figsize=(14.0, 7.4 if apparent else 6.8), layout="constrained")
+    outer = fig.add_gridspec(1, 2, width_ratios=[3.0, 1.15])
     if apparent:
         left = outer[0, 0].subgridspec(2, 1, height_ratios=[2.1, 1.0], hspace=0.0)
         ax = fig.add_subplot(left[0])
         ax_app = fig.add_subplot(left[1], sharex=ax)
     else:
         ax, ax_app = fig.add_subplot(outer[0, 0]), None
-    _draw_lightcurve(ax, obj, points)
+    legend = _Legend()
+    _draw_lightcurve(ax, points, legend)
+    _title(fig, ax, obj)
     if ax_app is not None:
-        _draw_apparent(ax_app, apparent)
+        _draw_apparent(ax_app, apparent, legend)
         ax.tick_params(labelbottom=False)
         ax.set_xlabel("")
     right = outer[0, 1].subgridspec(3, 1)
-    if cutouts is not None:
-        for row, (kind, label) in enumerate(CUTOUT_ORDER):
-            cax = fig.add_subplot(right[row])
-            if kind == "difference" and "refmsci" in cutouts.names.get(kind, ""):
-                label = "Difference\n(ref \u2212 sci)"  # ZTF subtracts the other way for a negative detection
-            _draw_cutout(cax, cutouts.images.get(kind), label, kind == "difference", scale_bar=row == 0)
-            if row == 0:
-                cax.set_title(f"latest alert {cutouts.candid}\n{iso_minute(cutouts.mjd)} UT", fontsize=9.5)
+    for row, kind in enumerate(KINDS):
+        cax = fig.add_subplot(right[row])
+        stamp = stamps.stamps.get(kind) if stamps else None
+        label = STAMP_LABELS[kind]
+        if stamp is not None and kind == "difference" and "refmsci" in stamp.file_name:
+            label = "Difference\n(ref \u2212 sci)"  # ZTF subtracts the other way for a negative detection
+        if stamp is None:
+            why = (f"no {STAMP_LABELS[kind].lower()} stamp\nin alert {stamps.candid}" if stamps
+                   else "no stamps in bronze\nfor this object")
+            _draw_missing(cax, label, why)
+        else:
+            _draw_stamp(cax, stamp, label, kind == "difference", orientation=row == 0, legend=legend)
+        if row == 0:
+            cax.set_title(f"latest alert {stamps.candid}\n{iso_minute(stamps.mjd)} UT" if stamps
+                          else "latest alert: none with stamps", fontsize=9.5)
+    legend.draw(fig)
     return fig
 
 
-def _draw_apparent(ax, detections: list[dict]) -> None:  # noqa: ANN001
+class _Legend:
+    """The figure's one legend, filled by what is actually drawn (bands, then kinds of point, then pixel marks)."""
+
+    def __init__(self) -> None:
+        self.bands: dict[int, object] = {}
+        self.kinds: dict[str, object] = {}
+
+    def band(self, fid: int) -> None:
+        from matplotlib.lines import Line2D  # optional and heavy: loaded only when a plot is drawn
+
+        band, colour, marker = BANDS[fid]
+        self.bands.setdefault(fid, Line2D([], [], ls="", marker=marker, ms=7, color=colour, label=f"ZTF {band}"))
+
+    def kind(self, name: str, handle) -> None:  # noqa: ANN001
+        self.kinds.setdefault(name, handle)
+
+    def draw(self, fig) -> None:  # noqa: ANN001
+        handles = [self.bands[f] for f in sorted(self.bands)] + [self.kinds[k] for k in KIND_ORDER if k in self.kinds]
+        if handles:
+            fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7), frameon=False,
+                       handletextpad=0.3, columnspacing=1.4)
+
+
+KIND_ORDER = ("detection", "negative", "limit", "forced", "corrected", "saturated")
+
+
+def _kind_handle(name: str):  # noqa: ANN202
+    from matplotlib.lines import Line2D  # optional and heavy: loaded only when a plot is drawn
+    from matplotlib.patches import Patch  # optional and heavy: loaded only when a plot is drawn
+
+    return {
+        "detection": lambda: Line2D([], [], ls="", marker="o", ms=7, color=NEUTRAL, label="detection (filled)"),
+        "negative": lambda: Line2D([], [], ls="", marker="o", ms=7, mfc="white", mec=NEUTRAL,
+                                   label="negative difference (open)"),
+        "limit": lambda: Line2D([], [], ls="", marker=r"$\downarrow$", ms=11, color=NEUTRAL,
+                                label="5$\\sigma$ upper limit"),
+        "forced": lambda: Line2D([], [], ls="", marker="o", ms=5, color=NEUTRAL, alpha=0.45,
+                                 label=f"forced phot. (S/N$\\geq${FORCED_SNR:g}, faint)"),
+        "corrected": lambda: Line2D([], [], ls="-", lw=0.8, marker="o", ms=5, color=NEUTRAL,
+                                    label="apparent mag (lower panel)"),
+        "saturated": lambda: Patch(facecolor=SATURATED, edgecolor="0.3", label="saturated / blank pixel"),
+    }[name]()
+
+
+def _title(fig, ax, obj: dict) -> None:  # noqa: ANN001
+    """The object id as the figure's title; position and counts on two lines above the light curve (no two titles
+    share a line, so none can run into another)."""
+    flags = []
+    if obj.get("is_stellar"):
+        flags.append("stellar")
+    if obj.get("min_ssdist_arcsec") is not None and obj["min_ssdist_arcsec"] < 5:
+        flags.append("near a known solar-system object")
+    fig.suptitle(obj["objectId"], x=0.01, ha="left", fontsize=14, fontweight="bold")
+    where = f"{sexagesimal(obj['meanra'], obj['meandec'])}  ({obj['meanra']:.5f}, {obj['meandec']:+.5f})"
+    counts = (f"{obj['ndet']} det., {obj['n_non_detections']} limits"
+              + (f", {obj['n_forced_photometry']} forced" if obj["n_forced_photometry"] else "")
+              + (f"  [{', '.join(flags)}]" if flags else ""))
+    ax.set_title(f"{where}\n{counts}", loc="left", fontsize=10.5, pad=30)
+
+
+def _draw_lightcurve(ax, points: list[dict], legend: _Legend) -> None:  # noqa: ANN001
+    import matplotlib.dates as mdates  # optional and heavy: loaded only when a plot is drawn
+
+    mags = [p["mag"] for p in points if p["mag"] is not None]
+    arrow = 0.05 * max(max(mags) - min(mags), 1.0) if mags else 0.2  # upper-limit arrows: 5% of the range, in mag
+    for fid, (_, colour, marker) in BANDS.items():
+        det = [p for p in points if p["fid"] == fid and p["point_kind"] == "detection" and p["mag"] is not None]
+        lim = [p for p in points if p["fid"] == fid and p["point_kind"] == "upper_limit" and p["mag"] is not None]
+        fp = [p for p in points if p["fid"] == fid and p["point_kind"] == "forced" and p["mag"] is not None
+              and p["isdiffpos"] and p["e_mag"] is not None and p["e_mag"] < 1.0857 / FORCED_SNR]
+        if not (det or lim or fp):
+            continue
+        legend.band(fid)
+        if lim:  # the limit as a bar, an arrow from it towards fainter magnitudes (down: the axis is inverted)
+            x, y = [p["mjd"] for p in lim], np.array([p["mag"] for p in lim])
+            ax.vlines(x, y, y + arrow, color=colour, alpha=0.55, lw=1.0, zorder=2)
+            ax.scatter(x, y + arrow, marker="v", s=22, color=colour, alpha=0.55, linewidths=0, zorder=2)
+            ax.scatter(x, y, marker="_", s=50, color=colour, alpha=0.55, linewidths=1.2, zorder=2)
+            legend.kind("limit", _kind_handle("limit"))
+        if fp:
+            ax.errorbar([p["mjd"] for p in fp], [p["mag"] for p in fp], yerr=[p["e_mag"] for p in fp],
+                        fmt=marker, ms=4.5, color=colour, alpha=0.45, elinewidth=0.8, capsize=0, zorder=3)
+            legend.kind("forced", _kind_handle("forced"))
+        for positive in (True, False):
+            sel = [p for p in det if bool(p["isdiffpos"]) is positive]
+            if not sel:
+                continue
+            ax.errorbar([p["mjd"] for p in sel], [p["mag"] for p in sel],
+                        yerr=[p["e_mag"] or 0.0 for p in sel], fmt=marker, ms=6.5,
+                        mfc=colour if positive else "white", mec=colour, mew=1.3, ecolor=colour, elinewidth=1.1,
+                        capsize=2, zorder=4)
+            legend.kind("detection" if positive else "negative", _kind_handle("detection" if positive
+                                                                             else "negative"))
+    ax.invert_yaxis()
+    ax.set_xlabel("MJD")
+    ax.set_ylabel("Difference magnitude (AB)")
+    ax.grid(True, color="0.88", linewidth=0.7, zorder=0)
+    ax.set_axisbelow(True)
+    ax.margins(x=0.04, y=0.12)
+    top = ax.secondary_xaxis("top", functions=(lambda m: m - 40587.0, lambda d: d + 40587.0))
+    top.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+    top.xaxis.set_major_formatter(mdates.ConciseDateFormatter(  # day ticks carry their month: "Jun 08"
+        top.xaxis.get_major_locator(), formats=["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%S.%f"],
+        offset_formats=["", "%Y", "%Y", "%Y-%b-%d", "%Y-%b-%d", "%Y-%b-%d %H:%M"]))
+    top.tick_params(direction="in", labelsize=9.5)
+
+
+def _draw_apparent(ax, detections: list[dict], legend: _Legend) -> None:  # noqa: ANN001
     """Apparent magnitude of the corrected detections (reference flux + difference flux, ALeRCE's correction)."""
-    for fid, (band, colour) in BANDS.items():
+    for fid, (_, colour, marker) in BANDS.items():
         sel = [p for p in detections if p["fid"] == fid]
         if not sel:
             continue
+        legend.band(fid)
         err = [p["e_mag_corr"] if p["e_mag_corr"] is not None else 0.0 for p in sel]
-        ax.errorbar([p["mjd"] for p in sel], [p["mag_corr"] for p in sel], yerr=err, fmt="D", ms=5,
+        ax.errorbar([p["mjd"] for p in sel], [p["mag_corr"] for p in sel], yerr=err, fmt=marker, ms=5,
                     color=colour, mec="white", mew=0.5, elinewidth=1.0, capsize=1.5, zorder=3)
     ax.invert_yaxis()
     ax.set_ylabel("Apparent mag\n(corrected)")
@@ -102,102 +247,91 @@ def _draw_apparent(ax, detections: list[dict]) -> None:  # noqa: ANN001
     ax.margins(y=0.25)
 
 
-def _draw_lightcurve(ax, obj: dict, points: list[dict]) -> None:  # noqa: ANN001
-    import matplotlib.dates as mdates  # optional and heavy: loaded only when a plot is drawn
-    from matplotlib.lines import Line2D  # optional and heavy: loaded only when a plot is drawn
-
-    bands_seen = []
-    for fid, (band, colour) in BANDS.items():
-        det = [p for p in points if p["fid"] == fid and p["point_kind"] == "detection"]
-        lim = [p for p in points if p["fid"] == fid and p["point_kind"] == "upper_limit"]
-        fp = [p for p in points if p["fid"] == fid and p["point_kind"] == "forced"
-              and p["isdiffpos"] and p["e_mag"] is not None and p["e_mag"] < 1.0857 / 3]  # S/N >= 3
-        if not (det or lim or fp):
-            continue
-        bands_seen.append((band, colour))
-        if lim:
-            ax.scatter([p["mjd"] for p in lim], [p["mag"] for p in lim], marker=r"$\downarrow$", s=110,
-                       color=colour, alpha=0.45, linewidths=0, zorder=2)
-        if fp:
-            ax.errorbar([p["mjd"] for p in fp], [p["mag"] for p in fp], yerr=[p["e_mag"] for p in fp],
-                        fmt="s", ms=5.5, mfc="white", mec=colour, mew=1.2, ecolor=colour, elinewidth=0.9,
-                        capsize=0, alpha=0.85, zorder=3)
-        for positive in (True, False):
-            sel = [p for p in det if bool(p["isdiffpos"]) is positive]
-            if not sel:
-                continue
-            ax.errorbar([p["mjd"] for p in sel], [p["mag"] for p in sel], yerr=[p["e_mag"] for p in sel],
-                        fmt="o", ms=6.5, mfc=colour if positive else "white", mec=colour, mew=1.2,
-                        ecolor=colour, elinewidth=1.1, capsize=2, zorder=4)
-    ax.invert_yaxis()
-    ax.set_xlabel("MJD")
-    ax.set_ylabel("Difference magnitude (AB)")
-    ax.grid(True, color="0.88", linewidth=0.7, zorder=0)
-    ax.set_axisbelow(True)
-    top = ax.secondary_xaxis("top", functions=(lambda m: m - 40587.0, lambda d: d + 40587.0))
-    top.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=7))
-    top.xaxis.set_major_formatter(mdates.ConciseDateFormatter(  # day ticks carry their month: "Jun 08"
-        top.xaxis.get_major_locator(), formats=["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%S.%f"],
-        offset_formats=["", "%Y", "%Y", "%Y-%b-%d", "%Y-%b-%d", "%Y-%b-%d %H:%M"]))
-    top.tick_params(direction="in", labelsize=9.5)
-
-    handles = [Line2D([], [], ls="", marker="o", ms=7, color=c, label=f"ZTF {b}") for b, c in bands_seen]
-    kinds = {p["point_kind"] for p in points}
-    grey = "0.35"
-    handles.append(Line2D([], [], ls="", marker="o", ms=7, color=grey, label="detection"))
-    if any(p["point_kind"] == "detection" and p["isdiffpos"] is False for p in points):
-        handles.append(Line2D([], [], ls="", marker="o", ms=7, mfc="white", mec=grey, label="negative difference"))
-    if "upper_limit" in kinds:
-        handles.append(Line2D([], [], ls="", marker=r"$\downarrow$", ms=11, color=grey, alpha=0.6,
-                              label="5$\\sigma$ upper limit"))
-    if "forced" in kinds:
-        handles.append(Line2D([], [], ls="", marker="s", ms=6, mfc="white", mec=grey, label="forced phot. (S/N$\\geq$3)"))
-    ax.figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False,
-                     handletextpad=0.3, columnspacing=1.6)
-
-    flags = []
-    if obj.get("is_stellar"):
-        flags.append("stellar")
-    if obj.get("min_ssdist_arcsec") is not None and obj["min_ssdist_arcsec"] < 5:
-        flags.append("near a known solar-system object")
-    ax.set_title(obj["objectId"], loc="left", fontsize=13, fontweight="bold", pad=24)
-    where = f"{sexagesimal(obj['meanra'], obj['meandec'])}  ({obj['meanra']:.5f}, {obj['meandec']:+.5f})"
-    counts = (f"{obj['ndet']} det., {obj['n_non_detections']} limits"
-              + (f", {obj['n_forced_photometry']} forced" if obj["n_forced_photometry"] else "")
-              + (f"  [{', '.join(flags)}]" if flags else ""))
-    ax.set_title(f"{where}    {counts}", loc="right", fontsize=10.5, pad=24)
-
-
-def _draw_cutout(ax, image, label: str, diverging: bool, scale_bar: bool = False) -> None:  # noqa: ANN001
+def _draw_missing(ax, label: str, why: str) -> None:  # noqa: ANN001
+    """A labelled empty panel where a stamp should be: the reader sees it is missing, not that the layout shrank."""
     ax.set_xticks([])
     ax.set_yticks([])
-    if image is None:
-        ax.text(0.5, 0.5, "no stamp", ha="center", va="center", transform=ax.transAxes, color="0.5")
-        ax.set_ylabel(label)
+    ax.set_facecolor("0.95")
+    ax.set_aspect("equal")
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="0.35", fontsize=9.5)
+    ax.set_ylabel(label)
+
+
+def saturated_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels drawn as saturated or blank: NaN/inf, and a flat top (two or more pixels at the stamp's maximum: a
+    saturated core, or JPEG's clipped white)."""
+    bad = ~np.isfinite(image)
+    if bad.all():
+        return bad
+    top = np.nanmax(np.where(bad, np.nan, image))
+    flat = image == top
+    return bad | flat if flat.sum() >= 2 else bad
+
+
+def _draw_stamp(ax, stamp: Stamp, label: str, diverging: bool, orientation: bool, legend: _Legend) -> None:  # noqa: ANN001
+    from matplotlib import colormaps  # optional and heavy: loaded only when a plot is drawn
+
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label)
+    try:
+        image = stamp.image()
+    except (ValueError, OSError) as exc:  # bytes no decoder reads: say so in the panel, draw the rest
+        _draw_missing(ax, label, f"unreadable {stamp.format} stamp\n({type(exc).__name__})")
         return
-    data = np.where(np.isfinite(image), image, np.nanmedian(image))
-    if diverging:  # symmetric about zero: positive (brighter than the reference) red, negative blue
-        cy, cx = (np.array(data.shape) - 1) // 2
-        centre = data[cy - 4:cy + 5, cx - 4:cx + 5]  # the candidate's own pixels, 3x3-smoothed: not a hot pixel
+    mask = saturated_mask(image)
+    good = image[~mask] if (~mask).any() else np.zeros(1)
+    data = np.ma.masked_array(np.where(mask, 0.0, image), mask=mask)
+    pixels_are_flux = stamp.format in ("fits.gz", "fits")
+    if diverging and pixels_are_flux:  # symmetric about zero: positive (brighter than the reference) red
+        cmap = colormaps["RdBu_r"].with_extremes(bad=SATURATED)
+        filled = np.where(mask, np.median(good), image)
+        cy, cx = (np.array(image.shape) - 1) // 2
+        centre = filled[max(cy - 4, 0):cy + 5, max(cx - 4, 0):cx + 5]  # the candidate's pixels, 3x3-smoothed
         peak = float(np.max(np.abs(np.lib.stride_tricks.sliding_window_view(centre, (3, 3)).mean(axis=(-1, -2)))))
-        noise = 1.4826 * float(np.median(np.abs(data - np.median(data))))
+        noise = 1.4826 * float(np.median(np.abs(good - np.median(good))))
         lim = max(peak, 5 * noise) or 1.0
-        ax.imshow(data, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        im = ax.imshow(data, origin="lower", cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
     else:
-        norm = ImageNormalize(data, interval=ZScaleInterval(), stretch=LinearStretch())
-        ax.imshow(data, origin="lower", cmap="gray", norm=norm, interpolation="nearest")
-    cy, cx = (np.array(data.shape) - 1) / 2.0
+        cmap = colormaps["gray"].with_extremes(bad=SATURATED)
+        norm = ImageNormalize(good, interval=ZScaleInterval(), stretch=LinearStretch())
+        im = ax.imshow(data, origin="lower", cmap=cmap, norm=norm, interpolation="nearest")
+    if mask.any():
+        legend.kind("saturated", _kind_handle("saturated"))
+    bar = ax.figure.colorbar(im, ax=ax, fraction=0.08, pad=0.03)
+    bar.set_label(stamp_unit(stamp), fontsize=8.5)
+    bar.ax.tick_params(labelsize=7.5)
+    height, width = image.shape
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
     for dx, dy in ((1, 0), (0, 1)):  # a reticle pointing at the candidate, leaving the centre clear
         for sign in (-1, 1):
             ax.plot([cx + sign * dx * 4, cx + sign * dx * 9], [cy + sign * dy * 4, cy + sign * dy * 9],
-                    color="#ffb000", lw=1.4, solid_capstyle="butt")
-    if scale_bar:  # ZTF pixels are 1.01 arcsec; a dark outline keeps the bar legible over a bright star
-        from matplotlib.patheffects import withStroke  # optional and heavy: loaded only when a plot is drawn
+                    color=RETICLE, lw=1.6, solid_capstyle="butt")
+    if orientation:
+        _orientation(ax, width, height)
 
-        n = 10 / ZTF_PIXEL_ARCSEC
-        x0, y0 = 3, 4
-        ax.plot([x0, x0 + n], [y0, y0], color="white", lw=2.2, solid_capstyle="butt",
-                path_effects=[withStroke(linewidth=4, foreground="black")])
-        ax.text(x0 + n / 2, y0 + 1.5, "10\u2033", color="white", ha="center", va="bottom", fontsize=9,
-                fontweight="bold", path_effects=[withStroke(linewidth=3, foreground="black")])
-    ax.set_ylabel(label)
+
+def stamp_unit(stamp: Stamp) -> str:
+    """The colour bar's label: FITS stamps are in detector units (ZTF: DN); JPEG/PNG are already scaled grey."""
+    return "flux (DN)" if stamp.format in ("fits.gz", "fits") else f"{stamp.format.upper()} grey level (no flux)"
+
+
+def _orientation(ax, width: int, height: int) -> None:  # noqa: ANN001
+    """A 10-arcsec bar (ZTF pixels are 1.01 arcsec) and N/E arrows (the stamps carry no WCS: ZTF stamps are drawn
+    north up, east left, as the survey cuts them)."""
+    from matplotlib.patheffects import withStroke  # optional and heavy: loaded only when a plot is drawn
+
+    outline = [withStroke(linewidth=3, foreground="black")]
+    n = 10 / ZTF_PIXEL_ARCSEC
+    x0, y0 = 0.06 * width, 0.07 * height
+    ax.plot([x0, x0 + n], [y0, y0], color="white", lw=2.2, solid_capstyle="butt",
+            path_effects=[withStroke(linewidth=4, foreground="black")])
+    ax.text(x0 + n / 2, y0 + 1.2, "10\u2033", color="white", ha="center", va="bottom", fontsize=8.5,
+            fontweight="bold", path_effects=outline)
+    ox, oy, length = 0.9 * width, 0.68 * height, 0.2 * width
+    for dx, dy, name in ((0, length, "N"), (-length, 0, "E")):
+        ax.annotate("", xy=(ox + dx, oy + dy), xytext=(ox, oy),
+                    arrowprops=dict(arrowstyle="-|>", color="white", lw=1.4, shrinkA=0, shrinkB=0,
+                                    path_effects=outline))
+        ax.text(ox + dx * 1.28, oy + dy * 1.2, name, color="white", ha="center", va="center", fontsize=8.5,
+                fontweight="bold", path_effects=outline)
