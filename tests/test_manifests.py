@@ -39,6 +39,7 @@ EVENT_TYPES = {
     "dev.ateda.input.rejected",
     "dev.ateda.silver.refreshed",
     "dev.ateda.crossmatch.committed",
+    "dev.ateda.catalog.registered",
     "dev.knative.sources.ping",
 }
 
@@ -61,6 +62,7 @@ TRIGGERS = {
     "refresh-on-bronze-committed": ("ateda-dbt-refresh", "dev.ateda.bronze.committed"),
     "crossmatch-on-bronze-committed": ("ateda-crossmatch", "dev.ateda.bronze.committed"),
     "refresh-on-crossmatch-committed": ("ateda-dbt-refresh", "dev.ateda.crossmatch.committed"),
+    "crossmatch-on-catalog-registered": ("ateda-crossmatch", "dev.ateda.catalog.registered"),
     "maintenance-on-ping": ("ateda-maintenance", "dev.knative.sources.ping"),
 }
 
