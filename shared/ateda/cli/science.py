@@ -1,5 +1,10 @@
-"""``ateda query``, ``ateda object``, ``ateda refresh``: the science layers, read-only (refresh
-builds them from bronze with dbt, :mod:`ateda.warehouse.build`)."""
+"""``ateda query``, ``ateda object``, ``ateda cone``, ``ateda refresh``: the science layers, read-only (refresh
+builds them from bronze with dbt, :mod:`ateda.warehouse.build`). Queries read the last published warehouse, so a
+refresh running meanwhile never makes them fail.
+
+Table output keeps every float at full precision (the shortest text that reads back to the same number: MJD to
+1e-8 d, RA/Dec to 1e-10 deg) and cuts other cells wider than ``--max-width`` with an ellipsis; CSV and JSON are
+exact and never cut."""
 
 from __future__ import annotations
 
@@ -12,35 +17,65 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ateda.config import Settings
-from ateda.errors import AtedaError
+from ateda.errors import AtedaError, BadInput
 from ateda.warehouse.build import WarehouseError, refresh_models
 from ateda.warehouse.plots import iso_minute, sexagesimal
-from ateda.warehouse.queries import connect_science, object_info
+from ateda.warehouse.queries import UnknownObject, cone, connect_science, object_info
+
+MAX_WIDTH = 48  # characters of a text cell in table output (numbers are never cut)
 
 
 def register(sub) -> None:  # noqa: ANN001
     """Add query/object/refresh to the ``ateda`` sub-command parser."""
-    q = sub.add_parser("query", help="run SQL on the local warehouse (gold, silver, bronze)")
-    q.add_argument("sql")
-    q.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
-    q.add_argument("-o", "--out", type=Path, default=None, help="write here (required for parquet)")
-    q.add_argument("--max-rows", type=int, default=50, help="table format: rows shown")
+    q = sub.add_parser("query", help="run SQL on the local warehouse (gold, silver, bronze; the SQL function "
+                                     "great_circle_arcsec(ra1, dec1, ra2, dec2) takes degrees, gives arcseconds)")
+    q.add_argument("sql", help="one SQL statement; unqualified tables resolve in gold, then silver, then bronze")
+    _output_options(q)
     q.set_defaults(func=cmd_query)
+    c = sub.add_parser("cone", help="cone search: gold objects whose mean position is within a radius, nearest "
+                                    "first (--detections: silver detections instead)")
+    c.add_argument("ra", type=float, metavar="RA", help="right ascension of the centre, degrees (ICRS)")
+    c.add_argument("dec", type=float, metavar="DEC", help="declination of the centre, degrees (ICRS)")
+    c.add_argument("--radius-arcsec", type=float, required=True, help="radius, arcseconds")
+    c.add_argument("--since", type=float, default=None, metavar="MJD",
+                   help="only objects (detections) detected at or after this time, MJD (days)")
+    c.add_argument("--until", type=float, default=None, metavar="MJD",
+                   help="only objects (detections) detected at or before this time, MJD (days)")
+    c.add_argument("--detections", action="store_true",
+                   help="list the detections (silver.detection) in the cone, not the objects")
+    _output_options(c)
+    c.set_defaults(func=cmd_cone)
     o = sub.add_parser("object", help="an object's summary and magnitude statistics per band")
-    o.add_argument("object_id", metavar="OBJECT_ID")
-    o.add_argument("--json", action="store_true")
+    o.add_argument("object_id", metavar="OBJECT_ID", help="a ZTF object id, e.g. ZTF18aauqcsv (any case)")
+    o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.set_defaults(func=cmd_object)
     r = sub.add_parser("refresh", help="bring silver and gold up to date with bronze (dbt)")
-    r.add_argument("--target", choices=("local", "cluster"), default="local")
+    r.add_argument("--target", choices=("local", "cluster"), default="local",
+                   help="local: DuckDB in ATEDA_HOME; cluster: StarRocks")
     r.add_argument("--full-refresh", action="store_true", help="rebuild every model from all of bronze")
     r.add_argument("--test", action="store_true", help="dbt build: run the models' tests too")
     r.add_argument("--select", default=None, help="dbt node selection")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=cmd_refresh)
 
 
+def _output_options(p) -> None:  # noqa: ANN001
+    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                   help="output format (csv, json, parquet are exact; table keeps full precision for numbers)")
+    p.add_argument("-o", "--out", type=Path, default=None, help="write here (required for parquet)")
+    p.add_argument("--max-rows", type=int, default=50, help="table format: rows shown")
+    p.add_argument("--max-width", type=int, default=MAX_WIDTH,
+                   help=f"table format: characters of a text cell before it is cut with an ellipsis "
+                        f"(default {MAX_WIDTH}; numbers are never cut)")
+
+
 def cmd_query(args, settings: Settings) -> int:  # noqa: ANN001
+    if args.format == "parquet" and args.out is None:
+        print("--format parquet needs -o FILE", file=sys.stderr)
+        return 2
     try:
         with connect_science(settings) as con:
             rel = con.sql(args.sql)
@@ -48,20 +83,36 @@ def cmd_query(args, settings: Settings) -> int:  # noqa: ANN001
                 print("ok")
                 return 0
             if args.format == "parquet":
-                if args.out is None:
-                    print("--format parquet needs -o FILE", file=sys.stderr)
-                    return 2
                 rel.write_parquet(str(args.out))
                 print(args.out)
                 return 0
-            columns, rows = rel.columns, rel.fetchall()
+            columns, types, rows = rel.columns, [str(t) for t in rel.types], rel.fetchall()
     except AtedaError as exc:
-        print(exc, file=sys.stderr)
+        print(_one_line(exc), file=sys.stderr)
         return 1
     except Exception as exc:  # duckdb's parser/binder/catalog errors: the user's SQL
-        print(f"query failed: {exc}", file=sys.stderr)
+        print(f"query failed: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    return _write(args, format_rows(columns, rows, args.format, args.max_rows, types, args.max_width))
+
+
+def cmd_cone(args, settings: Settings) -> int:  # noqa: ANN001
+    if args.format == "parquet":
+        print("ateda cone: --format parquet is for `ateda query`; use table, csv or json", file=sys.stderr)
+        return 2
+    try:
+        columns, types, rows = cone(settings, args.ra, args.dec, args.radius_arcsec, args.since, args.until,
+                                    args.detections)
+    except BadInput as exc:
+        print(f"ateda cone: {exc}", file=sys.stderr)
+        return 2
+    except AtedaError as exc:
+        print(_one_line(exc), file=sys.stderr)
         return 1
-    text = format_rows(columns, rows, args.format, args.max_rows)
+    return _write(args, format_rows(columns, rows, args.format, args.max_rows, types, args.max_width))
+
+
+def _write(args, text: str) -> int:  # noqa: ANN001
     if args.out:
         args.out.write_text(text)
         print(args.out)
@@ -70,11 +121,18 @@ def cmd_query(args, settings: Settings) -> int:  # noqa: ANN001
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def cmd_object(args, settings: Settings) -> int:  # noqa: ANN001
     try:
         info = object_info(settings, args.object_id)
-    except AtedaError as exc:
+    except UnknownObject as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except AtedaError as exc:
+        print(_one_line(exc), file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(info, indent=1, default=_json_default))
@@ -100,8 +158,11 @@ def cmd_refresh(args, settings: Settings) -> int:  # noqa: ANN001
     return 0
 
 
-def format_rows(columns: list[str], rows: list[tuple], fmt: str, max_rows: int = 50) -> str:
-    """Rows as an aligned text table, CSV or JSON (one object per row)."""
+def format_rows(columns: list[str], rows: list[tuple], fmt: str, max_rows: int = 50, types: list[str] | None = None,
+                max_width: int = MAX_WIDTH) -> str:
+    """Rows as an aligned text table, CSV or JSON (one object per row). ``types``: the columns' DuckDB types (a
+    ``FLOAT`` column is shown at single precision's full precision); ``max_width``: text cells longer than this are
+    cut with an ellipsis (table only)."""
     if fmt == "json":
         return json.dumps([dict(zip(columns, r)) for r in rows], indent=1, default=_json_default) + "\n"
     if fmt == "csv":
@@ -110,7 +171,9 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str, max_rows: int =
         w.writerow(columns)
         w.writerows(rows)
         return buf.getvalue()
-    shown = [[_cell(v) for v in r] for r in rows[:max_rows]]
+    types = list(types or [])
+    kinds = [types[i] if i < len(types) else "" for i in range(len(columns))]
+    shown = [[_cell(v, k, max_width) for v, k in zip(r, kinds)] for r in rows[:max_rows]]
     widths = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
     line = "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()
     out = [line, "  ".join("-" * w for w in widths)]
@@ -121,14 +184,22 @@ def format_rows(columns: list[str], rows: list[tuple], fmt: str, max_rows: int =
     return "\n".join(out) + "\n"
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, kind: str = "", max_width: int = MAX_WIDTH) -> str:
+    """One table cell: floats at full precision (never cut), other text cut to ``max_width`` with an ellipsis."""
     if v is None:
         return "NULL"
     if isinstance(v, float):
-        return f"{v:.6g}" if abs(v) < 1e6 else f"{v:.10g}"
-    if isinstance(v, bytes):
-        return f"<{len(v)} bytes>"
-    return str(v)
+        # the shortest text that reads back to the same value; a FLOAT (REAL) column at single precision
+        return str(np.float32(v)) if kind.upper() in ("FLOAT", "REAL", "FLOAT4") else repr(v)
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    text = f"<{len(v)} bytes>" if isinstance(v, bytes) else str(v)
+    text = text.replace("\n", " ")
+    if max_width > 0 and len(text) > max_width:
+        return text[:max(1, max_width - 1)] + "…"
+    return text
 
 
 def _numeric(s: str) -> bool:

@@ -39,15 +39,14 @@ from ateda.lake import deadletters
 from ateda.lake.locks import file_lock
 from ateda.lake.storage import lake_store
 from ateda.serving.metrics import instruments
-from ateda.warehouse.build import refresh_models
+from ateda.warehouse.build import COPY_CONFLICTS, REFRESH_REQUESTS, refresh_models
 
 log = logging.getLogger(__name__)
 SILVER_REFRESHED = "dev.ateda.silver.refreshed"
-REQUESTS = "refresh/requests/"
+REQUESTS = REFRESH_REQUESTS
 FUNCTION = "dbt-refresh"
 SUBSCRIBER = "ateda-dbt-refresh"  # its Knative Service: the folder of its dead letters (it cannot know the Trigger)
 DEAD_LETTERS = f"dead-letter/{SUBSCRIBER}/"
-COPY_CONFLICTS = "silver.copy_conflict"  # the data-quality model: one row per set of conflicting copies
 
 
 def run_dbt_models(settings: Settings, target: str = "local"):

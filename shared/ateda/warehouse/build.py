@@ -453,6 +453,47 @@ def refresh_models(settings: Settings, target: str = "local", full_refresh: bool
 # ---------------------------------------------------------------- freshness (what silver/gold reflect)
 
 REFRESH_STATE = "refresh/state/"  # in the lake: <target>.json, written at the end of every run
+REFRESH_REQUESTS = "refresh/requests/"  # in the lake: the refresh worker's pending requests (one marker each)
+COPY_CONFLICTS = "silver.copy_conflict"  # the data-quality model: one row per set of conflicting copies
+
+
+def pending_requests(settings: Settings) -> int:
+    """Refresh requests recorded and not served yet (markers in the lake)."""
+    lake = lake_store(settings)
+    root = getattr(lake, "root", None)
+    if root is not None:  # a local lake: list the one folder
+        folder = Path(root) / REFRESH_REQUESTS
+        return sum(1 for n in (os.listdir(folder) if folder.is_dir() else [])
+                   if n.endswith(".json") and not n.startswith("."))
+    return sum(1 for i in lake.list(REFRESH_REQUESTS) if i.key.endswith(".json"))
+
+
+def current_bronze(settings: Settings) -> dict[str, dict]:
+    """The bronze tables' current snapshots ({"snapshot_id", "rows"}), without creating any table."""
+    catalog = load_catalog(settings)
+    out = {}
+    for name in BRONZE_TABLES:
+        try:
+            out[name] = snapshot_info(catalog.load_table(f"{settings.namespace}.{name}"))
+        except NoSuchTableError:
+            continue
+    return out
+
+
+def freshness(settings: Settings, target: str = "local") -> dict:
+    """What silver/gold reflect and whether bronze moved on since: ``reflects`` (the bronze snapshots the last
+    successful refresh read), ``bronze`` (now), ``pending`` (requests waiting), ``behind`` (bronze holds rows the
+    last refresh did not read, or requests are pending), ``last_run``, ``last_success_at``, ``copy_conflicts``."""
+    state = read_refresh_state(settings, target) or {}
+    ok = state.get("last_success") or {}
+    reflects = ok.get("bronze") or {}
+    bronze = current_bronze(settings)
+    pending = pending_requests(settings)
+    moved = [name for name, now in bronze.items()
+             if now.get("rows", 0) != (reflects.get(name) or {}).get("rows", 0)]
+    return {"target": target, "reflects": reflects, "bronze": bronze, "pending": pending,
+            "behind": bool(moved or pending), "tables_behind": moved, "last_run": state.get("last_run"),
+            "last_success_at": ok.get("started_at"), "copy_conflicts": (ok.get("rows") or {}).get(COPY_CONFLICTS)}
 
 
 def _state_key(target: str) -> str:
