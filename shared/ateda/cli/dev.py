@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ateda.cli.ingest import print_summary
+from ateda.cli.options import positive_int
 from ateda.config import Settings
 from ateda.dev.bench import run_bench, run_maintenance_bench, run_refresh_bench
 from ateda.dev.synth import write_single_files, write_tarball
@@ -18,15 +19,15 @@ from ateda.warehouse.queries import richest_object
 
 def register(sub) -> None:  # noqa: ANN001
     demo = sub.add_parser("demo", help="generate a synthetic night and ingest it, offline, with any real alerts given")
-    demo.add_argument("-n", type=int, default=2000, help="alerts")
+    demo.add_argument("-n", type=positive_int, default=2000, help="synthetic alerts to generate (count, default 2000)")
     demo.add_argument("--real", type=Path, action="append", default=[],
                       help="also ingest these real alert files/folders and plot their richest object (repeatable)")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--json", action="store_true")
+    demo.add_argument("--seed", type=int, default=1, help="random seed of the synthetic night (integer, default 1)")
+    demo.add_argument("--json", action="store_true", help="machine-readable summary")
     demo.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="decoding ceiling vs end-to-end ingestion, single files and a tarball")
-    bench.add_argument("-n", type=int, default=20_000, help="alerts")
-    bench.add_argument("--json", action="store_true")
+    bench.add_argument("-n", type=positive_int, default=20_000, help="synthetic alerts per run (count, default 20000)")
+    bench.add_argument("--json", action="store_true", help="machine-readable results")
     bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
     bench.add_argument("--refresh", action="store_true",
                        help="instead: dbt refresh cost (full build, nothing new, 200 new alerts)")
@@ -36,6 +37,9 @@ def register(sub) -> None:  # noqa: ANN001
 
 
 def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
+    missing = [p for p in args.real if not p.exists()]
+    if missing:  # a typo must not cost a synthetic night first
+        raise FileNotFoundError(2, "No such file or directory (--real)", str(missing[0]))
     src = settings.home / "demo-input"
     tar_n = args.n // 2
     print(f"generating a synthetic night: {args.n - tar_n} single-alert files and a tarball of {tar_n} alerts "
@@ -44,7 +48,7 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
     write_tarball(src / "ztf_public_20261120.tar.gz", tar_n, seed=args.seed + 1)
     summary = run_ingest(settings, [src / "singles", src / "ztf_public_20261120.tar.gz"], quiet=args.json)
     print_summary(summary, args.json)
-    real = [p for p in args.real if p.exists()]
+    real = list(args.real)
     if real:
         if not args.json:
             print(f"\nreal ZTF alerts from {', '.join(map(str, real))} (bucket prefix {DEMO_REAL_PREFIX}):")

@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+from ateda.cli.options import positive_int
 from ateda.config import Settings
 from ateda.errors import AtedaError
 from ateda.lake.cutouts import KINDS, latest_stamps, stamps_of
@@ -31,7 +32,7 @@ def register(sub) -> None:  # noqa: ANN001
     p.add_argument("object_id", metavar="OBJECT_ID", help="a ZTF object id, e.g. ZTF18aauqcsv (any case)")
     p.add_argument("-o", "--out", type=Path, default=None,
                    help="output file; its suffix (.png, .pdf, .svg) picks the format (default OBJECT_ID.png)")
-    p.add_argument("--dpi", type=int, default=200, help="resolution of a PNG, in dots per inch (default 200)")
+    p.add_argument("--dpi", type=positive_int, default=200, help="resolution of a PNG, in dots per inch (default 200)")
     p.set_defaults(func=cmd_plot)
 
 
