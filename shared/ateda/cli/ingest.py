@@ -1,4 +1,9 @@
-"""``ateda ingest``: put files in the bucket, wait until they are in bronze, print the summary."""
+"""``ateda ingest``: put files in the bucket, wait until the pipeline is done with them, print what each stage did.
+
+Exit codes: 0 done; 1 nothing of the input reached bronze (every file rejected) or the refresh failed; 2 a user
+mistake found before anything is uploaded (a missing path, no file at all, a bucket key that already holds other
+bytes), a dead-lettered ingestion event or a timeout; 130 interrupted (run the same command again to resume).
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,47 @@ import sys
 from pathlib import Path
 
 from ateda.config import Settings
-from ateda.ingest import IngestFailed, run_ingest
+from ateda.ingest import IngestFailed, KeyConflict, NothingToIngest, run_ingest
 from ateda.keys import printable
+from ateda.local.home import RuntimeBusy
 
 
 def register(sub) -> None:  # noqa: ANN001
-    ing = sub.add_parser("ingest", help="put files in the bucket and wait until they are in bronze")
-    ing.add_argument("paths", nargs="+", type=Path)
-    ing.add_argument("--prefix", default="", help="key prefix in the bucket")
+    ing = sub.add_parser("ingest", help="put files in the bucket and wait until bronze, crossmatch and the silver/gold "
+                                        "refresh are done with them (as `ateda up` would leave the lake)")
+    ing.add_argument("paths", nargs="+", type=Path,
+                     help="Avro files, tarballs, or folders (a folder's files are keyed <folder name>/<path inside>)")
+    ing.add_argument("--prefix", default="", help="key prefix in the bucket (e.g. 'night1/')")
+    ing.add_argument("--bronze-only", action="store_true",
+                     help="stop once bronze has the files (bulk loads; crossmatch and refresh run later)")
     ing.add_argument("--json", action="store_true", help="machine-readable summary")
-    ing.add_argument("--timeout", type=float, default=3600)
+    ing.add_argument("--timeout", type=float, default=3600,
+                     help="give up after this many seconds of waiting (default 3600)")
     ing.set_defaults(func=cmd_ingest)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json)
-    except (IngestFailed, TimeoutError) as exc:
+        summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json,
+                             bronze_only=args.bronze_only)
+    except NothingToIngest as exc:
+        print(f"ateda ingest: warning: {exc}", file=sys.stderr)
+        return 2
+    except (KeyConflict, RuntimeBusy, IngestFailed, TimeoutError) as exc:
         print(f"ateda ingest: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ateda ingest: interrupted; run again to resume", file=sys.stderr)
+        return 130
     print_summary(summary, args.json)
+    if summary.all_rejected:
+        print(f"ateda ingest: warning: not one alert of the {summary.files} file(s) reached bronze "
+              f"({len(summary.rejected)} rejection(s))", file=sys.stderr)
+        return 1
+    if summary.refresh and summary.refresh.get("failed"):
+        print(f"ateda ingest: warning: bronze has the files but the refresh failed: {summary.refresh['failed']}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -36,12 +62,24 @@ def print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
         print(json.dumps(summary.as_dict(), indent=1, default=str))
         return
     s = summary
-    print(f"{s.files} file(s), {s.bytes / 1e6:.1f} MB -> {s.alerts} alerts of {s.objects} objects "
+    print(f"bronze: {s.files} file(s), {s.bytes / 1e6:.1f} MB -> {s.alerts} alerts of {s.objects} objects "
           f"on {len(s.nights)} night(s) {', '.join(s.nights[:5])}{' ...' if len(s.nights) > 5 else ''}")
-    commits = "?" if s.commits is None else s.commits
-    print(f"{s.seconds:.1f} s, {s.alerts_per_second:.0f} alerts/s, {commits} Iceberg commit(s)")
+    already = s.alerts - s.new_alerts
+    print(f"  {s.new_alerts} committed by this run" + (f" ({already} were already in bronze)" if already > 0 else "")
+          + f" in {s.seconds:.1f} s, {s.alerts_per_second:.0f} alerts/s, {s.commits if s.commits is not None else '?'}"
+          f" bronze commit(s)")
     if s.rejected:
-        print(f"{len(s.rejected)} rejected (quarantined):")
+        print(f"  {len(s.rejected)} rejected (quarantined):")
         for r in s.rejected:
             member = f" [{printable(r['member'])}]" if r.get("member") else ""
-            print(f"  {printable(r['key'])}{member}: {r['reason']} - {printable(r['detail'][:120])}")
+            print(f"    {printable(r['key'])}{member}: {r['reason']} - {printable(r['detail'][:120])}")
+    if s.crossmatch is not None:
+        print(f"crossmatch: {s.crossmatch['matches']} match(es) of these alerts against the registered catalogs")
+    if s.refresh is not None:
+        r = s.refresh
+        gold = r.get("gold_rows") or {}
+        rows = ", ".join(f"gold.{t} {n} rows" for t, n in gold.items())
+        state = "FAILED" if r.get("failed") else "ran" if r.get("ran") else "nothing to refresh"
+        print(f"refresh: {state} (waited {r['seconds']:.1f} s)" + (f"; {rows}" if rows else ""))
+    elif s.crossmatch is None:
+        print("crossmatch, refresh: not waited for (--bronze-only); `ateda refresh` or `ateda up` bring silver/gold up")

@@ -2,7 +2,13 @@
 
 Starts the functions as real functions-framework HTTP servers (gunicorn; split with several worker processes),
 the local broker (routing by ``knative/`` Triggers) and the bucket watcher. ``ateda up`` runs it until stopped;
-``ateda ingest`` starts one for its own duration when none is running.
+``ateda ingest`` starts one when none is running, which lives until the last ingest attached to it is done.
+
+One runtime per home (:mod:`ateda.local.home`): :meth:`Runtime.start` takes the home's runtime lock (a second runtime
+is refused with the holder's PID) and :meth:`Runtime.stop` stops every child: each function server runs in its own
+process group, which gets SIGTERM, then SIGKILL after ``stop_grace_s``. The groups are also recorded in
+``$ATEDA_HOME/runtime.children``, so a runtime that starts after a crashed one ends the crashed one's leftovers, and
+the per-server Prometheus folders (``$ATEDA_HOME/metrics-*``) are removed on stop and, left by a crash, at start.
 
 A supervisor restarts a function server that dies (on the same port, with backoff), as Kubernetes restarts a
 container. The broker's ingress takes a token (``ATEDA_BROKER_TOKEN``, or a random one per run) that the function
@@ -16,6 +22,7 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import requests
 import yaml
@@ -34,6 +42,7 @@ from ateda.events import catalogue as events, transport
 from ateda.events.routing import knative_dir, load_triggers
 from ateda.lake.storage import lake_store
 from ateda.local.broker import Broker
+from ateda.local.home import RuntimeLock, group_members, stop_groups
 from ateda.local.watcher import BucketWatcher
 from ateda.serving.metrics import instruments
 
@@ -127,11 +136,30 @@ class Runtime:
     supervise_every: float = 0.25
     # the runtime's own knobs (maintenance ping interval, metrics ports): the environment's when it starts, unless given
     local: LocalSettings | None = None
+    stop_grace_s: float = 10.0  # a child still running this long after SIGTERM gets SIGKILL
+    progress: Callable[[str], None] | None = None  # told each step of start and stop (``ateda up`` prints them)
+    lock_wait_s: float = 0.0  # wait this long for the home's runtime lock (a runtime that is stopping)
 
     def start(self) -> "Runtime":
         self.local = self.local or local_settings()
         home = Path(self.settings.home)
         home.mkdir(parents=True, exist_ok=True)
+        self._lock = RuntimeLock(home).acquire(self.lock_wait_s)  # RuntimeBusy if another runtime runs here
+        try:
+            return self._start(home)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
+
+    def _start(self, home: Path) -> "Runtime":
+        self._metrics_dirs: list[str] = []
+        _end_leftovers(home)
+        if not self.settings.uses_s3:  # the folder the watcher watches, and `ateda up` announces
+            (self.settings.bucket_root / self.settings.bucket).mkdir(parents=True, exist_ok=True)
         # the broker's ingress token: configured, or one per run; the function servers get it in their env
         self.settings = replace(self.settings, broker_token=self.settings.broker_token or secrets.token_urlsafe(32))
         lake = lake_store(self.settings)
@@ -148,12 +176,17 @@ class Runtime:
             server = self.servers[spec.service] = _Server(spec, free_port())
             self._spawn(server, sink)
             self.urls[spec.service] = server.url
+        self._write_children()
         for server in self.servers.values():
             _wait_http(server.url)
             server.state = "up"
+            self._say(f"{spec_line(server.spec)} up at {server.url} (pid {server.proc.pid})")
         self.broker.start()
+        self._say(f"broker at {self.sink}")
         if self.watch:
             self.watcher = BucketWatcher(self.settings, sink, token=self.settings.broker_token).start()
+            where = self.settings.bucket if self.settings.uses_s3 else self.settings.bucket_root / self.settings.bucket
+            self._say(f"watching bucket {where}")
         every = self.local.maintenance_every_s
         if "ateda-maintenance" in running and every > 0:
             self.pinger = Pinger(sink, every).start()
@@ -166,6 +199,13 @@ class Runtime:
     def sink(self) -> str:
         assert self.broker is not None
         return f"{self.broker.url}/ateda/ateda"
+
+    def _write_children(self) -> None:
+        """The process groups of this runtime's servers, for the next runtime on the home if this one crashes."""
+        path = Path(self.settings.home) / CHILDREN
+        tmp = path.with_name(f".{CHILDREN}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"runtime": os.getpid(), "groups": [p.pid for p in self.procs]}))
+        os.replace(tmp, path)
 
     def _write_state(self) -> None:
         """``runtime.json``, readable by this user only (it holds the broker token)."""
@@ -181,6 +221,7 @@ class Runtime:
     def _spawn(self, server: _Server, sink: str) -> None:
         spec = server.spec
         metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{spec.folder}-", dir=self.settings.home)
+        self._metrics_dirs.append(metrics_dir)
         env = child_env(self.settings, K_SINK=sink, WORKERS=str(spec.workers), THREADS=str(spec.threads),
                         PROMETHEUS_MULTIPROC_DIR=metrics_dir, **MALLOC_ENV,
                         ATEDA_METRICS_PORT=str(self.local.metrics_port(spec.folder)))
@@ -228,6 +269,7 @@ class Runtime:
                 self.urls[server.spec.service] = server.url  # the broker reads this dict at each attempt
                 self._write_state()
             self._spawn(server, sink)
+            self._write_children()
             server.state = "starting"
         elif server.state == "starting" and _answers(server.url):
             server.state = "up"
@@ -243,6 +285,8 @@ class Runtime:
         return self.broker is not None and self.broker.idle()
 
     def stop(self) -> None:
+        """Stop the watcher, the broker and every child process (SIGTERM to each server's process group, SIGKILL
+        after ``stop_grace_s``), remove the metrics folders and the state file, release the home's lock."""
         stopping = getattr(self, "_stopping", None)
         if stopping is not None:
             stopping.set()
@@ -255,21 +299,65 @@ class Runtime:
             self.broker.stop()
         for server in self.servers.values():
             server.state = "stopped"
-        for p in self.procs:
-            p.terminate()
+        if self.procs:
+            self._say(f"stopping {len(self.procs)} function server(s)")
+        killed = stop_groups([p.pid for p in self.procs], self.stop_grace_s)
         for p in self.procs:
             try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-            _kill_group(p)  # a worker left behind
-        (Path(self.settings.home) / "runtime.json").unlink(missing_ok=True)
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # cannot happen after SIGKILL, unless the kernel is stuck
+                pass
+        if killed:
+            self._say(f"{len(killed)} process(es) ignored SIGTERM for {self.stop_grace_s:.0f} s: killed")
+        self.procs.clear()
+        home = Path(self.settings.home)
+        for folder in getattr(self, "_metrics_dirs", []):
+            shutil.rmtree(folder, ignore_errors=True)
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            (home / "runtime.json").unlink(missing_ok=True)
+            (home / CHILDREN).unlink(missing_ok=True)
+            lock.release()
+            self._lock = None
 
     def __enter__(self) -> "Runtime":
         return self.start()
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         self.stop()
+
+
+CHILDREN = "runtime.children"
+
+
+def spec_line(spec: FunctionSpec) -> str:
+    return f"{spec.service} ({spec.workers} worker{'s' if spec.workers > 1 else ''})"
+
+
+def _end_leftovers(home: Path) -> None:
+    """Run with the home's lock held: SIGKILL the function servers a crashed runtime left behind (the process groups
+    it recorded, only processes that are still function servers), and remove its metrics folders."""
+    path = home / CHILDREN
+    try:
+        groups = json.loads(path.read_text()).get("groups", [])
+    except (FileNotFoundError, ValueError):
+        groups = []
+    for pgid in groups:
+        for pid in group_members(int(pgid)):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmdline = fh.read()
+            except OSError:
+                continue
+            if b"functions_framework" in cmdline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    path.unlink(missing_ok=True)
+    for folder in home.glob("metrics-*"):
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

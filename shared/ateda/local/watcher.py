@@ -377,5 +377,20 @@ class BucketWatcher:
             }
 
 
+def announced_mtimes(settings: Settings) -> dict[str, float]:
+    """Key -> mtime of each object the home's watcher announced (or quarantined by name), read from its state by
+    any process (``ateda ingest`` waits until its uploads are announced)."""
+    db = Path(settings.home) / "state" / "watcher.sqlite"
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return dict([*con.execute("select key, mtime from announced"), *con.execute("select key, mtime from quarantined")])
+    except sqlite3.OperationalError:  # the watcher has not created its tables yet
+        return {}
+    finally:
+        con.close()
+
+
 def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
