@@ -10,17 +10,8 @@ from ateda.cli.options import positive_int
 from ateda.config import Settings
 from ateda.errors import AtedaError
 from ateda.lake.cutouts import KINDS, latest_stamps, stamps_of
-from ateda.warehouse.plots import plot_object
-
-ZTF_OBJECT_ID = re.compile(r"ztf(\d\d)([a-z]{7})", re.IGNORECASE)
-
-
-def object_id(text: str) -> str:
-    """A ZTF object id as ZTF writes it ("ZTF" + two digits + seven lower-case letters), whatever case it was typed
-    in; anything else as given."""
-    m = ZTF_OBJECT_ID.fullmatch(text.strip())
-    return f"ZTF{m[1]}{m[2].lower()}" if m else text.strip()
-
+from ateda.warehouse.plots import PLOT_SUFFIXES, plot_object
+from ateda.warehouse.queries import normalise_object_id
 
 def register(sub) -> None:  # noqa: ANN001
     cut = sub.add_parser("cutout", help="write an alert's stamps as files, each in its own format (FITS, JPEG, PNG)")
@@ -42,10 +33,10 @@ def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
     if re.fullmatch(r"-?\d+", text):
         found, what = stamps_of(settings, int(text)), f"candid {text}"
     else:
-        found, what = latest_stamps(settings, object_id(text)), f"object {object_id(text)}"
+        found, what = latest_stamps(settings, normalise_object_id(text)), f"object {normalise_object_id(text)}"
     if found is None or not found.stamps:
-        print(f"ateda cutout: no stamps for {what} in bronze (check the id with `ateda query \"select objectId, "
-              f"candid from bronze.cutout limit 5\"`, or ingest its alert first)", file=sys.stderr)
+        print(f"ateda cutout: no stamps for {what} in bronze (its alerts carry none, or it is not ingested: "
+              f"`ateda query \"select objectId, candid from bronze.cutout limit 5\"` lists some that have stamps)", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:
@@ -60,8 +51,12 @@ def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_plot(args, settings: Settings) -> int:  # noqa: ANN001
-    oid = object_id(args.object_id)
+    oid = normalise_object_id(args.object_id)
     out = args.out or Path(f"{oid}.png")
+    if out.suffix.lower() not in PLOT_SUFFIXES:
+        print(f"ateda plot: cannot tell the format from {out.name!r}: end -o with one of "
+              f"{', '.join(PLOT_SUFFIXES)}", file=sys.stderr)
+        return 2
     try:
         plot_object(settings, oid, out, dpi=args.dpi)
     except AtedaError as exc:

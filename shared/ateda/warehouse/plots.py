@@ -20,7 +20,7 @@ from astropy.visualization import ImageNormalize, LinearStretch, ZScaleInterval
 
 from ateda.config import Settings
 from ateda.lake.cutouts import KINDS, AlertStamps, Stamp, latest_stamps
-from ateda.warehouse.queries import ScienceError, connect_science, records
+from ateda.warehouse.queries import UnknownObject, connect_science, records, unknown_object_message
 
 # fid -> (band, colour, marker): Okabe-Ito blue / vermillion / reddish purple, and three marker shapes, so bands
 # differ by shape too (print in grey, colour-blind readers).
@@ -30,6 +30,7 @@ SATURATED = "#F0E442"  # Okabe-Ito yellow: saturated (flat-topped) or blank pixe
 RETICLE = "#009E73"  # Okabe-Ito bluish green: the marks around the candidate
 ZTF_PIXEL_ARCSEC = 1.01
 STAMP_LABELS = {"science": "Science", "template": "Reference", "difference": "Difference"}
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".eps", ".ps", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 FORCED_SNR = 3.0  # forced photometry drawn: positive flux with S/N >= 3 (e_mag < 1.0857 / 3)
 
 
@@ -62,8 +63,7 @@ def object_figure(settings: Settings, object_id: str):  # noqa: ANN201
     with connect_science(settings) as con:
         obj = records(con, "select * from gold.object where objectId = ?", [object_id])
         if not obj:
-            raise ScienceError(f"no object {object_id} in the warehouse (check the id with `ateda query \"select "
-                               f"objectId from object limit 5\"`; after an ingest, `ateda refresh`)")
+            raise UnknownObject(unknown_object_message(settings, object_id))
         points = records(con, "select * from gold.lightcurve where objectId = ? order by mjd", [object_id])
     return _figure(obj[0], points, latest_stamps(settings, object_id))
 
