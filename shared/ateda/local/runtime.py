@@ -220,7 +220,8 @@ class Runtime:
 
     def _spawn(self, server: _Server, sink: str) -> None:
         spec = server.spec
-        metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{spec.folder}-", dir=self.settings.home)
+        name = Path(spec.folder).name  # a folder under functions/, or a path (a test's own function)
+        metrics_dir = tempfile.mkdtemp(prefix=f"metrics-{name}-", dir=self.settings.home)
         self._metrics_dirs.append(metrics_dir)
         env = child_env(self.settings, K_SINK=sink, WORKERS=str(spec.workers), THREADS=str(spec.threads),
                         PROMETHEUS_MULTIPROC_DIR=metrics_dir, **MALLOC_ENV,
@@ -228,7 +229,7 @@ class Runtime:
         cmd = [sys.executable, "-m", "functions_framework", "--target", "handle",
                "--source", str(functions_dir() / spec.folder / "main.py"),
                "--signature-type", spec.signature, "--host", "127.0.0.1", "--port", str(server.port)]
-        with open(Path(self.settings.home) / f"{spec.folder}.log", "ab") as log:
+        with open(Path(self.settings.home) / f"{name}.log", "ab") as log:
             # its own process group: a restart also ends the workers of a server whose master was killed
             server.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                            preexec_fn=_die_with_parent, start_new_session=True)
@@ -335,21 +336,22 @@ def spec_line(spec: FunctionSpec) -> str:
 
 
 def _end_leftovers(home: Path) -> None:
-    """Run with the home's lock held: SIGKILL the function servers a crashed runtime left behind (the process groups
-    it recorded, only processes that are still function servers), and remove its metrics folders."""
+    """Run with the home's lock held: SIGKILL what a crashed runtime left behind (the processes of the process groups
+    it recorded that still carry its metrics folder in their environment), and remove its metrics folders."""
     path = home / CHILDREN
     try:
         groups = json.loads(path.read_text()).get("groups", [])
     except (FileNotFoundError, ValueError):
         groups = []
+    mine = f"PROMETHEUS_MULTIPROC_DIR={home}{os.sep}metrics-".encode()  # set for every process of our servers
     for pgid in groups:
         for pid in group_members(int(pgid)):
             try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    cmdline = fh.read()
+                with open(f"/proc/{pid}/environ", "rb") as fh:
+                    environ = fh.read().split(b"\0")
             except OSError:
                 continue
-            if b"functions_framework" in cmdline:
+            if any(var.startswith(mine) for var in environ):  # still one of ours, not a reused PID
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
