@@ -1,12 +1,18 @@
 """Offline checks of the deployment: helmfile.yaml, its values, the local charts, the image, the dashboards, the tasks.
 
-Nothing here talks to a cluster, a registry or a chart repository, and no helm/helmfile binary is needed: the Go
-templates of the values files (deploy/values/*.gotmpl, deploy/env/*.gotmpl) and of the local charts
-(deploy/charts/*) are rendered by a small Go-template interpreter below that implements the subset they use (with
-the Sprig/Helm/Helmfile functions they call), strictly: an unknown function, an unsupported action or, in helmfile
-values, a missing `.Values` key fails the test. The rendered Kubernetes objects are then checked like the manifests in
-knative/ (core kinds with kubernetes-validate) and cross-checked against each other: the names, ports, Secrets and
-settings that have to agree across releases.
+Nothing here talks to a cluster, a registry or a chart repository. The templates are rendered by the real tools
+(installed by scripts/tools.sh into .tools/bin): `helmfile write-values` renders every release's values files
+(deploy/values/*.gotmpl over the environment values of deploy/env/) for both environments, `helm lint --strict` and
+`helm template` render every local chart (deploy/charts/*) with them, and `helmfile -e <env> template` renders every
+release whose chart is local. The remote charts (kube-prometheus-stack, knative-operator, cloudnative-pg, nessie,
+starrocks) cannot be fetched here: their rendered values are checked against the keys their pinned chart versions
+document (the cross-release tests below), not rendered by helm. Every rendered object is validated: core kinds with
+kubernetes-validate, Knative kinds against the CRD schemas in ../shared/k8s/crds (strict: an unknown field fails).
+What helm cannot know stays here: pinned versions, no secret literals, every Secret referenced is created by
+secrets.sh, and the wiring between releases (endpoints, buckets, ports, tokens, the StarRocks catalog properties).
+
+Without the tools the tests fail (run scripts/tools.sh); ATEDA_ALLOW_NO_TOOLS=1 turns that into a skip for a machine
+that cannot install them.
 
 Dashboards: every panel query must parse as PromQL (promql-parser) and name only metrics the code exports
 (shared/ateda/serving/metrics.py, read from the live registry) or that Knative/Kubernetes export (METRIC_ALLOWLIST, each
@@ -16,15 +22,17 @@ with its source).
 from __future__ import annotations
 
 import copy
-import fnmatch
 import functools
 import json
 import os
-import posixpath
 import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
+import jsonschema
 import pytest
 import yaml
 
@@ -41,7 +49,10 @@ TASKFILE = ROOT / "Taskfile.yml"
 SECRETS_SCRIPT = DEPLOY / "scripts" / "secrets.sh"
 IMAGES_SCRIPT = DEPLOY / "scripts" / "images.sh"
 SMOKE_SCRIPT = DEPLOY / "scripts" / "smoke.sh"
+CRD_DIR = ROOT.parent / "shared" / "k8s" / "crds"
+TOOLS_BIN = ROOT / ".tools" / "bin"
 K8S_VERSION = "1.33"
+TOOL_TIMEOUT = 120  # seconds for one helm/helmfile run (they take about one)
 
 ENVIRONMENTS = ("kind", "prod")
 # What a person deploying to prod exports (deploy/env/prod.yaml.gotmpl uses requiredEnv for these).
@@ -97,484 +108,57 @@ METRIC_ALLOWLIST = {
 }
 
 
-# ================================================================================================================
-# A small Go text/template interpreter (the subset used by deploy/), with the Sprig/Helm/Helmfile functions we call.
-
-
-class TemplateError(Exception):
-    pass
-
-
-_ACTION = re.compile(r"\{\{(-[ \t\r\n])?(.*?)([ \t\r\n]-)?\}\}", re.S)
-_TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<str>"(?:[^"\\]|\\.)*")
-    | (?P<raw>`[^`]*`)
-    | (?P<num>-?\d+(?:\.\d+)?)
-    | (?P<decl>:=)
-    | (?P<assign>=)
-    | (?P<var>\$[A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
-    | (?P<field>\.(?:[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)?)
-    | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<punct>[()|,])
-    )""",
-    re.X | re.S,
-)
-
-
-class Missing(Exception):
-    pass
-
-
-class Node:
-    def __init__(self, kind: str, **kw: Any) -> None:
-        self.kind = kind
-        self.__dict__.update(kw)
-
-
-def _lex(text: str) -> list[tuple[str, str]]:
-    """Text and action segments, with the trim markers applied."""
-    out: list[tuple[str, str]] = []
-    pos = 0
-    trim_next = False
-    for m in _ACTION.finditer(text):
-        chunk = text[pos:m.start()]
-        if trim_next:
-            chunk = chunk.lstrip()
-        if m.group(1):
-            chunk = chunk.rstrip()
-        out.append(("text", chunk))
-        out.append(("action", m.group(2).strip()))
-        trim_next = bool(m.group(3))
-        pos = m.end()
-    chunk = text[pos:]
-    out.append(("text", chunk.lstrip() if trim_next else chunk))
-    return out
-
-
-def _tokens(src: str) -> list[tuple[str, str]]:
-    toks, pos = [], 0
-    while pos < len(src):
-        if src[pos:].strip() == "":
-            break
-        m = _TOKEN.match(src, pos)
-        if not m or m.end() == pos:
-            raise TemplateError(f"cannot tokenize {src[pos:]!r} in {{{{ {src} }}}}")
-        kind = m.lastgroup
-        toks.append((kind, m.group(kind)))
-        pos = m.end()
-    return toks
-
-
-def _parse(segments: list[tuple[str, str]], pos: int = 0, stop: tuple[str, ...] = ()) -> tuple[list[Node], int, str]:
-    nodes: list[Node] = []
-    while pos < len(segments):
-        kind, value = segments[pos]
-        pos += 1
-        if kind == "text":
-            if value:
-                nodes.append(Node("text", text=value))
-            continue
-        if value.startswith("/*"):
-            continue
-        word = value.split(None, 1)[0] if value else ""
-        rest = value[len(word):].strip()
-        if word in ("end", "else"):
-            if word not in stop and not (word == "else" and "else" in stop):
-                raise TemplateError(f"unexpected {{{{ {value} }}}}")
-            return nodes, pos, value
-        if word in ("if", "with", "range"):
-            body, pos, term = _parse(segments, pos, ("end", "else"))
-            node = Node(word, pipe=rest, body=body, orelse=[])
-            if term.startswith("else"):
-                if term[4:].strip():
-                    raise TemplateError(f"unsupported {{{{ {term} }}}}: nest an if inside the else")
-                node.orelse, pos, term = _parse(segments, pos, ("end",))
-            nodes.append(node)
-            continue
-        if word == "define":
-            name = json.loads(rest)
-            body, pos, _ = _parse(segments, pos, ("end",))
-            nodes.append(Node("define", name=name, body=body))
-            continue
-        if word in ("template", "block", "break", "continue"):
-            raise TemplateError(f"unsupported action {{{{ {value} }}}}")
-        nodes.append(Node("action", pipe=value))
-    if stop:
-        raise TemplateError(f"missing {{{{ end }}}} (expected one of {stop})")
-    return nodes, pos, ""
-
-
-def _truthy(v: Any) -> bool:
-    if v is None or v is False:
-        return False
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return v != 0
-    if isinstance(v, (str, list, dict, tuple)):
-        return len(v) > 0
-    return True
-
-
-def _gostr(v: Any) -> str:
-    if v is None:
-        return ""  # Helm replaces "<no value>" with ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    if isinstance(v, list):
-        return "[" + " ".join(_gostr(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "map[" + " ".join(f"{k}:{_gostr(x)}" for k, x in sorted(v.items())) + "]"
-    return str(v)
-
-
-def _to_yaml(v: Any) -> str:
-    if v is None:
-        return "null"
-    return yaml.safe_dump(v, sort_keys=True, default_flow_style=False, width=10_000).rstrip("\n")
-
-
-def _indent(n: int, s: str) -> str:
-    pad = " " * int(n)
-    return "\n".join(pad + line for line in str(s).split("\n"))
-
-
-def _go_printf(fmt: str, *args: Any) -> str:
-    it = iter(args)
-
-    def sub(m: re.Match) -> str:
-        if m.group(0) == "%%":
-            return "%"
-        v = next(it)
-        return json.dumps(_gostr(v)) if m.group(1) == "q" else _gostr(v)
-
-    return re.sub(r"%([sdvq])|%%", sub, fmt)
-
-
-def _go_regex_repl(repl: str) -> str:
-    repl = repl.replace("\\", "\\\\")
-    return re.sub(r"\$\{(\d+)\}|\$(\d+)", lambda m: "\\g<" + (m.group(1) or m.group(2)) + ">", repl)
-
-
-def _from_yaml(s: str) -> Any:
-    try:
-        v = yaml.safe_load(s)
-    except yaml.YAMLError as exc:
-        return {"Error": str(exc)}
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        return {"Error": f"not a mapping: {type(v).__name__}"}
-    return v
-
-
-def _empty(v: Any) -> bool:
-    return not _truthy(v)
-
-
-def _set(d: dict, k: str, v: Any) -> dict:
-    d[k] = v
-    return d
-
-
-def _required(msg: str, v: Any) -> Any:
-    if v is None or v == "":
-        raise TemplateError(f"required: {msg}")
-    return v
-
-
-class Files:
-    """Helm's .Files for a chart directory: every file outside templates/ (symbolic links followed, as Helm's loader
-    does), less Chart.yaml, values.yaml and what .helmignore lists."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        ignore = [line.strip() for line in (root / ".helmignore").read_text().splitlines()
-                  if line.strip() and not line.startswith("#")] if (root / ".helmignore").is_file() else []
-        found = []
-        for dirpath, _, filenames in os.walk(root, followlinks=True):
-            for f in filenames:
-                rel = (Path(dirpath) / f).relative_to(root).as_posix()
-                if rel.startswith(("templates/", "charts/")) or rel in ("Chart.yaml", "values.yaml", ".helmignore"):
-                    continue
-                if any(fnmatch.fnmatchcase(rel, pat) for pat in ignore):
-                    continue
-                found.append(rel)
-        self._all = sorted(found)
-
-    def Get(self, path: str) -> str:  # noqa: N802 (Helm's method name)
-        p = self.root / path
-        return p.read_text() if p.is_file() else ""
-
-    def Glob(self, pattern: str) -> dict[str, str]:  # noqa: N802
-        """`*` does not cross `/` (gobwas/glob with separator '/', as Helm)."""
-        rx = re.compile("^" + "".join("[^/]*" if ch == "*" else re.escape(ch) for ch in pattern) + "$")
-        return {p: self.Get(p) for p in self._all if rx.match(p)}
-
-
-class Template:
-    """Parse once, render with a context (dot), variables, functions and defined templates."""
-
-    def __init__(self, text: str, name: str = "<template>") -> None:
-        self.name = name
-        self.nodes, _, _ = _parse(_lex(text))
-
-    def defines(self) -> dict[str, list[Node]]:
-        return {n.name: n.body for n in self.nodes if n.kind == "define"}
-
-    def render(self, dot: Any, funcs: dict[str, Callable], defines: dict[str, list[Node]] | None = None,
-               strict: bool = False) -> str:
-        r = _Renderer(funcs, defines or self.defines(), strict, self.name)
-        return r.run(self.nodes, dot, {"$": dot})
-
-
-class _Renderer:
-    def __init__(self, funcs: dict[str, Callable], defines: dict[str, list[Node]], strict: bool, name: str) -> None:
-        self.funcs = dict(funcs)
-        self.funcs["include"] = self._include
-        self.defines = defines
-        self.strict = strict
-        self.name = name
-
-    def _include(self, name: str, dot: Any) -> str:
-        if name not in self.defines:
-            raise TemplateError(f"no template {name!r}")
-        return self.run(self.defines[name], dot, {"$": dot})
-
-    def run(self, nodes: list[Node], dot: Any, vars_: dict[str, Any]) -> str:
-        out: list[str] = []
-        for n in nodes:
-            if n.kind == "text":
-                out.append(n.text)
-            elif n.kind == "define":
-                continue
-            elif n.kind == "action":
-                v = self.pipeline(n.pipe, dot, vars_)
-                if v is not _NOOUT:
-                    out.append(_gostr(v))
-            elif n.kind == "if":
-                if _truthy(self.pipeline(n.pipe, dot, vars_)):
-                    out.append(self.run(n.body, dot, dict(vars_)))
-                else:
-                    out.append(self.run(n.orelse, dot, dict(vars_)))
-            elif n.kind == "with":
-                v = self.pipeline(n.pipe, dot, vars_)
-                out.append(self.run(n.body, v, dict(vars_)) if _truthy(v) else self.run(n.orelse, dot, dict(vars_)))
-            elif n.kind == "range":
-                out.append(self._range(n, dot, vars_))
-        return "".join(out)
-
-    def _range(self, n: Node, dot: Any, vars_: dict[str, Any]) -> str:
-        m = re.match(r"^(\$\w*)(?:\s*,\s*(\$\w*))?\s*:=\s*(.*)$", n.pipe, re.S)
-        names: list[str] = []
-        pipe = n.pipe
-        if m:
-            names = [x for x in (m.group(1), m.group(2)) if x]
-            pipe = m.group(3)
-        coll = self.pipeline(pipe, dot, vars_)
-        items = sorted(coll.items()) if isinstance(coll, dict) else list(enumerate(coll or []))
-        if not items:
-            return self.run(n.orelse, dot, dict(vars_))
-        out = []
-        for k, v in items:
-            scope = dict(vars_)
-            if len(names) == 2:
-                scope[names[0]], scope[names[1]] = k, v
-            elif len(names) == 1:
-                scope[names[0]] = v
-            out.append(self.run(n.body, v, scope))
-        return "".join(out)
-
-    # -- pipelines --------------------------------------------------------------------------------------------
-    def pipeline(self, src: str, dot: Any, vars_: dict[str, Any]) -> Any:
-        toks = _tokens(src)
-        decl = None
-        if len(toks) >= 2 and toks[0][0] == "var" and toks[1][0] in ("decl", "assign"):
-            decl = toks[0][1]
-            toks = toks[2:]
-        value = self._eval_pipe(toks, dot, vars_)
-        if decl is not None:
-            vars_[decl] = value
-            return _NOOUT
-        return value
-
-    def _eval_pipe(self, toks: list[tuple[str, str]], dot: Any, vars_: dict[str, Any]) -> Any:
-        cmds: list[list] = [[]]
-        depth = 0
-        for t in toks:
-            if t == ("punct", "(") :
-                depth += 1
-            elif t == ("punct", ")"):
-                depth -= 1
-            if t == ("punct", "|") and depth == 0:
-                cmds.append([])
-            else:
-                cmds[-1].append(t)
-        value: Any = _NOARG
-        for cmd in cmds:
-            value = self._eval_cmd(cmd, dot, vars_, value)
-        return value
-
-    def _operands(self, toks: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
-        ops, i = [], 0
-        while i < len(toks):
-            if toks[i] == ("punct", "("):
-                depth, j = 0, i
-                while True:
-                    if toks[j] == ("punct", "("):
-                        depth += 1
-                    elif toks[j] == ("punct", ")"):
-                        depth -= 1
-                        if depth == 0:
-                            break
-                    j += 1
-                ops.append(toks[i:j + 1])
-                i = j + 1
-            else:
-                ops.append([toks[i]])
-                i += 1
-        return ops
-
-    def _eval_cmd(self, cmd: list[tuple[str, str]], dot: Any, vars_: dict[str, Any], piped: Any) -> Any:
-        if not cmd:
-            raise TemplateError("empty command")
-        ops = self._operands(cmd)
-        head = ops[0]
-        args = [self._operand(o, dot, vars_) for o in ops[1:]]
-        if piped is not _NOARG:
-            args.append(piped)
-        if len(head) == 1 and head[0][0] == "ident" and head[0][1] not in ("true", "false", "nil"):
-            name = head[0][1]
-            if name not in self.funcs:
-                raise TemplateError(f"function {name!r} not defined (in {self.name})")
-            if name == "include":
-                return self._include(*args)
-            return self.funcs[name](*args)
-        value = self._operand(head, dot, vars_)
-        if callable(value):
-            return value(*args)
-        if args:
-            raise TemplateError(f"cannot give arguments to a non-function value ({cmd})")
-        return value
-
-    def _operand(self, op: list[tuple[str, str]], dot: Any, vars_: dict[str, Any]) -> Any:
-        if op[0] == ("punct", "("):
-            return self._eval_pipe(op[1:-1], dot, vars_)
-        kind, text = op[0]
-        if kind == "str":
-            return json.loads(text)
-        if kind == "raw":
-            return text[1:-1]
-        if kind == "num":
-            return float(text) if "." in text else int(text)
-        if kind == "ident":
-            if text in ("true", "false"):
-                return text == "true"
-            if text == "nil":
-                return None
-            if text in self.funcs:
-                return self.funcs[text]()
-            raise TemplateError(f"function {text!r} not defined")
-        if kind == "field":
-            return self._walk(dot, text[1:].split(".") if text != "." else [])
-        if kind == "var":
-            name, *path = text.split(".")
-            if name not in vars_:
-                raise TemplateError(f"undefined variable {name}")
-            return self._walk(vars_[name], path)
-        raise TemplateError(f"unexpected token {text!r}")
-
-    def _walk(self, value: Any, path: list[str]) -> Any:
-        for i, key in enumerate(path):
-            if isinstance(value, dict):
-                if key not in value:
-                    if self.strict:
-                        raise Missing(f"map has no entry for key {'.'.join(path[:i + 1])!r} (in {self.name})")
-                    value = None
-                    continue
-                value = value[key]
-            elif value is None:
-                if self.strict:
-                    raise Missing(f"nil pointer evaluating .{'.'.join(path[:i + 1])} (in {self.name})")
-                return None
-            else:
-                value = getattr(value, key)
-        return value
-
-
-_NOOUT = object()
-_NOARG = object()
-
-
-def _eq(a: Any, *bs: Any) -> bool:
-    return any(a == b for b in bs)
-
-
-def _default(d: Any, v: Any = None) -> Any:
-    return v if _truthy(v) else d
-
-
-def sprig_funcs() -> dict[str, Callable]:
-    return {
-        "quote": lambda *v: " ".join(json.dumps(_gostr(x)) for x in v),
-        "squote": lambda *v: " ".join("'" + _gostr(x) + "'" for x in v),
-        "toYaml": _to_yaml,
-        "toJson": lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")),
-        "fromYaml": _from_yaml,
-        "indent": _indent,
-        "nindent": lambda n, s: "\n" + _indent(n, s),
-        "default": _default,
-        "empty": _empty,
-        "required": _required,
-        "eq": _eq,
-        "ne": lambda a, b: a != b,
-        "lt": lambda a, b: a < b,
-        "gt": lambda a, b: a > b,
-        "and": lambda *a: next((x for x in a if not _truthy(x)), a[-1]),
-        "or": lambda *a: next((x for x in a if _truthy(x)), a[-1]),
-        "not": lambda v: not _truthy(v),
-        "list": lambda *a: list(a),
-        "dict": lambda *a: {a[i]: a[i + 1] for i in range(0, len(a), 2)},
-        "has": lambda needle, lst: needle in (lst or []),
-        "set": _set,
-        "len": lambda v: len(v or []),
-        "replace": lambda old, new, s: _gostr(s).replace(old, new),
-        "printf": _go_printf,
-        "lower": lambda s: _gostr(s).lower(),
-        "upper": lambda s: _gostr(s).upper(),
-        "trim": lambda s: _gostr(s).strip(),
-        "trimSuffix": lambda suf, s: s[: -len(suf)] if suf and s.endswith(suf) else s,
-        "trimPrefix": lambda pre, s: s[len(pre):] if pre and s.startswith(pre) else s,
-        "base": posixpath.basename,
-        "splitList": lambda sep, s: _gostr(s).split(sep),
-        "first": lambda lst: lst[0] if lst else None,
-        "last": lambda lst: lst[-1] if lst else None,
-        "regexSplit": lambda pat, s, n: re.split(pat, s) if n < 0 else re.split(pat, s, maxsplit=max(n - 1, 0)),
-        "regexReplaceAll": lambda pat, s, repl: re.sub(pat, _go_regex_repl(repl), s),
-        "toString": _gostr,
-    }
-
-
-def helmfile_funcs(env: dict[str, str]) -> dict[str, Callable]:
-    funcs = sprig_funcs()
-
-    def required_env(name: str) -> str:
-        if not env.get(name):
-            raise TemplateError(f"required env var `{name}` is not set")
-        return env[name]
-
-    funcs["env"] = lambda name: env.get(name, "")
-    funcs["requiredEnv"] = required_env
-    return funcs
 
 
 # ================================================================================================================
-# Loading helmfile.yaml, environments, values, charts
+# The real tools: helm and helmfile from .tools/bin (scripts/tools.sh) or PATH
+
+
+def tool(name: str) -> str:
+    """The path of a tool; a missing tool fails the test (skips it only with ATEDA_ALLOW_NO_TOOLS=1)."""
+    local = TOOLS_BIN / name
+    path = str(local) if os.access(local, os.X_OK) else shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed: run scripts/tools.sh (it installs into .tools/bin)"
+    if os.environ.get("ATEDA_ALLOW_NO_TOOLS") == "1":
+        pytest.skip(message)
+    pytest.fail(message)
+
+
+@functools.lru_cache(maxsize=None)
+def _workdir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="ateda-deploy-test-")
+
+
+def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: helm's caches and repositories in a scratch folder, no kube context, helmfile v1 mode."""
+    work = Path(_workdir().name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATEDA_", "HELM", "KUBE"))}
+    env.update(HELM_CACHE_HOME=str(work / "helm-cache"), HELM_CONFIG_HOME=str(work / "helm-config"),
+               HELM_DATA_HOME=str(work / "helm-data"), KUBECONFIG=str(work / "no-kubeconfig"),
+               HELMFILE_V1MODE="true")  # helmfile 0.166 reads helmfile.yaml as helmfile 1.x does
+    env.update(extra or {})
+    return env
+
+
+def run_tool(name: str, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+             check: bool = True) -> subprocess.CompletedProcess:
+    if name == "helmfile":
+        args = ("--helm-binary", tool("helm"), *args)
+    proc = subprocess.run([tool(name), *args], cwd=cwd, env=tool_env(env), capture_output=True, text=True,
+                          timeout=TOOL_TIMEOUT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"`{name} {' '.join(args)}` failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+    return proc
 
 
 def _yaml_docs(text: str) -> list[Any]:
     return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+# ================================================================================================================
+# Loading helmfile.yaml (as written, for the checks on its form), environments, values, charts
 
 
 @functools.lru_cache(maxsize=None)
@@ -609,105 +193,98 @@ def is_local(rel: dict) -> bool:
     return rel["chart"].startswith("./")
 
 
-def fake_env(env_name: str, markers: bool = False) -> dict[str, str]:
-    """The process environment helmfile would see. markers=True: every variable reads as <env:NAME>."""
+def local_releases() -> list[dict]:
+    return [r for r in releases() if is_local(r)]
+
+
+ENV_READ = re.compile(r'\b(?:requiredEnv|env)\s+"(\w+)"')
+
+
+def env_vars_read() -> set[str]:
+    """Every process variable the helmfile templates read (env / requiredEnv)."""
+    return {m for p in DEPLOY.rglob("*.gotmpl") for m in ENV_READ.findall(p.read_text())}
+
+
+def helmfile_env(env_name: str, markers: bool = False) -> dict[str, str]:
+    """What the person running helmfile exports. markers=True: every variable read is set to <env:NAME>, so a
+    value that reaches the releases from the environment is recognisable (never a literal in the repository)."""
     if markers:
-        return _MarkerEnv()
+        return {name: f"<env:{name}>" for name in env_vars_read()}
     return dict(PROD_ENV) if env_name == "prod" else {}
 
 
-class _MarkerEnv(dict):
-    def get(self, key: str, default: Any = None) -> str:  # type: ignore[override]
-        return f"<env:{key}>"
+@functools.lru_cache(maxsize=None)
+def written_values(env_name: str, markers: bool = False) -> dict[str, dict]:
+    """`helmfile -e <env> write-values`: release id -> the merged values helmfile passes to helm (remote charts too:
+    writing values needs no chart)."""
+    out = Path(_workdir().name) / f"values-{env_name}-{int(markers)}"
+    run_tool("helmfile", "-e", env_name, "write-values", "--skip-deps", "--output-file-template",
+             f"{out}/{{{{ .Release.Namespace }}}}/{{{{ .Release.Name }}}}.yaml", env=helmfile_env(env_name, markers))
+    return {f"{p.parent.name}/{p.stem}": yaml.safe_load(p.read_text()) or {} for p in sorted(out.glob("*/*.yaml"))}
 
-    def __getitem__(self, key: str) -> str:
-        return f"<env:{key}>"
+
+def values_file(rid: str, env_name: str) -> Path:
+    written_values(env_name)
+    return Path(_workdir().name) / f"values-{env_name}-0" / f"{rid}.yaml"
 
 
-def render_helmfile_values(path: Path, env_name: str, values: dict, markers: bool = False) -> Any:
-    text = path.read_text()
-    if path.name.endswith(".gotmpl"):
-        ctx = {"Values": values, "Environment": {"Name": env_name, "Values": values}, "StateValues": values}
-        text = Template(text, path.name).render(ctx, helmfile_funcs(fake_env(env_name, markers)), strict=True)
-    return yaml.safe_load(text)
+def release_values(rid: str, env_name: str, markers: bool = False) -> dict:
+    values = written_values(env_name, markers)
+    assert rid in values, f"helmfile wrote no values for {rid} ({env_name}): {sorted(values)}"
+    return values[rid]
 
 
 @functools.lru_cache(maxsize=None)
 def env_values(env_name: str, markers: bool = False) -> dict:
-    merged: dict = {}
-    for f in helmfile()["environments"][env_name]["values"]:
-        merged = deep_merge(merged, render_helmfile_values(ROOT / f, env_name, {}, markers) or {})
-    return merged
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def release_values(rid: str, env_name: str, markers: bool = False) -> dict:
-    rel = release(rid)
-    merged: dict = {}
-    for f in rel.get("values", []):
-        assert isinstance(f, str), f"{rid}: inline values are not allowed, use deploy/values/<release>.yaml[.gotmpl]"
-        merged = deep_merge(merged, render_helmfile_values(ROOT / f, env_name, env_values(env_name, markers), markers) or {})
-    return merged
-
-
-class _Obj:
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
-
-
-@functools.lru_cache(maxsize=None)
-def render_chart(rid: str, env_name: str) -> tuple[dict, ...]:
-    """Render a local chart as `helm template` would, with the release's values for env_name: its documents."""
-    rel = release(rid)
-    chart_dir = ROOT / rel["chart"]
-    chart = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
-    values = deep_merge(yaml.safe_load((chart_dir / "values.yaml").read_text()) or {}, release_values(rid, env_name))
-    ctx = {
-        "Values": values,
-        "Release": _Obj(Name=rel["name"], Namespace=rel["namespace"], Service="Helm", IsInstall=True, IsUpgrade=False),
-        "Chart": _Obj(Name=chart["name"], Version=chart["version"], AppVersion=chart.get("appVersion")),
-        "Files": Files(chart_dir),
-        "Capabilities": _Obj(KubeVersion=_Obj(Version="v1.33.0")),
-    }
-    templates = {p: Template(p.read_text(), f"{chart_dir.name}/{p.name}") for p in sorted((chart_dir / "templates").glob("*"))
-                 if p.suffix in (".yaml", ".yml", ".tpl", ".txt")}
-    defines: dict[str, list[Node]] = {}
-    for t in templates.values():
-        defines.update(t.defines())
-    docs: list[dict] = []
-    for path, t in templates.items():
-        if path.name.startswith("_") or path.suffix == ".txt":
-            continue
-        text = t.render(ctx, sprig_funcs(), defines)
-        for doc in re.split(r"(?m)^---[ \t]*$", text):
-            try:
-                obj = yaml.safe_load(doc)
-            except yaml.YAMLError as exc:
-                raise AssertionError(f"{chart_dir.name}/templates/{path.name} renders invalid YAML: {exc}\n{doc}") from exc
-            if obj is not None:
-                assert isinstance(obj, dict), f"{path}: rendered a non-object: {obj!r}"
-                if obj.get("kind") not in CLUSTER_SCOPED:
-                    obj.setdefault("metadata", {}).setdefault("namespace", rel["namespace"])
-                docs.append(obj)
-    return tuple(docs)
+    """The environment's values as helmfile renders them (deploy/env/), read through a one-release probe helmfile
+    whose values template is `{{ .Values | toYaml }}`."""
+    probe = Path(_workdir().name) / f"probe-{env_name}-{int(markers)}"
+    probe.mkdir()
+    envs = {name: {"values": [str(ROOT / f) for f in env["values"]]} for name, env in helmfile()["environments"].items()}
+    (probe / "helmfile.yaml").write_text(yaml.safe_dump({"environments": envs}) + "---\n" + yaml.safe_dump(
+        {"releases": [{"name": "env", "namespace": "probe", "chart": "./none", "values": ["env.yaml.gotmpl"]}]}))
+    (probe / "env.yaml.gotmpl").write_text("{{ .Values | toYaml }}\n")
+    run_tool("helmfile", "-e", env_name, "write-values", "--skip-deps", "--output-file-template",
+             str(probe / "out.yaml"), env=helmfile_env(env_name, markers), cwd=probe)
+    return yaml.safe_load((probe / "out.yaml").read_text())
 
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "StorageClass",
                   "PersistentVolume", "PriorityClass", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 
 
-def local_releases() -> list[dict]:
-    return [r for r in releases() if is_local(r)]
+def parse_manifests(text: str, namespace: str, where: str) -> list[dict]:
+    docs = []
+    for doc in _yaml_docs(text):
+        assert isinstance(doc, dict), f"{where}: rendered a non-object: {doc!r}"
+        if doc.get("kind") not in CLUSTER_SCOPED:
+            doc.setdefault("metadata", {}).setdefault("namespace", namespace)
+        docs.append(doc)
+    return docs
+
+
+def helm_template(chart_dir: Path, name: str, namespace: str, values: Path | None = None) -> list[dict]:
+    """`helm template` of a chart: its documents, the namespace filled in as the install would."""
+    args = ["template", name, str(chart_dir), "--namespace", namespace, "--kube-version", f"{K8S_VERSION}.0"]
+    if values:
+        args += ["--values", str(values)]
+    return parse_manifests(run_tool("helm", *args).stdout, namespace, f"{chart_dir.name}")
+
+
+@functools.lru_cache(maxsize=None)
+def render_chart(rid: str, env_name: str) -> tuple[dict, ...]:
+    """A local release's chart rendered by `helm template` with the values helmfile writes for env_name."""
+    rel = release(rid)
+    return tuple(helm_template(ROOT / rel["chart"], rel["name"], rel["namespace"], values_file(rid, env_name)))
+
+
+@functools.lru_cache(maxsize=None)
+def helmfile_template(env_name: str) -> tuple[dict, ...]:
+    """`helmfile -e <env> template` of every release whose chart is local (the remote ones cannot be fetched here)."""
+    selectors = [arg for rel in local_releases() for arg in ("--selector", f"name={rel['name']}")]
+    proc = run_tool("helmfile", "-e", env_name, *selectors, "template", "--skip-deps",
+                    "--args", f"--kube-version={K8S_VERSION}.0", env=helmfile_env(env_name))
+    return tuple(parse_manifests(proc.stdout, "", f"helmfile -e {env_name} template"))
 
 
 def all_rendered() -> Iterator[tuple[str, str, dict]]:
@@ -748,24 +325,74 @@ def env_of(container: dict) -> dict[str, dict]:
 
 
 # ================================================================================================================
-# The interpreter itself can fail
+# Schemas: kubernetes-validate for core kinds, the Knative CRDs of ../shared/k8s/crds for Knative kinds
+
+# API groups of custom resources the local charts create whose CRD schemas are not available offline here (the CRDs
+# ship inside the remote operator charts, which cannot be fetched): checked by the wiring tests below instead.
+NO_SCHEMA_HERE = {"monitoring.coreos.com", "operator.knative.dev", "postgresql.cnpg.io", "starrocks.com"}
 
 
-def test_template_interpreter_renders_and_fails_like_go_templates():
-    funcs = helmfile_funcs({"X": "1"})
-    t = Template('a: {{ .Values.a | quote }}\n{{- if .Values.b }}\nb: {{ .Values.b }}\n{{- end }}\nx: {{ requiredEnv "X" }}\n')
-    assert yaml.safe_load(t.render({"Values": {"a": 5, "b": ""}}, funcs, strict=True)) == {"a": "5", "x": 1}
-    with pytest.raises(Missing):
-        Template("{{ .Values.nope }}").render({"Values": {}}, funcs, strict=True)
-    with pytest.raises(TemplateError):
-        Template('{{ requiredEnv "UNSET" }}').render({}, funcs)
-    with pytest.raises(TemplateError):
-        Template("{{ frobnicate 1 }}").render({}, funcs)
-    with pytest.raises(TemplateError):
-        Template("{{ if true }}never closed")
-    out = Template('{{- range $i, $x := list "a" "b" }}{{ if $i }},{{ end }}{{ $x | upper }}{{ end }}').render({}, funcs)
-    assert out == "A,B"
-    assert Template('{{ regexReplaceAll "^k/([^:]+):.*$" "k/img:1" (printf "%s/${1}:%s" "r" "2") }}').render({}, funcs) == "r/img:2"
+@functools.lru_cache(maxsize=None)
+def crd_schemas() -> dict[tuple[str, str, str], dict]:
+    """(group, version, kind) -> openAPIV3Schema of every served version of every CRD under ../shared/k8s/crds."""
+    assert CRD_DIR.is_dir(), f"CRD folder missing: {CRD_DIR} (shared/ must sit beside the repo)"
+    out: dict[tuple[str, str, str], dict] = {}
+    for path in sorted(CRD_DIR.rglob("*.yaml")):
+        for crd in _yaml_docs(path.read_text()):
+            if crd.get("kind") == "CustomResourceDefinition":
+                for version in crd["spec"]["versions"]:
+                    schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                    if version.get("served") and schema:
+                        out[(crd["spec"]["group"], version["name"], crd["spec"]["names"]["kind"])] = schema
+    assert out, f"no CRD schema found under {CRD_DIR}"
+    return out
+
+
+def _closed(schema: Any) -> Any:
+    """Unknown fields are errors wherever the CRD lists properties and does not preserve unknown fields."""
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed(v) for k, v in schema.items()}
+    if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out.setdefault("additionalProperties", False)
+    return out
+
+
+METADATA_SCHEMA = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+    "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+    "namespace": {"type": "string"},
+    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}
+
+
+@functools.lru_cache(maxsize=None)
+def crd_validator(group: str, version: str, kind: str) -> jsonschema.Draft7Validator:
+    schema = crd_schemas().get((group, version, kind))
+    assert schema is not None, f"no served CRD version for {group}/{version} {kind} in {CRD_DIR}"
+    schema = _closed(copy.deepcopy(schema))
+    schema.setdefault("properties", {}).update(apiVersion={"const": f"{group}/{version}"}, kind={"const": kind},
+                                               metadata=METADATA_SCHEMA)  # the CRDs leave metadata a bare object
+    return jsonschema.Draft7Validator(schema)
+
+
+def schema_errors(doc: dict) -> list[str]:
+    """Why a rendered object is not valid for Kubernetes 1.33 / the Knative CRDs (empty: valid)."""
+    import kubernetes_validate  # test extra: kubernetes-validate
+
+    where = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+    if is_core(doc):
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            return [f"{where}: {'/'.join(map(str, exc.path)) or '<root>'}: {exc.message}"]
+        return []
+    group, version = doc["apiVersion"].split("/", 1)
+    if group in NO_SCHEMA_HERE:
+        return []
+    return [f"{where}: {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in crd_validator(group, version, doc["kind"]).iter_errors(doc)]
 
 
 # ================================================================================================================
@@ -871,7 +498,7 @@ def test_custom_resources_need_their_crd_release_and_skip_validation_on_install(
 
 
 # ================================================================================================================
-# Values: render for every environment
+# Values and charts, rendered by helmfile and helm
 
 
 @pytest.mark.parametrize("env_name", ENVIRONMENTS)
@@ -883,40 +510,78 @@ def test_environment_values_render(env_name):
 
 def test_prod_environment_requires_its_site_settings():
     """Without ATEDA_IMAGE_REGISTRY / ATEDA_DOMAIN exported, `helmfile -e prod` stops (requiredEnv)."""
-    text = (DEPLOY / "env" / "prod.yaml.gotmpl").read_text()
-    with pytest.raises(TemplateError, match="ATEDA_IMAGE_REGISTRY|ATEDA_DOMAIN"):
-        Template(text).render({"Values": {}}, helmfile_funcs({}), strict=True)
+    for missing in ("ATEDA_IMAGE_REGISTRY", "ATEDA_DOMAIN"):
+        env = {k: v for k, v in PROD_ENV.items() if k != missing}
+        proc = run_tool("helmfile", "-e", "prod", "write-values", "--skip-deps", "--output-file-template",
+                        str(Path(_workdir().name) / "never" / "{{ .Release.Name }}.yaml"), env=env, check=False)
+        assert proc.returncode != 0 and missing in proc.stderr, proc.stderr
     assert env_values("prod")["images"]["registry"] == PROD_ENV["ATEDA_IMAGE_REGISTRY"]
 
 
+def test_helmfile_values_templates_are_strict(tmp_path):
+    """helmfile stops on a .Values key the environment does not have (so a typo in a values template fails here)."""
+    shutil.copy(HELMFILE, tmp_path / "helmfile.yaml")
+    shutil.copytree(DEPLOY / "env", tmp_path / "deploy" / "env")
+    shutil.copytree(DEPLOY / "values", tmp_path / "deploy" / "values")
+    broken = tmp_path / "deploy" / "values" / "knative.yaml.gotmpl"
+    broken.write_text(broken.read_text() + "\ntypo: {{ .Values.knative.domian }}\n")
+    proc = run_tool("helmfile", "-e", "kind", "--selector", "name=knative", "write-values", "--skip-deps",
+                    "--output-file-template", str(tmp_path / "out.yaml"), cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "domian" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("env_name", ENVIRONMENTS)
-@pytest.mark.parametrize("rid", [release_id(r) for r in releases()])
-def test_release_values_render_for_every_environment(rid, env_name):
-    """Every .Values key a values template reads exists in the environment (strict), and the result is a mapping."""
-    values = release_values(rid, env_name)
-    assert isinstance(values, dict), f"{rid} ({env_name}): values are not a mapping"
+def test_release_values_render_for_every_environment(env_name):
+    """helmfile writes a values mapping for every release (remote ones too: writing values needs no chart)."""
+    written = written_values(env_name)
+    assert set(written) == {release_id(r) for r in releases()}
+    for rid, values in written.items():
+        assert isinstance(values, dict), f"{rid} ({env_name}): values are not a mapping"
+
+
+@pytest.mark.parametrize("env_name", ENVIRONMENTS)
+@pytest.mark.parametrize("rid", [release_id(r) for r in local_releases()])
+def test_local_charts_lint_strictly_with_each_environments_values(rid, env_name):
+    rel = release(rid)
+    proc = run_tool("helm", "lint", "--strict", str(ROOT / rel["chart"]), "--namespace", rel["namespace"],
+                    "--kube-version", f"{K8S_VERSION}.0", "--values", str(values_file(rid, env_name)), check=False)
+    assert proc.returncode == 0 and "0 chart(s) failed" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("env_name", ENVIRONMENTS)
 @pytest.mark.parametrize("rid", [release_id(r) for r in local_releases()])
 def test_local_charts_render_to_valid_kubernetes_objects(rid, env_name):
-    import kubernetes_validate  # test extra
-
     docs = render_chart(rid, env_name)
     assert docs, f"{rid} renders nothing"
-    seen = set()
+    seen, problems = set(), []
     for doc in docs:
         for key in ("apiVersion", "kind", "metadata"):
             assert key in doc, f"{rid}: rendered object without {key}: {doc}"
         ident = (doc["apiVersion"], doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
         assert ident not in seen, f"{rid}: duplicate object {ident}"
         seen.add(ident)
-        if is_core(doc):
-            try:
-                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{rid} ({env_name}) {doc['kind']}/{doc['metadata']['name']}: "
-                            f"{'/'.join(map(str, exc.path))}: {exc.message}")
+        problems += schema_errors(doc)
+    assert not problems, f"{rid} ({env_name}):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("env_name", ENVIRONMENTS)
+def test_helmfile_template_renders_the_local_releases_as_helm_does(env_name):
+    """`helmfile -e <env> template` (what `helmfile sync` would apply) gives exactly the objects checked above."""
+    key = lambda d: json.dumps(d, sort_keys=True)  # noqa: E731
+    by_helmfile = sorted(map(key, helmfile_template(env_name)))
+    by_helm = sorted(key(d) for rel in local_releases() for d in render_chart(release_id(rel), env_name))
+    assert by_helmfile == by_helm
+
+
+def test_schema_checks_can_fail():
+    svc = copy.deepcopy(next(d for d in knative_docs() if d["kind"] == "Service"))
+    assert not schema_errors(svc)
+    svc["spec"]["template"]["spec"]["containerz"] = []
+    assert schema_errors(svc), "an unknown field in a Knative Service must fail"
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": 1}}
+    assert schema_errors(cm), "a non-string ConfigMap value must fail"
+    with pytest.raises(AssertionError):
+        schema_errors({"apiVersion": "nope.knative.dev/v1", "kind": "Thing", "metadata": {"name": "x"}})
 
 
 def test_chart_render_catches_broken_templates(tmp_path):
@@ -925,9 +590,8 @@ def test_chart_render_catches_broken_templates(tmp_path):
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: c\nversion: 0.1.0\n")
     (chart / "values.yaml").write_text("a: 1\n")
     (chart / "templates" / "x.yaml").write_text("kind: ConfigMap\n{{ .Values.a | nosuchfunc }}\n")
-    t = Template((chart / "templates" / "x.yaml").read_text())
-    with pytest.raises(TemplateError):
-        t.render({"Values": {"a": 1}}, sprig_funcs())
+    with pytest.raises(AssertionError, match="nosuchfunc"):
+        helm_template(chart, "c", "default")
 
 
 # ================================================================================================================
