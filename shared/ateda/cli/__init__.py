@@ -97,7 +97,8 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="ateda", description=__doc__.splitlines()[0])
+    p = Parser(prog="ateda", description="Run the platform on one machine, ingest files, look at what landed. "
+               "`ateda COMMAND --help` describes each command.")
     p.add_argument("--version", action="version", version=f"ateda {_version()}")
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (allowed anywhere)")
     sub = p.add_subparsers(required=True, metavar="COMMAND", dest="command")
