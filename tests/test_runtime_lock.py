@@ -162,7 +162,9 @@ def _ingest(home: Path, *args: str) -> subprocess.Popen:
 def test_two_concurrent_ingests_share_one_temporary_runtime(tmp_path):
     files = alert_files()
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
-    for folder, chosen in ((first_dir, files[:6]), (second_dir, files[100:140])):
+    # the first (bronze only) is done before the second (bronze, crossmatch, refresh): the runtime it started must
+    # live on until the second is done (it used to be torn down, and the second waited for its timeout)
+    for folder, chosen in ((first_dir, files[:150]), (second_dir, files[300:340])):
         folder.mkdir()
         for f in chosen:
             shutil.copy(f, folder / f.name)
@@ -177,13 +179,14 @@ def test_two_concurrent_ingests_share_one_temporary_runtime(tmp_path):
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
     assert "Traceback" not in err1 + err2
-    want1 = sum(len(v) for v in expected_alerts(files[:6]).values())
-    want2 = sum(len(v) for v in expected_alerts(files[100:140]).values())
+    want1 = sum(len(v) for v in expected_alerts(files[:150]).values())
+    want2 = sum(len(v) for v in expected_alerts(files[300:340]).values())
     one, two = json.loads(out1), json.loads(out2)
     assert (one["alerts"], one["new_alerts"]) == (want1, want1)  # each reports its own commits
     assert (two["alerts"], two["new_alerts"]) == (want2, want2)
     assert two["refresh"]["ran"] and two["refresh"]["gold_rows"]["object"] > 0
-    assert "attached to the runtime" in err2 and f"pid {first.pid}" in err2
+    assert one["runtime"] == {"pid": first.pid, "started": True}
+    assert two["runtime"] == {"pid": first.pid, "started": False}  # attached to the first one's runtime
     assert lock_holder(home) is None and not list((home / "leases").glob("*.lease"))
     assert not list(home.glob("metrics-*"))
 

@@ -71,6 +71,7 @@ class IngestSummary:
     new_alerts: int = 0  # alerts this run committed (0 when every file was already in bronze)
     crossmatch: dict | None = None  # {"catalogs": n, "matches": n} (None: bronze only)
     refresh: dict | None = None  # {"ran": bool, "seconds": s, "failed": str | None, "gold_rows": {...}}
+    runtime: dict | None = None  # {"pid": the runtime's process, "started": this ingest started it (temporary)}
 
     @property
     def alerts_per_second(self) -> float:
@@ -644,12 +645,14 @@ def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout:
         mine = {(u.key, u.etag) for u in uploaded}
         new_parts = {p for p in ledger.parts_or_last() - before if (p[0], p[1]) in mine}
         commits = len({ledger.file_of[p] for p in new_parts if p in ledger.file_of})
+        runtime = {"pid": att.info.get("pid"), "started": att.started}
         refresh = None
         if not bronze_only:
             if say:
                 say("bronze done; waiting for crossmatch and the silver/gold refresh")
             refresh = wait_idle(settings, att, max(1.0, deadline - time.monotonic()))
     summary = summarise(settings, uploaded, manifests, seconds, commits, new_parts, stages=not bronze_only)
+    summary.runtime = runtime
     if refresh is not None:
         refresh["gold_rows"] = gold_rows(settings)
         summary.refresh = refresh
