@@ -89,13 +89,31 @@
     refresh external table {{ source('bronze', table) }}
 {%- endmacro %}
 
-{#- The order that picks one bronze copy of a row among several (best first): an alert's own candidate before a
-    copy in another alert's history, then the latest carrying alert, then the newest schema version, then the
-    source object's key, member and part, then `tiebreak` (copies inside one alert: a model's own columns).
-    Independent of arrival order. -#}
+{#- The order that picks one bronze copy of a row among several (best first), by provenance: the copy whose jd
+    agrees with the time its own id encodes (src_jd_agrees, set in staging: jd_agrees()), then an alert's own
+    candidate before a copy in another alert's history, then the latest carrying alert, then the newest schema
+    version, then the source object's key, member and part, then `tiebreak` (copies inside one alert: a model's own
+    columns). Independent of arrival order. -#}
 {% macro source_rank_order(tiebreak=none) -%}
-    case when src_kind = 'alert' then 0 else 1 end, src_alert_jd desc, src_schema_version desc,
+    case when src_jd_agrees then 0 else 1 end, case when src_kind = 'alert' then 0 else 1 end,
+    src_alert_jd desc, src_schema_version desc,
     src_key, coalesce(src_member, ''), src_part{% if tiebreak %}, {{ tiebreak }}{% endif %}
+{%- endmacro %}
+
+{#- The JD a ZTF processing id encodes (field notes, "ZTF candid encodes its time"): pid = DDDD FFFFF ...: days
+    since JD 2457754.5 (2017-01-01) above 10^9, the fraction of that day in 1e-5 units in the next five digits. A
+    candid is its pid followed by six digits. NULL for an id that is not positive. -#}
+{% macro pid_encoded_jd(pid) -%}
+    case when {{ pid }} > 0 then 2457754.5 + {{ int_div(pid, 1000000000) }}
+        + ({{ int_div(pid, 10000) }} % 100000) * 0.00001 end
+{%- endmacro %}
+
+{#- True when `jd` is within 2e-5 d of the time its id encodes (`id_kind` 'candid' or 'pid'); false otherwise (an
+    edited copy: re-serialising brokers have been seen giving every history row one jd), also when the id is
+    missing. -#}
+{% macro jd_agrees(jd, id, id_kind='candid') -%}
+    {%- set pid = int_div(id, 1000000) if id_kind == 'candid' else id -%}
+    coalesce(abs({{ jd }} - ({{ pid_encoded_jd(pid) }})) <= 0.00002, false)
 {%- endmacro %}
 
 {#- The lineage/rank columns every silver row built from bronze carries, read from the carrying alert `a`. -#}
@@ -110,8 +128,10 @@
     {{ alias }}.ingested_at as ingested_at
 {%- endmacro %}
 
+{#- src_jd_agrees is not among source_columns(): each staging model computes it from its own jd and id. -#}
 {% macro source_column_list() -%}
-    src_kind, src_alert_candid, src_alert_jd, src_schema_version, src_key, src_member, src_part, ingested_at
+    src_jd_agrees, src_kind, src_alert_candid, src_alert_jd, src_schema_version, src_key, src_member, src_part,
+    ingested_at
 {%- endmacro %}
 
 {#- Alerts with new bronze rows (candid-scoped models). -#}
@@ -132,8 +152,10 @@
     among the rows of `incoming` (a CTE of the model) and, on an incremental run, the rows this model already holds
     with the same `scope` value (they compete with the new copies, and flags or ranks computed over the group move
     with them), the first in `order` (default: source_rank_order() with `tiebreak` last). `columns` are the columns
-    carried through. The one place where silver chooses among copies. -#}
-{% macro kept_copies(incoming, columns, grain, scope='objectId', tiebreak=none, order=none) -%}
+    carried through. `identity` (optional, columns naming the measurement when the grain holds jd, e.g. an upper
+    limit's objectId and pid): a copy whose jd disagrees with its id is dropped when a copy of the same identity
+    agrees. The one place where silver chooses among copies. -#}
+{% macro kept_copies(incoming, columns, grain, scope='objectId', tiebreak=none, order=none, identity=none) -%}
 (
     select {{ columns | join(', ') }}
     from (
@@ -141,13 +163,24 @@
             partition by {{ grain | join(', ') }} order by {{ order or source_rank_order(tiebreak) }}
         ) as copy_rank
         from (
-            select {{ columns | join(', ') }} from {{ incoming }}
-            {%- if ateda_is_incremental() %}
-            union all
-            select {{ columns | join(', ') }} from {{ this }}
-            where {{ scope }} in (select {{ scope }} from {{ incoming }})
+            select {{ columns | join(', ') }}
+            {%- if identity %},
+                max(case when src_jd_agrees then 1 else 0 end)
+                    over (partition by {{ identity | join(', ') }}) as identity_has_true_jd
             {%- endif %}
+            from (
+                select {{ columns | join(', ') }} from {{ incoming }}
+                {%- if ateda_is_incremental() %}
+                union all
+                select {{ columns | join(', ') }} from {{ this }}
+                where {{ scope }} in (select {{ scope }} from {{ incoming }})
+                {%- endif %}
+            ) as all_copies
         ) as copies
+        {% if identity -%}
+        {#- a copy with an edited jd sits at another grain key than its true copy: dropped when one exists #}
+        where src_jd_agrees or identity_has_true_jd = 0
+        {%- endif %}
     ) as ranked
     where copy_rank = 1
 )

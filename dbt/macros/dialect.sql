@@ -44,3 +44,11 @@
 {% macro starrocks__jd_to_night(jd) -%}
     cast(days_add(cast('1970-01-01' as date), cast(floor({{ jd }} - 2440587.5 + 4.0 / 24.0) as int)) as date)
 {%- endmacro %}
+
+{#- Integer division of two integers (truncating). -#}
+{% macro int_div(a, b) %}
+    {{- return(adapter.dispatch('int_div', 'ateda')(a, b)) -}}
+{% endmacro %}
+{% macro default__int_div(a, b) -%} ({{ a }} // {{ b }}) {%- endmacro %}
+{% macro starrocks__int_div(a, b) -%} ({{ a }} div {{ b }}) {%- endmacro %}
+

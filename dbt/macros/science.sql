@@ -33,11 +33,13 @@
 {%- endmacro %}
 
 {#- Stellar: near a ZTF reference source and either PS1 says star (distpsnr1 < 1.4, sgscore1 > 0.4) or, with no
-    PS1 source that close, the reference source's shape says star (chinr < 2, -0.13 < sharpnr < 0.1). -#}
+    PS1 source that close or none at all (distpsnr1 NULL: ZTF's -999), the reference source's shape says star
+    (chinr < 2, -0.13 < sharpnr < 0.1), as ALeRCE's rule falls back. -#}
 {% macro is_stellar(corrected, distpsnr1, sgscore1, chinr, sharpnr) -%}
     ({{ corrected }} and (
         coalesce({{ distpsnr1 }} < 1.4 and {{ sgscore1 }} > 0.4, false)
-        or coalesce({{ distpsnr1 }} >= 1.4 and {{ chinr }} < 2 and {{ sharpnr }} > -0.13 and {{ sharpnr }} < 0.1, false)))
+        or coalesce(({{ distpsnr1 }} is null or {{ distpsnr1 }} >= 1.4)
+                    and {{ chinr }} < 2 and {{ sharpnr }} > -0.13 and {{ sharpnr }} < 0.1, false)))
 {%- endmacro %}
 
 {#- Astrometric 1-sigma of a detection in band `fid`, arcsec. -#}

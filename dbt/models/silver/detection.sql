@@ -1,6 +1,7 @@
 {%- set grain = ['candid'] -%}
 {#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the grain;
     the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
+-- depends_on: {{ ref('copy_version') }} (copy_version reads this model's held rows before this run updates them)
 {{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['candid']) }}
 {#- Grain: one row per detection (candid), from every alert's candidate and every prv_candidates entry that has a
     candid, across all alerts and schema versions; alerts without objectId (pre-2018) are left out.

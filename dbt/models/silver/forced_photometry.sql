@@ -1,6 +1,7 @@
 {%- set grain = ['objectId', 'pid'] -%}
 {#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the grain;
     the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
+-- depends_on: {{ ref('copy_version') }} (copy_version reads this model's held rows before this run updates them)
 {{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
 {#- Grain: one row per forced-photometry measurement (objectId, pid), from fp_hists (schema 4.x). Rows whose
     difference flux or its uncertainty is null, 0 or -99999 are dropped; the flux becomes a magnitude as ALeRCE

@@ -1,8 +1,9 @@
 {{ config(materialized='ephemeral') }}
 {#- Staging (ephemeral: inlined into its consumers as a CTE, never stored): one row per copy of an alert's own
     `candidate` in bronze.alert (an alert delivered by several sources gives several rows), typed and cleaned
-    (docs/data-model.md, Conventions), with the carrying alert's lineage columns (source_columns()). No copy is
-    chosen here: the consumers keep one (kept_copies()). New rows only when every consumer is updated in place
+    (docs/data-model.md, Conventions), with the carrying alert's lineage columns (source_columns()) and whether the
+    copy's jd agrees with the time its candid encodes (src_jd_agrees: the first term of the provenance order,
+    source_rank_order()). The consumers keep the first copy in that order (kept_copies()). New rows only when every consumer is updated in place
     (ateda_is_incremental()). -#}
 {%- set cleaned = ztf_cleaned_columns() -%}
 select
@@ -37,5 +38,6 @@ select
     {{ list_length('a.fp_hists') }} as n_fp_hists,
     a.schemavsn,
     a.publisher,
+    {{ jd_agrees('a.candidate.jd', 'a.candid') }} as src_jd_agrees,
     {{ source_columns('a', 'alert') }}
 from {{ bronze_alerts() }} as a

@@ -15,6 +15,7 @@ select
     {{ clean('f.distnr') }} as distnr,
     {{ clean('f.magnr') }} as magnr,
     {{ clean('f.sigmagnr') }} as sigmagnr,
+    {{ jd_agrees('f.jd', 'f.pid', 'pid') }} as src_jd_agrees,
     {{ source_columns('a', 'fp_hist') }}
 from {{ unnest_from(bronze_alerts(), 'a', 'fp_hists', 'f') }}
 where a.objectId is not null

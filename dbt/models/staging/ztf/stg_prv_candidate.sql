@@ -22,6 +22,9 @@ select
     {%- endfor %}
     {{ clean('a.candidate.sgscore1') }} as sgscore1,
     {{ clean('a.candidate.distpsnr1') }} as distpsnr1,
+    {#- a detection's time is in its candid, an upper limit's in its pid -#}
+    case when p.candid is not null then {{ jd_agrees('p.jd', 'p.candid') }}
+         else {{ jd_agrees('p.jd', 'p.pid', 'pid') }} end as src_jd_agrees,
     {{ source_columns('a', 'prv_candidate') }}
 from {{ unnest_from(bronze_alerts(), 'a', 'prv_candidates', 'p') }}
 where a.objectId is not null
