@@ -42,13 +42,9 @@ DEPLOY = ROOT / "deploy"
 CHARTS = DEPLOY / "charts"
 DASHBOARDS = DEPLOY / "dashboards"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
 KNATIVE_DIR = ROOT / "knative"
 KIND_CONFIG = ROOT / "kind" / "cluster.yaml"
-TASKFILE = ROOT / "Taskfile.yml"
 SECRETS_SCRIPT = DEPLOY / "scripts" / "secrets.sh"
-IMAGES_SCRIPT = DEPLOY / "scripts" / "images.sh"
-SMOKE_SCRIPT = DEPLOY / "scripts" / "smoke.sh"
 CRD_DIR = ROOT.parent / "shared" / "k8s" / "crds"
 TOOLS_BIN = ROOT / ".tools" / "bin"
 K8S_VERSION = "1.33"
@@ -57,10 +53,6 @@ TOOL_TIMEOUT = 120  # seconds for one helm/helmfile run (they take about one)
 ENVIRONMENTS = ("kind", "prod")
 # What a person deploying to prod exports (deploy/env/prod.yaml.gotmpl uses requiredEnv for these).
 PROD_ENV = {"ATEDA_IMAGE_REGISTRY": "registry.example.org/ateda", "ATEDA_DOMAIN": "kn.example.org"}
-
-# Knative Service -> functions/ folder, as in knative/2*-svc-*.yaml.
-FUNCTIONS = {"minio-bridge": "minio_bridge", "split": "split", "bronze": "bronze", "dead-letter": "dead_letter",
-             "dbt-refresh": "dbt_refresh", "crossmatch": "crossmatch", "maintenance": "maintenance"}
 
 # CRD API group -> the release ("namespace/name") that installs the CRD.
 CRD_PROVIDERS = {
@@ -947,76 +939,6 @@ def test_starrocks_catalog_job_creates_an_iceberg_rest_catalog_over_nessie():
 
 
 # ================================================================================================================
-# The image
-
-
-def _dockerfile_stages() -> list[list[tuple[str, str]]]:
-    lines, buf = [], ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        if raw.strip().startswith("#") and not buf:
-            continue
-        buf += raw.rstrip("\\").strip() + " " if raw.rstrip().endswith("\\") else raw.strip()
-        if not raw.rstrip().endswith("\\"):
-            if buf.strip():
-                lines.append(buf.strip())
-            buf = ""
-    stages: list[list[tuple[str, str]]] = []
-    for line in lines:
-        instr, _, rest = line.partition(" ")
-        if instr.upper() == "FROM":
-            stages.append([])
-        stages[-1].append((instr.upper(), rest.strip()))
-    return stages
-
-
-def test_dockerfile_pins_its_base_image_and_runs_as_non_root():
-    stages = _dockerfile_stages()
-    assert stages, "no FROM in docker/Dockerfile"
-    names = set()
-    for stage in stages:
-        base = stage[0][1].split()[0]
-        if base in names:
-            continue
-        m = re.match(r"^python:(\d+\.\d+\.\d+)-slim-(\w+)$", base)
-        assert m, f"base image {base!r} must be pinned like python:3.11.x-slim-bookworm"
-        as_ = re.search(r"\bAS\s+(\S+)", stage[0][1], re.I)
-        if as_:
-            names.add(as_.group(1))
-    final = stages[-1]
-    users = [rest for instr, rest in final if instr == "USER"]
-    assert users, "the final stage sets no USER"
-    assert users[-1].split(":")[0] not in ("root", "0"), f"runs as {users[-1]}"
-    text = DOCKERFILE.read_text()
-    assert re.search(r"^EXPOSE .*\b8080\b", text, re.M)
-    assert re.search(r'^CMD \["functions-framework"', text, re.M)
-    assert "FUNCTION_TARGET=handle" in text and "FUNCTION_SOURCE=/app/functions/${FUNCTION_NAME}/main.py" in text
-    assert re.search(r'^RUN pip install "\.\$\{ATEDA_EXTRAS:\+\[\$ATEDA_EXTRAS\]\}"$', text, re.M), \
-        "the shared package is installed with the function's extras only"
-
-
-def test_image_build_matrix_matches_the_knative_services():
-    script = IMAGES_SCRIPT.read_text()
-    specs = dict((name, (folder, sig))
-                 for name, folder, sig, _ in re.findall(r'"([\w-]+):(\w+):(http|cloudevent):([\w,]*)"', script))
-    assert set(specs) == set(FUNCTIONS), specs
-    for name, (folder, signature) in specs.items():
-        assert folder == FUNCTIONS[name] and (ROOT / "functions" / folder / "main.py").is_file()
-        svc = knative_services()[f"ateda-{name}"]
-        image = svc["spec"]["template"]["spec"]["containers"][0]["image"]
-        assert image == f"kind.local/ateda-{name}:0.1.0"
-        assert function_env(f"ateda-{name}")["FUNCTION_SIGNATURE_TYPE"]["value"] == signature
-    assert "docker/Dockerfile" in script and "kind load docker-image" in script
-
-
-def test_dockerignore_keeps_the_build_context_to_what_the_image_needs():
-    rules = [r.strip() for r in DOCKERIGNORE.read_text().splitlines() if r.strip() and not r.startswith("#")]
-    assert rules[0] == "**", "start from an empty context, then re-include"
-    for needed in ("pyproject.toml", "shared/", "functions/"):
-        assert f"!{needed}" in rules, f".dockerignore must re-include {needed}"
-    assert not any(r.startswith("!") and (".venv" in r or ".git" in r or ".ateda" in r) for r in rules)
-
-
-# ================================================================================================================
 # Dashboards
 
 
@@ -1144,22 +1066,7 @@ def test_metric_checks_can_fail():
 
 
 # ================================================================================================================
-# Tasks and docs
-
-
-def test_taskfile_has_the_deploy_tasks_with_descriptions():
-    tasks = yaml.safe_load(TASKFILE.read_text())["tasks"]
-    for name in ("test", "demo", "up", "bench", "kind:up", "kind:down", "images", "images:build", "images:load",
-                 "deploy", "down"):
-        assert name in tasks, f"task {name} missing"
-        assert tasks[name].get("desc"), f"task {name} has no desc"
-    deploy = json.dumps(tasks["deploy"])
-    for step in ("kind:up", "images", "secrets.sh", "helmfile -e kind sync", "deploy:smoke"):
-        assert step in deploy, f"`task deploy` does not run {step}"
-    assert tasks["kind:up"].get("status"), "kind:up should be skipped when the cluster exists"
-    smoke = SMOKE_SCRIPT.read_text()
-    assert "../shared/data/ztf/alerts/" in smoke and "s3 cp" in smoke and "ateda status --json" in smoke
-    assert (ROOT / smoke.split("ATEDA_SMOKE_ALERT:-", 1)[1].split("}", 1)[0]).is_file(), "the smoke test's sample alert"
+# Docs
 
 
 def test_deploy_doc_covers_the_essentials():
