@@ -442,7 +442,7 @@ def test_split_function_answers_200_and_stages_the_good_ones(env_settings, sink)
 SPLIT_REASONS = ("empty_file", "not_avro", "corrupt_gzip", "truncated_avro", "corrupt_avro", "truncated_tar",
                  "checksum_mismatch", "bad_value", "schema_too_deep", "schema_conflict", "too_large",
                  "too_many_members", "too_many_alerts", "tar_member_skipped", "unsafe_key", "not_ztf_alert",
-                 "no_alerts", "missing_object")
+                 "no_alerts", "missing_object", "unreadable_history")
 
 
 def test_every_reason_split_emits_is_in_the_event_catalogue():
