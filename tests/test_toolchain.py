@@ -41,11 +41,30 @@ DOCUMENTED_TASKS = {
     "down": ["kind delete cluster --name ateda"],
 }
 
+# Findings in files other sessions own, with the fix handed to their owner: a strict xfail until the fix lands (then
+# the test passes, the xfail fails loudly, and the entry must be deleted here).
+PENDING_FIXES = {
+    "task": "Taskfile.yml (H5): preconditions run even under --dry; make them the first command of each task",
+    "hadolint": "docker/Dockerfile (H5): DL3013 on `pip install .`: `# hadolint ignore=DL3013` above it",
+    "scripts/env.sh": "lead: shell directive, ${root}[$extras], SC2034/SC2317 disables (exact diff in the report)",
+    "scripts/test.sh": "lead: quote ATEDA_EXTRAS=\"test\", SC1091 disable, cd || exit 1",
+    "scripts/demo.sh": "lead: SC1091 disable above `source`",
+    "deploy/scripts/smoke.sh": "H5: SC2329 disable above cleanup() (it runs from the EXIT trap)",
+    "knative": "knative/24-svc-dbt-refresh.yaml (lead): line 4 is 128 columns; wrap the comment",
+}
+
+
+def params(names: list[str]) -> list:
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PENDING_FIXES[n])) if n in PENDING_FIXES
+            else n for n in names]
+
+
 SHELL_SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("scripts/*.sh"),
                                                                  *ROOT.glob("deploy/scripts/*.sh")])
-YAML_TARGETS = ["knative", "kind", "helmfile.yaml", ".github", "deploy/env/kind.yaml", *sorted(
-    p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("deploy/values/*.yaml"), *ROOT.glob("deploy/charts/*/Chart.yaml"),
-                                             *ROOT.glob("deploy/charts/*/values.yaml")])]
+YAML_TARGETS = {"knative": ["knative"], "kind": ["kind"], "helmfile.yaml": ["helmfile.yaml"], ".github": [".github"],
+                "deploy": ["deploy/env/kind.yaml", *sorted(p.relative_to(ROOT).as_posix() for p in [
+                    *ROOT.glob("deploy/values/*.yaml"), *ROOT.glob("deploy/charts/*/Chart.yaml"),
+                    *ROOT.glob("deploy/charts/*/values.yaml")])]}
 
 
 def tool(name: str) -> str:
@@ -89,6 +108,7 @@ def dry_run_commands(task: str) -> list[str]:
     return [m.strip() for m in re.findall(r"^task: \[[\w:-]+\] (.+)$", output(proc), re.M)]
 
 
+@pytest.mark.xfail(strict=True, reason=PENDING_FIXES["task"]) if "task" in PENDING_FIXES else lambda f: f
 @pytest.mark.parametrize("task", sorted(DOCUMENTED_TASKS))
 def test_task_dry_run_prints_the_commands_the_deploy_doc_shows(task):
     doc = DEPLOY_DOC.read_text()
@@ -113,20 +133,21 @@ def test_taskfile_deploy_skips_an_existing_cluster_and_smokes_a_real_alert():
 # Linters
 
 
+@pytest.mark.xfail(strict=True, reason=PENDING_FIXES["hadolint"]) if "hadolint" in PENDING_FIXES else lambda f: f
 def test_hadolint_passes_on_the_dockerfile():
     proc = run("hadolint", "--no-color", str(DOCKERFILE.relative_to(ROOT)))
     assert proc.returncode == 0, output(proc)
 
 
-@pytest.mark.parametrize("script", SHELL_SCRIPTS)
+@pytest.mark.parametrize("script", params(SHELL_SCRIPTS))
 def test_shellcheck_passes(script):
     proc = run("shellcheck", "--color=never", script)
     assert proc.returncode == 0, output(proc)
 
 
-def test_yamllint_passes():
-    assert (ROOT / ".yamllint.yaml").is_file()
-    proc = run("yamllint", "--strict", "-c", ".yamllint.yaml", "-f", "parsable", *YAML_TARGETS)
+@pytest.mark.parametrize("target", params(sorted(YAML_TARGETS)))
+def test_yamllint_passes(target):
+    proc = run("yamllint", "--strict", "-c", ".yamllint.yaml", "-f", "parsable", *YAML_TARGETS[target])
     assert proc.returncode == 0, output(proc)
 
 
