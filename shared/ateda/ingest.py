@@ -210,6 +210,8 @@ class Attachment:
     def broker(self) -> str:
         return self.info["broker"]
 
+    sink = broker  # the name Runtime uses for the same URL
+
     @property
     def token(self) -> str:
         return self.info.get("token") or ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def register(sub) -> None:  # noqa: ANN001
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C (children included)
     try:
         summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json,
                              bronze_only=args.bronze_only)
@@ -55,6 +57,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
