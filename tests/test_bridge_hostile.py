@@ -1,4 +1,4 @@
-"""The MinIO bridge under hostile requests (review 3.2, 3.13, 3.14): the real function server (functions-framework +
+"""The S3-notification bridge under hostile requests (review 3.2, 3.13, 3.14): the real function server (functions-framework +
 gunicorn, as ``ateda up`` and the image start it) on loopback, real HTTP, the Sink server as K_SINK.
 
 Traversal keys and bucket names, malformed bodies, oversize bodies, missing or bad tokens: each gets its 4xx with a
@@ -7,6 +7,7 @@ reason, is counted (ateda_rejected_total{function="minio-bridge"}), forwards not
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -42,6 +43,25 @@ def notification(key: str = "night%2F2026+11+20%2Fztf%2B1.avro", bucket: object 
                               "sequencer": "17F6B3C2A1E3D1C0"}},
         }],
     }
+
+
+# Captured from Debian's Ceph RGW 16.2.15 (tests/ceph.py) with a topic whose push-endpoint is an HTTP server: a
+# single put of the key 'dir/a b+c%.avro' and a two-part multipart upload. Ceph sends the key as it is (not
+# query-escaped), names events without the 's3:' prefix, no Authorization header and no HEAD probe.
+CEPH_PUT = json.loads('{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026-12-04T18:15:37.617007Z","eventName":"ObjectCreated:Put","userIdentity":{"principalId":"ateda"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4110.7960931871954780713","x-amz-id-2":"100e-default-default"},"s3":{"s3SchemaVersion":"1.0","configurationId":"n1","bucket":{"name":"alerts","ownerIdentity":{"principalId":"ateda"},"arn":"arn:aws:s3:::alerts","id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4112.1"},"object":{"key":"dir/a b+c%.avro","size":5,"eTag":"5d41402abc4b2a76b9719d911017c592","versionId":"","sequencer":"4903136B3790ED24","metadata":[{"key":"x-amz-content-sha256","val":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},{"key":"x-amz-date","val":"20261204T181535Z"}],"tags":[]}},"eventId":"1796408137.619548.5d41402abc4b2a76b9719d911017c592","opaqueData":""}]}')
+CEPH_MULTIPART = json.loads('{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026-12-04T18:15:40.057277Z","eventName":"ObjectCreated:CompleteMultipartUpload","userIdentity":{"principalId":"ateda"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4110.15260002482891583340","x-amz-id-2":"100e-default-default"},"s3":{"s3SchemaVersion":"1.0","configurationId":"n1","bucket":{"name":"alerts","ownerIdentity":{"principalId":"ateda"},"arn":"arn:aws:s3:::alerts","id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4112.1"},"object":{"key":"big.avro","size":5242890,"eTag":"298c9a5c8205ea8eeef29652993678aa-2","versionId":"","sequencer":"4C03136BFD156A03","metadata":[{"key":"x-amz-content-sha256","val":"70532ec75b13b547b7d94b6dc8d79468f175eedc3e17ff90d3f5559386d7cb47"},{"key":"x-amz-date","val":"20261204T181540Z"}],"tags":[]}},"eventId":"1796408140.057284.298c9a5c8205ea8eeef29652993678aa-2","opaqueData":""}]}')
+
+
+def aws_records(*keys: str, event: str = "ObjectCreated:Put") -> dict:
+    """The standard S3 event (AWS's documented format): several records per request, keys query-escaped."""
+    return {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventTime": "2026-11-20T08:15:02.123Z",
+        "eventName": event, "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "ateda",
+               "bucket": {"name": "alerts", "ownerIdentity": {"principalId": "A3EXAMPLE"}, "arn": "arn:aws:s3:::alerts"},
+               "object": {"key": key, "size": 1024, "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+                          "versionId": "096fKKXTRTtl3on89fVO.nfljtsv6qko", "sequencer": "0055AED6DCD90281E5"}}}
+        for key in keys]}
 
 
 class Bridge:
@@ -214,7 +234,7 @@ def test_malformed_bodies_get_400_never_500(bridge, fresh, case):
     resp = bridge.post(MALFORMED[case], headers=AUTH) if case in MALFORMED else \
         bridge.post(raw=NOT_JSON[case], headers=AUTH)
     assert resp.status_code == 400, (case, resp.status_code, resp.text)
-    assert resp.text.startswith("not a MinIO notification")
+    assert resp.text.startswith("not an S3 notification")
     assert fresh.events == []
 
 
@@ -343,3 +363,83 @@ def test_secrets_are_masked_in_the_bridge_log(bridge):
     log = bridge.log()
     assert "refused a webhook (unsafe_key" in log and "../***.avro" in log and "ateda:***@db" in log
     assert TOKEN not in log and "hunter2pw" not in log
+
+
+def _keys(sink: Sink) -> list[tuple[str, str, str]]:
+    return sorted((o["key"], o["etag"], o["event_name"]) for e in sink.of(events.OBJECT_CREATED)
+                  for o in e["data"]["objects"])
+
+
+def test_ceph_notifications_as_captured_go_through_with_the_token_in_the_url(bridge, fresh):
+    """Ceph's push endpoint sends no header of its own: the topic's push-endpoint URL carries ?token=."""
+    for body in (CEPH_PUT, CEPH_MULTIPART):
+        resp = requests.post(f"{bridge.url}/?token={TOKEN}", data=json.dumps(body), timeout=30,
+                             headers={"content-type": "application/json"})
+        assert resp.status_code == 200, resp.text
+    for event in fresh.of(events.OBJECT_CREATED):
+        events.validate(event)
+    assert _keys(fresh) == [
+        ("big.avro", "298c9a5c8205ea8eeef29652993678aa-2", "s3:ObjectCreated:CompleteMultipartUpload"),
+        ("dir/a b+c%.avro", "5d41402abc4b2a76b9719d911017c592", "s3:ObjectCreated:Put")]
+
+
+def test_aws_records_several_per_request_keys_unescaped(bridge, fresh):
+    body = aws_records("night%2F2026+11+20%2Fztf%2B1.avro", "night%2Fb.avro")
+    assert bridge.post(body, headers=AUTH).status_code == 200
+    assert [k for k, _, _ in _keys(fresh)] == ["night/2026 11 20/ztf+1.avro", "night/b.avro"]
+
+
+@pytest.mark.parametrize("name", ["ObjectRemoved:Delete", "s3:ObjectRemoved:Delete", "ObjectRestore:Completed",
+                                  "s3:ObjectAccessed:Get", "s3:TestEvent"])
+def test_non_create_events_are_acknowledged_and_ignored(bridge, fresh, name):
+    body = aws_records("x.avro", event=name)
+    ceph = json.loads(json.dumps(CEPH_PUT))
+    ceph["Records"][0]["eventName"] = name
+    assert bridge.post(body, headers=AUTH).status_code == 200
+    assert bridge.post(ceph, headers=AUTH).status_code == 200
+    assert fresh.events == []
+
+
+def test_head_probe_is_answered(bridge):
+    assert requests.head(bridge.url, timeout=10).status_code == 200
+    assert requests.head(f"{bridge.url}/?token=wrong", timeout=10).status_code == 200  # a probe carries no data
+
+
+def test_the_token_in_every_form_a_store_sends_it(bridge, fresh):
+    basic = base64.b64encode(f"ateda:{TOKEN}".encode()).decode()
+    wrong_basic = base64.b64encode(b"ateda:wrong").decode()
+    ok = [({"Authorization": f"Bearer {TOKEN}"}, ""), ({"Authorization": f"Basic {basic}"}, ""),
+          ({}, f"?token={TOKEN}")]
+    bad = [({}, "?token=wrong"), ({}, f"?tok={TOKEN}"), ({"Authorization": "Bearer wrong"}, f"?token={TOKEN}"),
+           ({"Authorization": f"Basic {wrong_basic}"}, ""), ({}, "?token="),
+           ({"Authorization": "Digest x"}, f"?token={TOKEN}")]
+    before = bridge.rejected().get("unauthorized", 0)
+    for headers, query in ok:
+        resp = requests.post(f"{bridge.url}/{query}", data=json.dumps(CEPH_PUT), timeout=30, headers=headers)
+        assert resp.status_code == 200, (headers, query, resp.text)
+    n = len(fresh.of(events.OBJECT_CREATED))
+    for headers, query in bad:
+        resp = requests.post(f"{bridge.url}/{query}", data=json.dumps(CEPH_PUT), timeout=30, headers=headers)
+        assert resp.status_code == 401, (headers, query)
+    assert len(fresh.of(events.OBJECT_CREATED)) == n > 0
+    assert bridge.rejected()["unauthorized"] - before == len(bad)
+
+
+@pytest.mark.parametrize("field,value", [("versionId", ["x"]), ("versionId", "a b"), ("sequencer", 12),
+                                         ("sequencer", "x" * 2000), ("eventSource", 3)])
+def test_malformed_standard_fields_get_400(bridge, fresh, field, value):
+    body = json.loads(json.dumps(CEPH_PUT))
+    target = body["Records"][0] if field == "eventSource" else body["Records"][0]["s3"]["object"]
+    target[field] = value
+    resp = bridge.post(body, headers=AUTH)
+    assert resp.status_code == 400 and "not_minio_event" in resp.text, resp.text
+    assert fresh.events == []
+
+
+def test_raw_ceph_keys_are_checked_too(bridge, fresh):
+    for key in ("../outside.avro", "/etc/passwd", "a/./b", "x\x00y"):
+        body = json.loads(json.dumps(CEPH_PUT))
+        body["Records"][0]["s3"]["object"]["key"] = key
+        resp = bridge.post(body, headers=AUTH)
+        assert resp.status_code == 400 and "unsafe_key" in resp.text, (key, resp.text)
+    assert fresh.events == []

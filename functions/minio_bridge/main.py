@@ -1,4 +1,5 @@
-"""minio-bridge: MinIO webhook notifications in, dev.ateda.object.created CloudEvents out (to K_SINK)."""
+"""minio-bridge: S3 bucket notifications (MinIO, Ceph RGW, AWS format) in, dev.ateda.object.created CloudEvents out
+(to K_SINK)."""
 
 from __future__ import annotations
 
@@ -32,14 +33,15 @@ def _refuse(status: int, reason: str, text: str) -> flask.Response:
 
 @functions_framework.http
 def handle(request: flask.Request) -> flask.typing.ResponseReturnValue:
-    """HEAD: MinIO's probe. POST: one webhook; 200 once its event is with the broker; 401 bad token, 403 not
-    loopback (open mode), 413 body too large, 400 not a (safe) MinIO notification, 503 broker down."""
+    """HEAD: a store's probe. POST: one notification; 200 once its event is with the broker (or when it holds no
+    create event); 401 bad token, 403 not loopback (open mode), 413 body too large, 400 not a (safe) S3
+    notification, 503 broker down."""
     if request.method in ("HEAD", "GET"):
         return "", 200
     s = settings()
     if s.bridge_token:
-        if not authorised(request.headers.get("Authorization"), s.bridge_token):
-            return _refuse(401, "unauthorized", "bad or missing bearer token")
+        if not authorised(request.headers.get("Authorization"), s.bridge_token, request.args.get("token")):
+            return _refuse(401, "unauthorized", "bad or missing token")
     elif not loopback_only(request.remote_addr, request.headers.getlist("X-Forwarded-For")
                            + request.headers.getlist("Forwarded")):
         return _refuse(403, "not_loopback", "this bridge runs without a token and serves loopback callers only")
@@ -53,7 +55,7 @@ def handle(request: flask.Request) -> flask.typing.ResponseReturnValue:
             items = parse_webhook(doc)
         except BadInput as exc:
             status = 413 if exc.reason == "too_large" else 400
-            return _refuse(status, exc.reason, f"not a MinIO notification: {exc}" if status == 400 else str(exc))
+            return _refuse(status, exc.reason, f"not an S3 notification: {exc}" if status == 400 else str(exc))
         try:
             for item in items:
                 failure = _batcher().submit(item, timeout=60)

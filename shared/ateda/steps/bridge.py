@@ -1,19 +1,31 @@
-"""MinIO webhook -> CloudEvents. MinIO emits no CloudEvents and the Broker accepts nothing else.
+"""S3 bucket notifications -> CloudEvents. No S3 store emits CloudEvents and the Broker accepts nothing else.
 
-MinIO POSTs one JSON object per bucket event (``EventName``, ``Key``, ``Records[0]`` with ``s3.bucket.name``,
-``s3.object.key`` query-escaped, ``eTag``, ``size``, ``eventTime``), with ``Authorization: Bearer <token>``, and
-probes the endpoint with HEAD. Notifications that arrive together are coalesced into one
-``dev.ateda.object.created`` per bucket; each webhook is answered 200 only after its event was accepted by the
-broker, else 503 (MinIO keeps it in its queue_dir and re-sends).
+Two dialects of the same event record arrive (docs/s3.md):
+
+* the standard S3 record (AWS S3, Ceph RGW, most S3 stores): ``{"Records": [{"eventSource": "aws:s3" | "ceph:s3",
+  "eventName": "ObjectCreated:Put" | "ObjectCreated:CompleteMultipartUpload", "s3": {"bucket": {"name"}, "object":
+  {"key", "size", "eTag", "versionId", "sequencer"}}}]}``, possibly several records per request;
+* MinIO's: the same record (one per request, names prefixed ``s3:``) plus top-level ``EventName`` and ``Key``.
+
+Keys are query-escaped by AWS and MinIO (``+`` is a space) and sent as they are by Ceph RGW 16 (``ceph:s3``): the
+record's ``eventSource`` says which. Non-create events are acknowledged and ignored. Notifications that arrive
+together are coalesced into one ``dev.ateda.object.created`` per bucket; each request is answered 200 only after
+its event was accepted by the broker, else 503 (the store keeps it in its queue and re-sends).
+
+The token is checked the way each store can send it: MinIO sends ``Authorization: Bearer <token>``; Ceph RGW's
+HTTP push endpoint sends no header of its own, so its topic's ``push-endpoint`` carries the token in the URL query
+(``?token=<token>``); Basic authentication with the token as password is accepted too.
 
 The bridge is an entry point from the network, so it trusts nothing: the body is size-capped and its JSON shape
-checked (400 with a reason, never a 500), bucket names and the URL-decoded keys must pass :mod:`keys` (a ``../`` or
+checked (400 with a reason, never a 500), bucket names and the decoded keys must pass :mod:`keys` (a ``../`` or
 absolute key is refused before anything reads it), and it fails closed: no token, no service, unless told to run
 open (``ATEDA_BRIDGE_INSECURE_OPEN``), and then for loopback callers only.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import re
@@ -26,6 +38,9 @@ from ateda.events import catalogue as events, transport
 from ateda.keys import check_bucket, check_key, header_value
 
 _ETAG = re.compile(r"^[0-9A-Za-z-]{0,128}\Z")  # hex MD5, or hex-N for multipart uploads
+_TOKENISH = re.compile(r"^[\x21-\x7e]{0,1024}\Z")  # versionId, sequencer: printable, no space, bounded
+RAW_KEY_SOURCES = frozenset({"ceph:s3"})  # stores that send the object key as it is (not query-escaped)
+CREATED = ("ObjectCreated:", "s3:ObjectCreated:")
 
 
 class TooLarge(BadInput):
@@ -39,7 +54,7 @@ def startup_problem(s: Settings) -> str | None:
     """Why the bridge must not start with these settings (None: it may)."""
     if s.bridge_token or s.bridge_open:
         return None
-    return ("minio-bridge refuses to start: ATEDA_BRIDGE_TOKEN is not set (set it to the token MinIO sends; "
+    return ("minio-bridge refuses to start: ATEDA_BRIDGE_TOKEN is not set (set it to the token the store sends; "
             "ATEDA_BRIDGE_INSECURE_OPEN=true runs without one, for loopback callers only)")
 
 
@@ -68,11 +83,12 @@ def _obj(parent: dict, field: str, where: str) -> dict:
 
 
 def parse_webhook(body: object) -> list[tuple[str, dict]]:
-    """(bucket, object) for every ObjectCreated record of one MinIO notification; other events give [].
+    """(bucket, object) for every ObjectCreated record of one notification (standard S3 or MinIO); other events
+    give [].
 
     Raises :class:`BadInput` (``not_minio_event``) for a body of the wrong shape and :class:`keys.UnsafeName`
-    (``unsafe_key``) for a bucket name or decoded key that is not safe; one bad record refuses the whole request
-    (MinIO sends one record per request), so nothing of it is ever read.
+    (``unsafe_key``) for a bucket name or decoded key that is not safe; one bad record refuses the whole request,
+    so nothing of it is ever read.
     """
     if not isinstance(body, dict):
         raise BadInput("not_minio_event", f"body is a JSON {type(body).__name__}, not an object")
@@ -88,22 +104,26 @@ def parse_webhook(body: object) -> list[tuple[str, dict]]:
         name = rec.get("eventName") or default_name
         if not isinstance(name, str):
             raise BadInput("not_minio_event", f"{where}.eventName is not a string")
-        if not name.startswith("s3:ObjectCreated:"):
+        if not name.startswith(CREATED):
             continue
+        source = rec.get("eventSource", "")
+        if not isinstance(source, str):
+            raise BadInput("not_minio_event", f"{where}.eventSource is not a string")
         s3 = _obj(rec, "s3", where)
         bucket, obj = _obj(s3, "bucket", f"{where}.s3"), _obj(s3, "object", f"{where}.s3")
         if not isinstance(bucket.get("name"), str) or not isinstance(obj.get("key"), str):
             raise BadInput("not_minio_event", f"{where}: s3.bucket.name and s3.object.key must be strings")
         check_bucket(bucket["name"])
-        try:  # S3 query-escapes keys ('+' is a space); a byte sequence that is not UTF-8 names no object
-            key = unquote_plus(obj["key"], errors="strict")
-        except UnicodeDecodeError as exc:
-            raise BadInput("unsafe_key", f"{where}: object key is not UTF-8 once decoded") from exc
+        key = obj["key"] if source in RAW_KEY_SOURCES else _unescape(obj["key"], where)
         check_key(key)
         etag = obj.get("eTag", "")
         if not isinstance(etag, str) or not _ETAG.match(etag.strip('"')):
             raise BadInput("not_minio_event", f"{where}: s3.object.eTag is not an ETag")
-        item = {"key": key, "etag": etag.strip('"'), "event_name": name}
+        for field in ("versionId", "sequencer"):  # checked, not forwarded: (bucket, key, eTag) is the identity
+            value = obj.get(field)
+            if value is not None and (not isinstance(value, str) or not _TOKENISH.match(value)):
+                raise BadInput("not_minio_event", f"{where}: s3.object.{field} is not a string of that kind")
+        item = {"key": key, "etag": etag.strip('"'), "event_name": name if name.startswith("s3:") else f"s3:{name}"}
         size = obj.get("size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -118,13 +138,34 @@ def parse_webhook(body: object) -> list[tuple[str, dict]]:
     return out
 
 
-def authorised(header: str | None, token: str) -> bool:
-    """True when the Bearer token matches (constant-time). No token configured: False (the caller decides whether
-    the bridge runs open, see :func:`loopback_only`)."""
+def _unescape(key: str, where: str) -> str:
+    try:  # AWS and MinIO query-escape keys ('+' is a space); a byte sequence that is not UTF-8 names no object
+        return unquote_plus(key, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise BadInput("unsafe_key", f"{where}: object key is not UTF-8 once decoded") from exc
+
+
+def authorised(header: str | None, token: str, query_token: str | None = None) -> bool:
+    """True when the request carries ``token`` (constant-time compare): ``Authorization: Bearer <token>`` (MinIO),
+    ``Authorization: Basic`` with the token as password, or ``?token=<token>`` in the URL (Ceph RGW's push
+    endpoint, which sends no header of its own). No token configured: False (the caller decides whether the bridge
+    runs open, see :func:`loopback_only`)."""
     if not token:
         return False
+    want = token.encode()
     scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return hmac.compare_digest(given.strip().encode(), want)
+    if scheme == "basic":
+        try:
+            password = base64.b64decode(given.strip(), validate=True).partition(b":")[2]
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(password, want)
+    if header:  # some other scheme: refused, whatever the query says
+        return False
+    return query_token is not None and hmac.compare_digest(query_token.encode(), want)
 
 
 def loopback_only(remote_addr: str | None, forwarded: list[str]) -> bool:
