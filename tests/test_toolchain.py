@@ -159,6 +159,15 @@ def test_actionlint_passes_on_the_workflows():
     assert proc.returncode == 0, output(proc)
 
 
+def test_a_missing_tool_fails_the_test_unless_allowed(monkeypatch):
+    monkeypatch.delenv("ATEDA_ALLOW_NO_TOOLS", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="scripts/tools.sh"):
+        tool("no-such-tool-ateda")
+    monkeypatch.setenv("ATEDA_ALLOW_NO_TOOLS", "1")
+    with pytest.raises(pytest.skip.Exception):
+        tool("no-such-tool-ateda")
+
+
 def test_linters_can_fail(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM python\nUSER root\nRUN pip install requests\n")
     assert run("hadolint", "--no-color", "Dockerfile", cwd=tmp_path).returncode != 0
