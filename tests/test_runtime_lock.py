@@ -213,3 +213,29 @@ def test_ctrl_c_during_an_ingest_stops_every_child_and_a_rerun_resumes(tmp_path)
                            capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["alerts"] == sum(len(v) for v in expected_alerts(files).values())
+
+
+def test_an_ingest_whose_runtime_stops_starts_one_and_finishes(tmp_path):
+    files = alert_files()[::6][:70]
+    src = tmp_path / "batch"
+    src.mkdir()
+    for f in files:
+        shutil.copy(f, src / f.name)
+    home = tmp_path / "home"
+    up = subprocess.Popen([ATEDA, "up"], env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(home / "runtime.json")
+        ingest = _ingest(home, str(src), "--bronze-only")
+        deadline = time.monotonic() + 120
+        while not list((home / "leases").glob("*.lease")):  # the ingest attached to `ateda up`
+            assert time.monotonic() < deadline and ingest.poll() is None, ingest.stderr.read() if ingest.poll() else ""
+            time.sleep(0.1)
+    finally:
+        up.send_signal(signal.SIGTERM)  # `ateda up` stops while the ingest waits on it
+        up.communicate(timeout=120)
+    out, err = ingest.communicate(timeout=450)
+    assert ingest.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["runtime"] == {"pid": ingest.pid, "started": True}  # it took over with its own runtime
+    assert summary["alerts"] == sum(len(v) for v in expected_alerts(files).values())
+    assert lock_holder(home) is None
