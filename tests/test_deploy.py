@@ -7,7 +7,8 @@ Nothing here talks to a cluster, a registry or a chart repository. The templates
 release whose chart is local. The remote charts (kube-prometheus-stack, knative-operator, cloudnative-pg, nessie,
 starrocks) cannot be fetched here: their rendered values are checked against the keys their pinned chart versions
 document (the cross-release tests below), not rendered by helm. Every rendered object is validated: core kinds with
-kubernetes-validate, Knative kinds against the CRD schemas in ../shared/k8s/crds (strict: an unknown field fails).
+kubernetes-validate, Knative kinds against the CRD schemas in ../shared/k8s/crds (strict: an unknown field fails),
+the operators' ServiceMonitor/PodMonitor/KnativeServing/KnativeEventing with the kubernetes-models schemas.
 What helm cannot know stays here: pinned versions, no secret literals, every Secret referenced is created by
 secrets.sh, and the wiring between releases (endpoints, buckets, ports, tokens, the StarRocks catalog properties).
 
@@ -283,9 +284,36 @@ def env_of(container: dict) -> dict[str, dict]:
 # ================================================================================================================
 # Schemas: kubernetes-validate for core kinds, the Knative CRDs of ../shared/k8s/crds for Knative kinds
 
-# API groups of custom resources the local charts create whose CRD schemas are not available offline here (the CRDs
-# ship inside the remote operator charts, which cannot be fetched): checked by the wiring tests below instead.
-NO_SCHEMA_HERE = {"monitoring.coreos.com", "operator.knative.dev", "postgresql.cnpg.io", "starrocks.com"}
+# The operators' own custom resources: their CRDs ship inside the remote charts, which cannot be fetched here; the
+# kubernetes-models npm packages (scripts/tools.sh, .tools/node) carry their schemas (types and required fields; they
+# allow unknown fields). CloudNativePG and StarRocks have none here: the wiring tests below check those objects.
+MODEL_PACKAGES = {"monitoring.coreos.com": "@kubernetes-models/prometheus-operator",
+                  "operator.knative.dev": "@kubernetes-models/knative"}
+NO_SCHEMA_HERE = {"postgresql.cnpg.io", "starrocks.com"}
+MODELS_DIR = ROOT / ".tools" / "node"
+VALIDATE_MODELS_JS = """
+import { readFileSync } from 'fs';
+const [docs, packages] = JSON.parse(readFileSync(0, 'utf8'));
+const errors = [];
+for (const d of docs) {
+  const [group, version] = d.apiVersion.split('/');
+  const model = (await import(`${packages[group]}/${group}/${version}/${d.kind}`))[d.kind];
+  try { new model(d).validate(); } catch (e) { errors.push(`${d.kind}/${d.metadata.name}: ${e.message}`); }
+}
+console.log(JSON.stringify(errors));
+"""
+
+
+def model_errors(docs: list[dict]) -> list[str]:
+    """Operators' custom resources validated by the kubernetes-models schemas (node, .tools/node)."""
+    if not docs:
+        return []
+    if not (MODELS_DIR / "node_modules" / "@kubernetes-models").is_dir():
+        tool("kubernetes-models (.tools/node)")  # fails (or skips) with the hint to run scripts/tools.sh
+    proc = subprocess.run([tool("node"), "--input-type=module", "-e", VALIDATE_MODELS_JS], cwd=MODELS_DIR,
+                          input=json.dumps([docs, MODEL_PACKAGES]), capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 @functools.lru_cache(maxsize=None)
@@ -345,8 +373,8 @@ def schema_errors(doc: dict) -> list[str]:
             return [f"{where}: {'/'.join(map(str, exc.path)) or '<root>'}: {exc.message}"]
         return []
     group, version = doc["apiVersion"].split("/", 1)
-    if group in NO_SCHEMA_HERE:
-        return []
+    if group in NO_SCHEMA_HERE or group in MODEL_PACKAGES:
+        return []  # no schema here / validated in a batch by model_errors
     return [f"{where}: {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
             for e in crd_validator(group, version, doc["kind"]).iter_errors(doc)]
 
@@ -518,6 +546,7 @@ def test_local_charts_render_to_valid_kubernetes_objects(rid, env_name):
         assert ident not in seen, f"{rid}: duplicate object {ident}"
         seen.add(ident)
         problems += schema_errors(doc)
+    problems += model_errors([d for d in docs if group_of(d["apiVersion"]) in MODEL_PACKAGES])
     assert not problems, f"{rid} ({env_name}):\n" + "\n".join(problems)
 
 
@@ -558,6 +587,12 @@ def test_schema_checks_can_fail():
     assert schema_errors(cm), "a non-string ConfigMap value must fail"
     with pytest.raises(AssertionError):
         schema_errors({"apiVersion": "nope.knative.dev/v1", "kind": "Thing", "metadata": {"name": "x"}})
+    ks = copy.deepcopy(docs_of("knative-serving/knative", "kind", "KnativeServing")[0])
+    sm = copy.deepcopy(docs_of("ateda/ateda-platform", "kind", "ServiceMonitor")[0])
+    assert not model_errors([ks, sm])
+    ks["spec"]["ingress"]["kourier"]["enabled"] = "yes"
+    sm["spec"]["endpoints"][0]["port"] = 9464
+    assert len(model_errors([ks, sm])) == 2, "wrong types in a KnativeServing and a ServiceMonitor must fail"
 
 
 def test_chart_render_catches_broken_templates(tmp_path):
