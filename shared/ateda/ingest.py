@@ -40,6 +40,7 @@ from ateda.local.runtime import Runtime, default_functions, running_runtime, run
 from ateda.local.watcher import announced_mtimes
 from ateda.steps.crossmatch import existing_table as crossmatch_table
 from ateda.steps.dbt_refresh import REQUESTS as REFRESH_REQUESTS
+from ateda.warehouse.build import read_refresh_state
 from ateda.warehouse.queries import connect_science
 from ateda.ztf.alerts import Source
 
@@ -397,7 +398,8 @@ def wait_idle(settings: Settings, att: Attachment, timeout: float = 3600.0, poll
     is pending, seen together on ``stable`` consecutive polls (a refresh marker outlives the delivery that wrote it,
     and a marker is deleted only after the refresh's event is accepted, so the two never both look idle while work
     goes on). Returns what the refresh stage did: ``ran`` (a pending request was seen and served), ``seconds``
-    waited, ``failed`` (a refresh dead letter that appeared meanwhile, else None). Raises TimeoutError."""
+    waited, ``run_seconds`` (the last dbt run's own time, from the recorded refresh state), ``failed`` (a refresh
+    dead letter that appeared meanwhile, or the last run failed; else None). Raises TimeoutError."""
     lake = lake_store(settings)
     letters_before = {k for k in deadletters.keys(lake) if k.startswith(REFRESH_LETTERS)}
     start = time.monotonic()
@@ -419,7 +421,11 @@ def wait_idle(settings: Settings, att: Attachment, timeout: float = 3600.0, poll
     if new:
         letter = next(deadletters.letters(lake, new[:1]))
         failed = f"{len(new)} refresh dead letter(s), e.g. {letter.key}: {printable(letter.error[:300])}"
-    return {"ran": seen_pending and not new, "seconds": round(time.monotonic() - start, 1), "failed": failed}
+    last = (read_refresh_state(settings, settings.refresh.target) or {}).get("last_run") or {}
+    if failed is None and seen_pending and last.get("ok") is False:
+        failed = f"the last refresh failed: {printable(str(last.get('error'))[:300])}"
+    return {"ran": seen_pending and failed is None, "seconds": round(time.monotonic() - start, 1),
+            "run_seconds": last.get("seconds") if seen_pending else None, "failed": failed}
 
 
 def _read_manifests(lake, bucket: str, read: set[str], objects: dict) -> None:  # noqa: ANN001

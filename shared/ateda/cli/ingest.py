@@ -86,6 +86,9 @@ def print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
         gold = r.get("gold_rows") or {}
         rows = ", ".join(f"gold.{t} {n} rows" for t, n in gold.items())
         state = "FAILED" if r.get("failed") else "ran" if r.get("ran") else "nothing to refresh"
-        print(f"refresh: {state} (waited {r['seconds']:.1f} s)" + (f"; {rows}" if rows else ""))
+        took = f", dbt {r['run_seconds']:.1f} s" if r.get("run_seconds") is not None else ""
+        print(f"refresh: {state} (waited {r['seconds']:.1f} s{took})" + (f"; {rows}" if rows else ""))
+        if r.get("failed"):
+            print(f"  {printable(r['failed'])}")
     elif s.crossmatch is None:
         print("crossmatch, refresh: not waited for (--bronze-only); `ateda refresh` or `ateda up` bring silver/gold up")
