@@ -73,6 +73,7 @@ class IngestSummary:
     crossmatch: dict | None = None  # {"catalogs": n, "matches": n} (None: bronze only)
     refresh: dict | None = None  # {"ran": bool, "seconds": s, "failed": str | None, "gold_rows": {...}}
     runtime: dict | None = None  # {"pid": the runtime's process, "started": this ingest started it (temporary)}
+    bronze_only: bool = False  # crossmatch and refresh were not waited for
 
     @property
     def alerts_per_second(self) -> float:
@@ -660,7 +661,7 @@ def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout:
                 say("bronze done; waiting for crossmatch and the silver/gold refresh")
             refresh = wait_idle(settings, att, max(1.0, deadline - time.monotonic()))
     summary = summarise(settings, uploaded, manifests, seconds, commits, new_parts, stages=not bronze_only)
-    summary.runtime = runtime
+    summary.runtime, summary.bronze_only = runtime, bronze_only
     if refresh is not None:
         refresh["gold_rows"] = gold_rows(settings)
         summary.refresh = refresh

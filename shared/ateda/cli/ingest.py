@@ -75,10 +75,10 @@ def print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
           + f" in {s.seconds:.1f} s, {s.alerts_per_second:.0f} alerts/s, {s.commits if s.commits is not None else '?'}"
           f" bronze commit(s)")
     if s.rejected:
-        print(f"  {len(s.rejected)} rejected (quarantined):")
+        print(f"{len(s.rejected)} rejected (quarantined):")
         for r in s.rejected:
             member = f" [{printable(r['member'])}]" if r.get("member") else ""
-            print(f"    {printable(r['key'])}{member}: {r['reason']} - {printable(r['detail'][:120])}")
+            print(f"  {printable(r['key'])}{member}: {r['reason']} - {printable(r['detail'][:120])}")
     if s.crossmatch is not None:
         print(f"crossmatch: {s.crossmatch['matches']} match(es) of these alerts against the registered catalogs")
     if s.refresh is not None:
@@ -90,5 +90,5 @@ def print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
         print(f"refresh: {state} (waited {r['seconds']:.1f} s{took})" + (f"; {rows}" if rows else ""))
         if r.get("failed"):
             print(f"  {printable(r['failed'])}")
-    elif s.crossmatch is None:
+    elif s.bronze_only:
         print("crossmatch, refresh: not waited for (--bronze-only); `ateda refresh` or `ateda up` bring silver/gold up")
