@@ -54,7 +54,7 @@ def cmd_catalog_add(args, settings: Settings) -> int:
         print(f"ateda catalog: backfill of {info.name}: {exc}", file=sys.stderr)
         return 1
     if not done.run:
-        print("no alerts in bronze yet: alerts are matched against it as they are ingested")
+        print("no alerts in bronze yet: alerts are matched against it as they are ingested", file=sys.stderr)
     elif done.superseded:
         print(f"backfill skipped: a newer version of {info.name} was registered meanwhile")
     else:

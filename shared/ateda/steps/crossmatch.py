@@ -18,8 +18,9 @@ A catalog also applies to the past (``dev.ateda.catalog.registered``, docs/cross
 ``ateda catalog add`` sends is planned by :func:`plan_backfill` into bounded chunks of bronze.alert's data files at
 one snapshot (:func:`plan_chunks`: at most ``chunk_alerts`` alerts each, every row of every file in exactly one
 chunk), each sent as its own event; :func:`backfill_chunk` matches one chunk against that one catalog version. Every
-append carries a work key in its snapshot summary (``ateda.work``: the bronze commit's chunks, or the backfill
-chunk), checked again after a lost commit race, so a re-delivered event appends nothing, in one process or several.
+append carries a work key in its snapshot summary (``ateda.work``: the bronze commit's chunks and the catalog
+versions, or the backfill chunk), checked again after a lost commit race, so a re-delivered event appends nothing,
+in one process or several.
 """
 
 from __future__ import annotations
@@ -384,6 +385,13 @@ def _append_new(table, found: pa.Table, candids: list[int], note: str, work: str
     return found.num_rows, (snapshot.snapshot_id if snapshot is not None else None)
 
 
+def _commit_work(chunks: list[str], catalogs: list[ReferenceCatalog]) -> str:
+    """The work key of a bronze commit's match: its chunks against these catalog versions (a re-delivery after a
+    catalog was re-registered matches the new version; one with the same catalogs appends nothing)."""
+    text = ",".join(sorted(chunks)) + "|" + ",".join(sorted(f"{c.name}@{c.version}" for c in catalogs))
+    return "commit:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None = None) -> dict:
     """The function's work for one ``bronze.committed`` event.
 
@@ -399,7 +407,7 @@ def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None =
     alerts = alerts_of_commit(settings, data)
     found = match(settings, alerts, catalogs, stats)
     appended, snapshot_id = commit_matches(settings, found, catalogs, alerts["candid"].to_pylist(),
-                                           ",".join(chunks), work="commit:" + ",".join(sorted(chunks)))
+                                           ",".join(chunks), work=_commit_work(chunks, catalogs))
     nights = sorted({str(n) for n in found["night"].to_pylist() if n is not None})
     return {"catalogs": [c.name for c in catalogs], "alerts": alerts.num_rows, "matches": found.num_rows,
             "appended": appended, "snapshot_id": snapshot_id, "nights": nights, "chunks": chunks}
@@ -543,8 +551,10 @@ def backfill_chunk(settings: Settings, data: dict, stats: MatchStats | None = No
                "backfill": {"catalog": data["catalog"], "version": data["version"], "run": data["run"],
                             "chunk": chunk, "chunks": chunks, "matched_alerts": len(matched),
                             "superseded": superseded}}
-    lake_store(settings).put_bytes(f"{prefix}chunk-{chunk:06d}.json", json.dumps(
-        {**summary, "done_at": time.time()}).encode())
+    lake = lake_store(settings)
+    done_key = f"{prefix}chunk-{chunk:06d}.json"
+    if lake.head(done_key) is None:  # the first delivery's record stays (a re-delivery appended nothing)
+        lake.put_bytes(done_key, json.dumps({**summary, "done_at": time.time()}).encode())
     return summary
 
 

@@ -1,0 +1,158 @@
+"""A catalog applies to the past too (review 1.3, issue 12 design 2): `ateda catalog add` after the alerts are in
+bronze matches them through dev.ateda.catalog.registered, in bounded chunks, and silver/gold hold exactly the
+matches an independent haversine over the Avro files expects; a re-delivered chunk changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import fastavro
+import pytest
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+from functions_framework import create_app
+
+from ateda.cli import main
+from ateda.config import settings
+from ateda.events import catalogue as events
+from ateda.lake.storage import lake_store
+from ateda.steps import crossmatch as xm
+from conftest import DAMAGED_TAIL, NOT_ZTF, REPO, alert_files
+
+ARCSEC = 1 / 3600
+
+
+# ---------------------------------------------------------------- fast: chunk planning, bad files
+
+@pytest.mark.parametrize("max_rows", [1, 7, 100, 10_000])
+def test_plan_chunks_is_bounded_and_covers_every_row_once(max_rows):
+    files = [("a", 0), ("b", 1), ("c", 250), ("d", 7), ("e", 99), ("f", 100), ("g", 101), ("h", 3)]
+    chunks = xm.plan_chunks(files, max_rows)
+    total = sum(n for _, n in files)
+    assert len(chunks) == math.ceil(total / max_rows)
+    seen: dict[str, list[int]] = {}
+    for chunk in chunks:
+        assert chunk and sum(s["stop"] - s["start"] for s in chunk) <= max_rows
+        for s in chunk:
+            assert 0 <= s["start"] < s["stop"]
+            seen.setdefault(s["file"], []).extend(range(s["start"], s["stop"]))
+    for name, n in files:  # every row of every file exactly once, none invented
+        assert sorted(seen.get(name, [])) == list(range(n))
+    assert xm.plan_chunks(files, max_rows) == chunks  # deterministic: a re-planned run has the same chunks
+    with pytest.raises(ValueError):
+        xm.plan_chunks(files, 0)
+
+
+def test_bad_catalog_files_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATEDA_HOME", str(tmp_path / "home"))
+    (tmp_path / "cols.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "junk.parquet").write_bytes(b"\x00\x01 not parquet")
+    (tmp_path / "dec.csv").write_text("id,ra,dec\na,10,95\n")
+    (tmp_path / "empty.csv").write_text("id,ra,dec\n")
+    for name in ("cols.csv", "junk.parquet", "dec.csv", "empty.csv", "missing.csv"):
+        assert main(["catalog", "add", "w", str(tmp_path / name), "--radius-arcsec", "1"]) == 2, name
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and name in err, err
+
+
+# ---------------------------------------------------------------- slow: the real thing, in the order of review 1.3
+
+def _positions(files) -> list[tuple[int, str, float, float]]:
+    """(candid, objectId, ra, dec) of every ZTF alert in ``files``, straight from fastavro."""
+    out = []
+    for f in files:
+        with open(f, "rb") as fh:
+            for rec in fastavro.reader(fh):
+                c = rec["candidate"]
+                out.append((c["candid"], rec["objectId"], float(c["ra"]), float(c["dec"])))
+    return out
+
+
+def _haversine_arcsec(ra1, dec1, ra2, dec2) -> float:
+    p1, p2 = math.radians(dec1), math.radians(dec2)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(ra2 - ra1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600
+
+
+def _bronze_matches(s) -> list[tuple]:
+    table = xm.existing_table(s)
+    if table is None or table.current_snapshot() is None:
+        return []
+    rows = table.refresh().scan().to_arrow()
+    cols = ("catalog", "catalog_version", "candid", "match_id", "dist_arcsec", "matched_at")
+    return sorted(zip(*(rows[c].to_pylist() for c in cols)))
+
+
+def _redeliver(event_data: dict):  # noqa: ANN202
+    client = create_app("handle", str(REPO / "functions" / "crossmatch" / "main.py"), "cloudevent").test_client()
+    headers, body = to_binary(CloudEvent({"type": events.CATALOG_REGISTERED, "source": "/test"}, event_data))
+    return client.post("/", headers=headers, data=body)
+
+
+@pytest.mark.slow  # a full runtime and dbt, twice
+def test_catalog_added_after_the_alerts_matches_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATEDA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ATEDA_REFRESH_DEBOUNCE_MS", "300")
+    monkeypatch.delenv("K_SINK", raising=False)
+    settings.cache_clear()
+    s = settings()
+    files = [f for f in alert_files() if f.name not in NOT_ZTF and f.name != DAMAGED_TAIL][::15][:30]
+    assert len(files) == 30
+
+    # 1. the alerts first
+    assert main(["ingest", "--json", *map(str, files)]) == 0
+    alerts = _positions(files)
+    assert _bronze_matches(s) == []  # no catalog yet: nothing matched
+
+    # 2. a watchlist built from some of their positions, 1 arcsec north, and sources far from any alert
+    picked = alerts[::4]
+    rows = [(f"near{i}", ra, dec + 1.0 * ARCSEC) for i, (_, _, ra, dec) in enumerate(picked)]
+    rows += [(f"far{i}", (ra + 1.0) % 360, max(-89.0, min(89.0, dec - 1.0))) for i, (_, _, ra, dec) in
+             enumerate(picked[:5])]
+    (tmp_path / "watch.csv").write_text("id,ra,dec\n" + "".join(f"{i},{r!r},{d!r}\n" for i, r, d in rows))
+    radius = 2.0
+    capsys.readouterr()
+    assert main(["catalog", "add", "watch", str(tmp_path / "watch.csv"), "--radius-arcsec", str(radius),
+                 "--chunk-alerts", "7"]) == 0
+    out = capsys.readouterr().out
+
+    # the independent answer: haversine between every alert of the files and every source
+    expected = {(c, i): _haversine_arcsec(ra, dec, sra, sdec)
+                for c, _, ra, dec in alerts for i, sra, sdec in rows
+                if _haversine_arcsec(ra, dec, sra, sdec) <= radius}
+    expected_objects = {o for c, o, _, _ in alerts if any(k[0] == c for k in expected)}
+    assert len(expected) >= len(picked) and not any(i.startswith("far") for _, i in expected)
+    matched_alerts = len({c for c, _ in expected})
+    assert f"backfill: {matched_alerts} of the " in out, out
+
+    # 3. silver and gold hold exactly those matches, at those distances
+    from ateda.warehouse.build import connect
+
+    with connect(s) as con:
+        silver = con.execute("select candid, match_id, dist_arcsec from silver.crossmatch_catalog "
+                             "where catalog = 'watch'").fetchall()
+        gold = con.execute("select objectId from gold.object_catalog_match where catalog = 'watch'").fetchall()
+    assert {(c, m) for c, m, _ in silver} == set(expected) and len(silver) == len(expected)
+    for c, m, d in silver:
+        assert d == pytest.approx(expected[(c, m)], abs=1e-6)
+    assert {o for (o,) in gold} == expected_objects
+
+    # 4. the backfill ran in bounded chunks, each recorded once
+    version = xm.list_reference_catalogs(s)[0].version
+    lake = lake_store(s)
+    (plan_key,) = [i.key for i in lake.list(f"{xm.BACKFILL}watch/{version}/") if i.key.endswith("plan.json")]
+    plan = json.loads(lake.get_bytes(plan_key))
+    assert len(plan["chunks"]) >= 2 and all(sum(x["stop"] - x["start"] for x in c) <= 7 for c in plan["chunks"])
+
+    # 5. re-delivering every chunk event of the run (as a broker retry would) appends nothing
+    before = _bronze_matches(s)
+    assert before and len(before) == len(expected)
+    registered = {"catalog": "watch", "version": version, "radius_arcsec": radius, "run": plan["run"],
+                  "range": {"kind": "bronze", "chunk_alerts": 7}}
+    chunks = xm.plan_backfill(s, registered)  # the run's plan is kept: the same chunks again
+    assert [c["range"]["slices"] for c in chunks] == plan["chunks"]
+    for data in chunks:
+        events.validate(events.make_event(events.CATALOG_REGISTERED, "/test", data))
+        assert _redeliver(data).status_code == 200
+    assert _bronze_matches(s) == before
