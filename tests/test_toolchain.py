@@ -123,6 +123,9 @@ def test_task_dry_run_prints_the_commands_the_deploy_doc_shows(task):
 
 def test_taskfile_deploy_skips_an_existing_cluster_and_smokes_a_real_alert():
     tasks = yaml.safe_load(TASKFILE.read_text())["tasks"]
+    deploy = str(tasks["deploy"]["cmds"])
+    for step in ("kind:up", "images", "secrets.sh", "helmfile -e kind sync", "deploy:smoke"):
+        assert step in deploy, f"`task deploy` does not run {step}"
     assert tasks["kind:up"].get("status"), "kind:up should be skipped when the cluster exists"
     smoke = SMOKE_SCRIPT.read_text()
     assert "../shared/data/ztf/alerts/" in smoke and "s3 cp" in smoke and "ateda status --json" in smoke
