@@ -51,6 +51,7 @@ def test_keys_keep_the_path_equal_names_never_overwrite_and_identical_bytes_are_
     for folder, src in (("n1", a), ("n2", b)):
         (tmp_path / folder).mkdir()
         shutil.copy(src, tmp_path / folder / "alert.avro")
+    (tmp_path / "n1" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # never announced by the watcher: skipped
     s = Settings(home=tmp_path / "home", commit_window_ms=200).resolved()
     summary = run_ingest(s, [tmp_path / "n1", tmp_path / "n2", c], quiet=True, bronze_only=True, timeout=300)
     want = {"n1/alert.avro": len(expected_alerts([a])[a.name]), "n2/alert.avro": len(expected_alerts([b])[b.name]),
@@ -59,6 +60,7 @@ def test_keys_keep_the_path_equal_names_never_overwrite_and_identical_bytes_are_
     assert summary.alerts == summary.new_alerts == sum(want.values())
     assert bucket_store(s).get_bytes("n1/alert.avro") == a.read_bytes()
     assert bucket_store(s).get_bytes("n2/alert.avro") == b.read_bytes()
+    assert bucket_store(s).head("n1/.DS_Store") is None
     again = run_ingest(s, [tmp_path / "n1", tmp_path / "n2", c], quiet=True, bronze_only=True, timeout=300)
     assert (again.alerts, again.new_alerts, again.commits) == (sum(want.values()), 0, 0)
     assert _bronze_keys(s) == want
@@ -85,6 +87,10 @@ def test_a_key_holding_other_bytes_is_refused_up_front_naming_both_files(tmp_pat
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res
     assert str(tmp_path / "x" / "same.avro") in res.stderr and str(tmp_path / "y" / "same.avro") in res.stderr
     assert bucket_store(s).head("same.avro") is None
+    # a file argument the watcher would never announce (it used to wait for its timeout)
+    shutil.copy(a, tmp_path / "x" / "alert.avro.part")
+    res = _ateda(home, "ingest", str(tmp_path / "x" / "alert.avro.part"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "alert.avro.part" in res.stderr, res
 
 
 def test_an_empty_folder_exits_2_with_a_warning(tmp_path):

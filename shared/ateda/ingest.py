@@ -37,7 +37,7 @@ from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import arrow_filesystem, bucket_store, lake_store, md5_file
 from ateda.local.home import Lease, RuntimeBusy, gate, live_leases, lock_holder
 from ateda.local.runtime import Runtime, default_functions, running_runtime, runtime_health
-from ateda.local.watcher import announced_mtimes
+from ateda.local.watcher import announced_mtimes, is_temporary
 from ateda.steps.crossmatch import existing_table as crossmatch_table
 from ateda.steps.dbt_refresh import REQUESTS as REFRESH_REQUESTS
 from ateda.warehouse.build import read_refresh_state
@@ -94,7 +94,11 @@ class NothingToIngest(AtedaError):
     """The arguments name no file (empty folders)."""
 
 
-class KeyConflict(AtedaError):
+class InputRefused(AtedaError):
+    """An input ``ateda ingest`` refuses before anything is uploaded (the user's to fix)."""
+
+
+class KeyConflict(InputRefused):
     """Two inputs, or an input and what the bucket already holds, would share a key with different bytes."""
 
 
@@ -116,7 +120,8 @@ def _arg_name(arg: Path) -> str:
 
 def plan(paths: list[Path], prefix: str = "", check_empty: bool = True) -> list[Planned]:
     """Each input file with its bucket key: ``<prefix><folder argument's name>/<path inside it>`` for a file found in
-    a folder argument, ``<prefix><name>`` for a file argument. The same file named twice is planned once; two
+    a folder argument (dot-files, dot-folders and ``*.part`` / ``*.tmp`` skipped), ``<prefix><name>`` for a file
+    argument (a name the watcher never announces is refused). The same file named twice is planned once; two
     different files with one key raise :class:`KeyConflict` unless their bytes are equal. No file at all raises
     :class:`NothingToIngest` (``check_empty``). A missing path raises FileNotFoundError."""
     out: dict[str, Planned] = {}
@@ -126,7 +131,10 @@ def plan(paths: list[Path], prefix: str = "", check_empty: bool = True) -> list[
         if arg.is_dir():
             base = _arg_name(arg)
             found = [Planned(f, f"{prefix}{base}/{f.relative_to(arg).as_posix()}")
-                     for f in sorted(arg.rglob("*")) if f.is_file()]
+                     for f in sorted(arg.rglob("*")) if f.is_file() and not _hidden(f.relative_to(arg))]
+        elif is_temporary(arg.name):
+            raise InputRefused(f"{arg}: a dot-file or *.part / *.tmp name is never announced by the bucket watcher; "
+                              f"rename it to ingest it")
         else:
             found = [Planned(arg, f"{prefix}{arg.name}")]
         for item in found:
@@ -139,6 +147,13 @@ def plan(paths: list[Path], prefix: str = "", check_empty: bool = True) -> list[
     if check_empty and not out:
         raise NothingToIngest(f"no file in {', '.join(str(p) for p in paths)}: nothing to ingest")
     return list(out.values())
+
+
+def _hidden(rel: Path) -> bool:
+    """Inside a folder argument: a dot-file or a file in a dot-folder (``.DS_Store``, ``.git/``), or a name a
+    writer uses while a file is incomplete (``*.part``, ``*.tmp``): skipped, as the bucket watcher never announces
+    them."""
+    return any(part.startswith(".") for part in rel.parts) or is_temporary(rel.name)
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

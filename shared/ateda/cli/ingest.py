@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 nothing of the input reached bronze (every file rejected) or the refresh failed; 2 a user
 mistake found before anything is uploaded (a missing path, no file at all, a bucket key that already holds other
-bytes), a dead-lettered ingestion event or a timeout; 130 interrupted (run the same command again to resume).
+bytes, a file argument named like a temporary file), a dead-lettered ingestion event or a timeout; 130 interrupted
+(run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ateda.config import Settings
-from ateda.ingest import IngestFailed, KeyConflict, NothingToIngest, run_ingest
+from ateda.ingest import IngestFailed, InputRefused, NothingToIngest, run_ingest
 from ateda.keys import printable
 from ateda.local.home import RuntimeBusy
 
@@ -41,7 +42,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     except NothingToIngest as exc:
         print(f"ateda ingest: warning: {exc}", file=sys.stderr)
         return 2
-    except (KeyConflict, RuntimeBusy, IngestFailed, TimeoutError) as exc:
+    except (InputRefused, RuntimeBusy, IngestFailed, TimeoutError) as exc:
         print(f"ateda ingest: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
