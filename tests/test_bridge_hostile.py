@@ -1,5 +1,6 @@
-"""The S3-notification bridge under hostile requests (review 3.2, 3.13, 3.14): the real function server (functions-framework +
-gunicorn, as ``ateda up`` and the image start it) on loopback, real HTTP, the Sink server as K_SINK.
+"""The S3-notification bridge under hostile requests (review 3.2, 3.13, 3.14): the real function server
+(functions-framework + gunicorn, as ``ateda up`` and the image start it) on loopback, real HTTP, the Sink server as
+K_SINK. Notifications as Ceph RGW sends them (captured), as AWS documents them and as MinIO sends them.
 
 Traversal keys and bucket names, malformed bodies, oversize bodies, missing or bad tokens: each gets its 4xx with a
 reason, is counted (ateda_rejected_total{function="minio-bridge"}), forwards nothing and never fails a neighbour.
@@ -48,17 +49,39 @@ def notification(key: str = "night%2F2026+11+20%2Fztf%2B1.avro", bucket: object 
 # Captured from Debian's Ceph RGW 16.2.15 (tests/ceph.py) with a topic whose push-endpoint is an HTTP server: a
 # single put of the key 'dir/a b+c%.avro' and a two-part multipart upload. Ceph sends the key as it is (not
 # query-escaped), names events without the 's3:' prefix, no Authorization header and no HEAD probe.
-CEPH_PUT = json.loads('{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026-12-04T18:15:37.617007Z","eventName":"ObjectCreated:Put","userIdentity":{"principalId":"ateda"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4110.7960931871954780713","x-amz-id-2":"100e-default-default"},"s3":{"s3SchemaVersion":"1.0","configurationId":"n1","bucket":{"name":"alerts","ownerIdentity":{"principalId":"ateda"},"arn":"arn:aws:s3:::alerts","id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4112.1"},"object":{"key":"dir/a b+c%.avro","size":5,"eTag":"5d41402abc4b2a76b9719d911017c592","versionId":"","sequencer":"4903136B3790ED24","metadata":[{"key":"x-amz-content-sha256","val":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},{"key":"x-amz-date","val":"20261204T181535Z"}],"tags":[]}},"eventId":"1796408137.619548.5d41402abc4b2a76b9719d911017c592","opaqueData":""}]}')
-CEPH_MULTIPART = json.loads('{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026-12-04T18:15:40.057277Z","eventName":"ObjectCreated:CompleteMultipartUpload","userIdentity":{"principalId":"ateda"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4110.15260002482891583340","x-amz-id-2":"100e-default-default"},"s3":{"s3SchemaVersion":"1.0","configurationId":"n1","bucket":{"name":"alerts","ownerIdentity":{"principalId":"ateda"},"arn":"arn:aws:s3:::alerts","id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4112.1"},"object":{"key":"big.avro","size":5242890,"eTag":"298c9a5c8205ea8eeef29652993678aa-2","versionId":"","sequencer":"4C03136BFD156A03","metadata":[{"key":"x-amz-content-sha256","val":"70532ec75b13b547b7d94b6dc8d79468f175eedc3e17ff90d3f5559386d7cb47"},{"key":"x-amz-date","val":"20261204T181540Z"}],"tags":[]}},"eventId":"1796408140.057284.298c9a5c8205ea8eeef29652993678aa-2","opaqueData":""}]}')
+CEPH_PUT = json.loads(
+    '{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026-12-04T18:'
+    '15:37.617007Z","eventName":"ObjectCreated:Put","userIdentity":{"principalId":"ateda"},"requestParame'
+    'ters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"e8f7f4a9-d05d-47c0-988f-9e24c82'
+    '33244.4110.7960931871954780713","x-amz-id-2":"100e-default-default"},"s3":{"s3SchemaVersion":"1.0","'
+    'configurationId":"n1","bucket":{"name":"alerts","ownerIdentity":{"principalId":"ateda"},"arn":"arn:a'
+    'ws:s3:::alerts","id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4112.1"},"object":{"key":"dir/a b+c%.avro'
+    '","size":5,"eTag":"5d41402abc4b2a76b9719d911017c592","versionId":"","sequencer":"4903136B3790ED24","'
+    'metadata":[{"key":"x-amz-content-sha256","val":"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e7304'
+    '3362938b9824"},{"key":"x-amz-date","val":"20261204T181535Z"}],"tags":[]}},"eventId":"1796408137.6195'
+    '48.5d41402abc4b2a76b9719d911017c592","opaqueData":""}]}')
+CEPH_MULTIPART = json.loads(
+    '{"Records":[{"eventVersion":"2.2","eventSource":"ceph:s3","awsRegion":"","eventTime":"2026-12-04T18:'
+    '15:40.057277Z","eventName":"ObjectCreated:CompleteMultipartUpload","userIdentity":{"principalId":"at'
+    'eda"},"requestParameters":{"sourceIPAddress":""},"responseElements":{"x-amz-request-id":"e8f7f4a9-d0'
+    '5d-47c0-988f-9e24c8233244.4110.15260002482891583340","x-amz-id-2":"100e-default-default"},"s3":{"s3S'
+    'chemaVersion":"1.0","configurationId":"n1","bucket":{"name":"alerts","ownerIdentity":{"principalId":'
+    '"ateda"},"arn":"arn:aws:s3:::alerts","id":"e8f7f4a9-d05d-47c0-988f-9e24c8233244.4112.1"},"object":{"'
+    'key":"big.avro","size":5242890,"eTag":"298c9a5c8205ea8eeef29652993678aa-2","versionId":"","sequencer'
+    '":"4C03136BFD156A03","metadata":[{"key":"x-amz-content-sha256","val":"70532ec75b13b547b7d94b6dc8d794'
+    '68f175eedc3e17ff90d3f5559386d7cb47"},{"key":"x-amz-date","val":"20261204T181540Z"}],"tags":[]}},"eve'
+    'ntId":"1796408140.057284.298c9a5c8205ea8eeef29652993678aa-2","opaqueData":""}]}')
 
 
 def aws_records(*keys: str, event: str = "ObjectCreated:Put") -> dict:
     """The standard S3 event (AWS's documented format): several records per request, keys query-escaped."""
     return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventTime": "2026-11-20T08:15:02.123Z",
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-20T08:15:02.123Z",
         "eventName": event, "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
         "s3": {"s3SchemaVersion": "1.0", "configurationId": "ateda",
-               "bucket": {"name": "alerts", "ownerIdentity": {"principalId": "A3EXAMPLE"}, "arn": "arn:aws:s3:::alerts"},
+               "bucket": {"name": "alerts", "ownerIdentity": {"principalId": "A3EXAMPLE"},
+                          "arn": "arn:aws:s3:::alerts"},
                "object": {"key": key, "size": 1024, "eTag": "d41d8cd98f00b204e9800998ecf8427e",
                           "versionId": "096fKKXTRTtl3on89fVO.nfljtsv6qko", "sequencer": "0055AED6DCD90281E5"}}}
         for key in keys]}

@@ -157,6 +157,8 @@ VARIABLES: tuple[Var, ...] = (
     _v("ATEDA_BRIDGE_INSECURE_OPEN", "bool", False, "", "bridge_open", "Run the bridge without a token "
        "(loopback callers only)."),
     _v("ATEDA_BRIDGE_MAX_BODY", "int", 4 << 20, "", "bridge_max_body", "Largest webhook body (bytes)."),
+    _v("ATEDA_RECONCILE_GRACE_S", "float", 900.0, "", "reconcile_grace_s", "Reconciliation re-announces a bucket "
+       "object the lake does not know only once it is this old (s): its notification may still be on its way."),
     # bronze
     _v("ATEDA_CHUNK_ALERTS", "int", 500, "", "chunk_alerts", "Alerts per staged chunk."),
     _v("ATEDA_COMMIT_WINDOW_MS", "int", 2000, "", "commit_window_ms", "Bronze's group commit waits this long (ms) "
@@ -333,6 +335,7 @@ class Settings:
     # the bridge (MinIO/S3 webhook -> CloudEvents)
     bridge_open: bool = False  # ATEDA_BRIDGE_INSECURE_OPEN: run without a token (loopback only)
     bridge_max_body: int = 4 << 20
+    reconcile_grace_s: float = 900.0
     # the local broker's ingress token (the runtime makes one per run when unset)
     broker_token: str = ""
     # the bucket-folder watcher: a file is announced once its size and mtime held still this long

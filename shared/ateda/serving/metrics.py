@@ -56,6 +56,8 @@ def instruments():  # noqa: ANN201
         # the dbt refresh: sets of conflicting copies of one detection/limit/forced point (silver.copy_conflict)
         copy_conflicts = Gauge("ateda_copy_conflicts", "Rows of silver.copy_conflict after the last refresh",
                                multiprocess_mode="mostrecent")
+        repaired = Counter("ateda_reconcile_repaired_total", "Bucket objects re-announced by reconciliation (their "
+                           "notification was lost)", ["bucket"])
         restarts = Counter("ateda_function_restarts_total", "Function servers restarted by the runtime", ["service"])
 
     return _Instruments
