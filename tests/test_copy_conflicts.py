@@ -76,7 +76,7 @@ def built(tmp_path_factory):
     shutil.copyfile(ALERTS / REAL, inbox / REAL)  # the real file, read at test time (never kept in the repository)
     edited = _reserialise(inbox / COPY)
     s = Settings.from_env({"ATEDA_HOME": str(root / "home")})
-    summary = run_ingest(s, [inbox], quiet=True)
+    summary = run_ingest(s, [inbox], quiet=True, bronze_only=True)
     assert summary.alerts == 2 and not summary.rejected
     result = warehouse.refresh_models(s, test=True)
     assert result.success, result.errors

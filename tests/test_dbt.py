@@ -24,7 +24,7 @@ from ateda.cli import main
 from ateda.config import Settings
 from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
-from conftest import ALERTS, NOT_ZTF, alert_files
+from conftest import ALERTS, alert_files
 
 SIGMA_ARCSEC = {1: 0.065, 2: 0.085, 3: 0.01}
 SENTINEL = -999.0
@@ -34,7 +34,7 @@ SENTINEL = -999.0
 def home(tmp_path_factory):
     """ATEDA_HOME with the real alerts in bronze and the warehouse built by `dbt build` (models + tests)."""
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path_factory.mktemp("dbt") / "home")})
-    run_ingest(s, [ALERTS], quiet=True)
+    run_ingest(s, [ALERTS], quiet=True, bronze_only=True)
     result = warehouse.refresh_models(s, test=True)
     return s, result
 
@@ -80,8 +80,6 @@ class Reference:
         limits: dict[tuple, list] = defaultdict(list)
         forced: dict[tuple, list] = defaultdict(list)
         for f in files:
-            if f.name in NOT_ZTF:
-                continue
             records = []
             with open(f, "rb") as fh:
                 try:
@@ -103,24 +101,34 @@ class Reference:
                 src = {"jd": c["jd"], "version": version, "key": f.name, "part": index // chunk,
                        "sgscore1": _clean(c.get("sgscore1")), "distpsnr1": _clean(c.get("distpsnr1"))}
                 ref.alerts[candid] = {"objectId": oid}
-                cands[candid].append(((0,) + _rank(src), _detection(oid, c, src)))
-                for p in rec.get("prv_candidates") or []:
+                cands[candid].append(((_disagrees(c["jd"], candid // 10**6), 0) + _rank(src), _detection(oid, c, src)))
+                history = rec.get("prv_candidates")  # the Fink samples': a record of strings, not kept (design 7)
+                for p in history if isinstance(history, list) else []:
                     if p.get("candid") is not None:
-                        cands[p["candid"]].append(((1,) + _rank(src), _detection(oid, p, src)))
+                        cands[p["candid"]].append(((_disagrees(p["jd"], p["candid"] // 10**6), 1) + _rank(src),
+                                                   _detection(oid, p, src)))
                     elif p.get("jd") is not None and p.get("fid") is not None:
                         lim = p.get("diffmaglim")
                         limits[(oid, p["fid"], p["jd"])].append(
-                            (_rank(src) + (-lim if lim is not None else math.inf, p.get("pid") or 0), {"objectId": oid, "fid": p["fid"], "mjd": p["jd"] - 2400000.5,
-                                          "diffmaglim": p.get("diffmaglim")}))
+                            ((_disagrees(p["jd"], p.get("pid")),) + _rank(src)
+                             + (-lim if lim is not None else math.inf, p.get("pid") or 0),
+                             {"objectId": oid, "fid": p["fid"], "mjd": p["jd"] - 2400000.5, "pid": p.get("pid"),
+                              "diffmaglim": p.get("diffmaglim")}))
                 for h in rec.get("fp_hists") or []:
                     flux, unc = h.get("forcediffimflux"), h.get("forcediffimfluxunc")
                     if h.get("pid") is None or flux in (None, 0, -99999) or unc in (None, 0, -99999):
                         continue
-                    forced[(oid, h["pid"])].append((_rank(src) + (-h["jd"], unc, flux), {
+                    forced[(oid, h["pid"])].append(((_disagrees(h["jd"], h["pid"]),) + _rank(src)
+                                                    + (-h["jd"], unc, flux), {
                         "objectId": oid, "pid": h["pid"], "fid": h["fid"], "mjd": h["jd"] - 2400000.5,
                         "mag": h["magzpsci"] - 2.5 * math.log10(abs(flux)), "e_mag": 1.0857 * unc / abs(flux),
                         "isdiffpos": flux > 0}))
         ref.detections = {k: min(v, key=lambda x: x[0])[1] | {"candid": k} for k, v in cands.items()}
+        # an upper limit whose jd disagrees with its pid is dropped when a copy of the same (objectId, pid) agrees
+        true_jd = {(v[1]["objectId"], v[1]["pid"]) for vs in limits.values() for v in vs
+                   if v[0][0] == 0 and v[1]["pid"] is not None}
+        limits = {k: kept for k, vs in limits.items()
+                  if (kept := [v for v in vs if v[0][0] == 0 or (v[1]["objectId"], v[1]["pid"]) not in true_jd])}
         ref.non_detections = {k: min(v, key=lambda x: x[0])[1] for k, v in limits.items()}
         ref.forced = {k: min(v, key=lambda x: x[0])[1] for k, v in forced.items()}
         ref._flag_dubious()
@@ -194,6 +202,16 @@ class Reference:
         return out
 
 
+def _disagrees(jd: float, pid: int | None) -> int:
+    """0 when ``jd`` is within 2e-5 d of the time the ZTF pid encodes (days since JD 2457754.5 above 10^9, then the
+    fraction of the day in 1e-5 units: field notes, "ZTF candid encodes its time"), else 1: the first key of the
+    provenance order."""
+    if pid is None or pid <= 0:
+        return 1
+    encoded = 2457754.5 + pid // 10**9 + (pid // 10**4 % 10**5) * 1e-5
+    return 0 if abs(jd - encoded) <= 2e-5 else 1
+
+
 def _rank(src: dict) -> tuple:
     """Best copy first: latest carrying alert, newest schema, then source key and part (docs/data-model.md)."""
     return (-src["jd"], -src["version"], src["key"], "", src["part"])
@@ -217,7 +235,7 @@ def _detection(oid: str, c: dict, src: dict) -> dict:
     ps1d, sg = src["distpsnr1"], src["sgscore1"]
     stellar = corrected and (
         (_lt(ps1d, 1.4) and sg is not None and sg > 0.4)
-        or (ps1d is not None and ps1d >= 1.4 and _lt(chinr, 2) and sharpnr is not None and -0.13 < sharpnr < 0.1))
+        or ((ps1d is None or ps1d >= 1.4) and _lt(chinr, 2) and sharpnr is not None and -0.13 < sharpnr < 0.1))
     return {"objectId": oid, "fid": c["fid"], "mjd": c["jd"] - 2400000.5, "ra": c["ra"], "dec": c["dec"],
             "magpsf": magpsf, "sigmapsf": sigmapsf, "isdiffpos": pos, "mag_corr": mag_corr, "e_mag_corr": e_corr,
             "e_mag_corr_ext": e_ext, "is_corrected": corrected, "is_stellar": bool(stellar)}
@@ -376,9 +394,10 @@ def test_incremental_refresh_equals_full_build(home, tmp_path):
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path / "inc")})
     files = alert_files()
     first = files[::3]  # a third of the files, spread over every source and schema version
-    run_ingest(s, first, quiet=True)
+    keys = f"{ALERTS.name}/"  # the keys the one-step build gave them (a folder argument's name, then the file)
+    run_ingest(s, first, quiet=True, bronze_only=True, prefix=keys)
     warehouse.refresh_models(s)
-    run_ingest(s, [f for f in files if f not in set(first)], quiet=True)
+    run_ingest(s, [f for f in files if f not in set(first)], quiet=True, bronze_only=True, prefix=keys)
     second = warehouse.refresh_models(s)
     assert second.new_files > 0
     # the staging models read only the new files on an incremental run (ephemeral, compiled once for the run)
@@ -391,7 +410,7 @@ def test_incremental_refresh_equals_full_build(home, tmp_path):
         con.execute(f"attach '{warehouse.duckdb_path(s)}' as i (read_only)")
         tables = con.execute("select table_schema, table_name from information_schema.tables where table_catalog = 'f' "
                              "and table_schema in ('silver', 'gold') and table_type = 'BASE TABLE'").fetchall()
-        assert len(tables) == 14  # and the view transient_candidates, a filter of gold.object
+        assert len(tables) == 15  # and the views transient_candidates and copy_conflict (filters)
         for schema, name in tables:
             cols = con.execute(
                 "select column_name, data_type from information_schema.columns where table_catalog = 'f' "
@@ -413,7 +432,7 @@ def test_cluster_target_compiles_offline_to_starrocks_sql(home, incremental):
     assert res.success, res.exception
     compiled = sorted((warehouse.warehouse_dir(s) / "dbt" / "target-cluster" / "compiled" / "ateda" / "models")
                       .glob("*/*.sql"))
-    assert len(compiled) == 15
+    assert len(compiled) == 17
     for path in compiled:
         sql = path.read_text()
         assert "iceberg" in sql or "`silver`" in sql or "`gold`" in sql, path.name
