@@ -75,9 +75,11 @@ def tool(name: str) -> str:
     """The path of a tool; a missing tool fails the test (skips it only with ATEDA_ALLOW_NO_TOOLS=1)."""
     local = TOOLS_BIN / name
     path = str(local) if os.access(local, os.X_OK) else shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed: run scripts/tools.sh (it installs into .tools/bin)"
+    return path or missing(name)
+
+
+def missing(what: str) -> str:
+    message = f"{what} is not installed: run scripts/tools.sh (it installs into .tools)"
     if os.environ.get("ATEDA_ALLOW_NO_TOOLS") == "1":
         pytest.skip(message)
     pytest.fail(message)
@@ -309,7 +311,7 @@ def model_errors(docs: list[dict]) -> list[str]:
     if not docs:
         return []
     if not (MODELS_DIR / "node_modules" / "@kubernetes-models").is_dir():
-        tool("kubernetes-models (.tools/node)")  # fails (or skips) with the hint to run scripts/tools.sh
+        missing("the kubernetes-models schemas (.tools/node)")
     proc = subprocess.run([tool("node"), "--input-type=module", "-e", VALIDATE_MODELS_JS], cwd=MODELS_DIR,
                           input=json.dumps([docs, MODEL_PACKAGES]), capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
