@@ -39,8 +39,7 @@ from ateda.local.home import Lease, RuntimeBusy, gate, live_leases, lock_holder
 from ateda.local.runtime import Runtime, default_functions, running_runtime, runtime_health
 from ateda.local.watcher import announced_mtimes, is_temporary
 from ateda.steps.crossmatch import existing_table as crossmatch_table
-from ateda.steps.dbt_refresh import REQUESTS as REFRESH_REQUESTS
-from ateda.warehouse.build import read_refresh_state
+from ateda.warehouse.build import pending_requests, read_refresh_state
 from ateda.warehouse.queries import connect_science
 from ateda.ztf.alerts import Source
 
@@ -242,7 +241,11 @@ class Attachment:
         self.home.mkdir(parents=True, exist_ok=True)
         with gate(self.home):
             self.lease = Lease(self.home)
-            self._connect()
+            try:
+                self._connect()
+            except BaseException:
+                self.lease.release()
+                raise
         return self
 
     def _connect(self, wait_s: float = 120.0) -> None:
@@ -393,8 +396,9 @@ def wait_announced(settings: Settings, uploaded: list[Uploaded], timeout: float,
 
 
 def pending_refreshes(settings: Settings) -> int:
-    """Refresh requests recorded and not yet served (markers under ``refresh/requests/`` in the lake)."""
-    return sum(1 for i in lake_store(settings).list(REFRESH_REQUESTS) if i.key.endswith(".json"))
+    """Refresh requests recorded and not yet served (the refresh worker's markers, ``refresh/requests/`` in the
+    lake: ``ateda.steps.dbt_refresh.REQUESTS``)."""
+    return pending_requests(settings)
 
 
 def _backlog(att: Attachment) -> int | None:
