@@ -651,8 +651,8 @@ def run_ingest(settings: Settings, paths: list[Path], prefix: str = "", timeout:
     """Upload ``paths`` (files, folders, tarballs) under ``prefix`` (keys: :func:`plan`) and wait until each is
     committed to bronze or rejected, then (unless ``bronze_only``) until the pipeline is idle (crossmatch and
     refresh done). Attaches to the home's runtime, or runs a temporary one (:func:`attach`). Raises
-    FileNotFoundError, :class:`NothingToIngest` or :class:`KeyConflict` before anything is started or uploaded;
-    ``timeout`` (seconds) bounds the whole wait."""
+    FileNotFoundError, :class:`NothingToIngest` or :class:`InputRefused` (:class:`KeyConflict`) before anything is
+    started or uploaded; ``timeout`` (seconds) bounds the whole wait."""
     planned = plan(paths, prefix)
     check_bucket(settings, planned)
     say = None if quiet else (lambda line: print(f"ateda ingest: {line}", file=sys.stderr, flush=True))
