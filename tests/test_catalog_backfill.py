@@ -56,6 +56,30 @@ def test_bad_catalog_files_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and name in err, err
 
 
+def test_a_second_writer_of_the_same_work_appends_nothing(tmp_path):
+    """Two pods with one chunk: the one whose table is stale loses the optimistic commit (real Iceberg, SQLite
+    catalog), and its retry finds the work key in the winner's snapshot: the rows are appended once."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    import pyarrow as pa
+    from ateda.config import Settings
+
+    s = Settings(home=tmp_path / "home").resolved()
+    (tmp_path / "w.csv").write_text("id,ra,dec\na,10.0,20.0003\nb,200.0,-30.0\n")
+    info = xm.add_reference_catalog(s, "w", tmp_path / "w.csv", radius_arcsec=2.0)
+    alerts = pa.table({"candid": pa.array([11, 12], pa.int64()), "objectId": ["ZTFa", "ZTFb"],
+                       "ra": [10.0, 50.0], "dec": [20.0, 0.0], "night": pa.array([None, None], pa.date32())})
+    found = xm.match(s, alerts, [info])
+    assert found["match_id"].to_pylist() == ["a"]
+    xm.commit_matches(s, xm.CROSSMATCH.empty_table(), [info], [1], work="")  # the table exists, empty
+    stale = xm.ensure_table(s)  # the second pod loaded the table here
+    assert xm.commit_matches(s, found, [info], [11], work="backfill:w:v:r:0")[0] == 1  # the first pod wins
+    with pytest.raises(CommitFailedException):  # the second pod's append on its stale table cannot land
+        xm._append_new(stale, found, [11], "", "backfill:w:v:r:0")
+    assert xm.commit_matches(s, found, [info], [11], work="backfill:w:v:r:0")[0] == 0  # its retry: already done
+    assert xm.ensure_table(s).scan().to_arrow().num_rows == 1
+
+
 # ---------------------------------------------------------------- slow: the real thing, in the order of review 1.3
 
 def _positions(files) -> list[tuple[int, str, float, float]]:

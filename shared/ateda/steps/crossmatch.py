@@ -67,6 +67,9 @@ WORK_KEY = "ateda.work"  # snapshot summary property: the work an append did (it
 COMMIT_ATTEMPTS = 8  # a lost optimistic-commit race (another pod appended) is re-checked and retried this often
 BACKFILL = "crossmatch/backfill/"  # <catalog>/<version>/<run>/plan.json and chunk-<i>.json: the backfill's ledger
 CHUNK_ALERTS = 20000  # default bound of a backfill chunk (alerts)
+# pyiceberg re-bases a failed append onto the new snapshot by itself (the table's retries), which would append again
+# what another writer just appended: this table's appends are retried by commit_matches, which checks first
+NO_RETRIES = {"commit.retry.num-retries": "0"}
 
 
 class CrossmatchError(AtedaError):
@@ -302,7 +305,7 @@ def ensure_table(settings: Settings):
     except NamespaceAlreadyExistsError:
         pass
     try:
-        table = catalog.create_table(ident, schema=CROSSMATCH, properties=TABLE_PROPERTIES)
+        table = catalog.create_table(ident, schema=CROSSMATCH, properties={**TABLE_PROPERTIES, **NO_RETRIES})
         with table.update_spec() as spec:
             spec.add_identity("night")
         return table
@@ -311,10 +314,14 @@ def ensure_table(settings: Settings):
 
 
 def _with_current_schema(table):  # noqa: ANN001, ANN202
-    """A table created before a column of CROSSMATCH existed (``matched_at``) gets it (NULL in its old rows)."""
+    """A table created before a column of CROSSMATCH existed (``matched_at``) gets it (NULL in its old rows); one
+    created before the work keys gets :data:`NO_RETRIES`."""
     if set(CROSSMATCH.names) - set(table.schema().column_names):
         with table.update_schema() as upd:
             upd.union_by_name(CROSSMATCH)
+    if any(table.properties.get(k) != v for k, v in NO_RETRIES.items()):
+        with table.transaction() as tx:
+            tx.set_properties(NO_RETRIES)
     return table
 
 
