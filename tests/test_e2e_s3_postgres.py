@@ -1,38 +1,40 @@
-"""The S3 code path and a server catalog: moto's S3 server on loopback, pyiceberg's SQL catalog on PostgreSQL."""
+"""The S3 code path of ``ateda ingest`` and a server catalog: a real Ceph RGW (tests/ceph.py) on loopback,
+pyiceberg's SQL catalog on PostgreSQL, lake maintenance on both. (The notification path is tests/test_ceph_e2e.py.)"""
 
 from __future__ import annotations
 
 import time
 
-import boto3
 import psycopg2
 import pytest
-from moto.server import ThreadedMotoServer
 
 from ateda.config import Settings
 from ateda.ingest import run_ingest
-from ateda.local.runtime import Runtime, free_port
+from ateda.local.runtime import Runtime
+from ceph import ACCESS_KEY, CLIENT_ENV, SECRET_KEY, CephRGW, gone
 from conftest import PG, alert_files, expected_alerts
 from conftest import bronze, check_bronze, check_cutouts
 
 
 
 @pytest.fixture
-def s3_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
+def rgw(tmp_path, monkeypatch):  # noqa: ANN201
+    """Ceph RGW; pyarrow's S3 client in the function servers needs CLIENT_ENV (they inherit this environment)."""
+    for k, v in CLIENT_ENV.items():
+        monkeypatch.setenv(k, v)
+    server = CephRGW(tmp_path / "ceph").start()
+    yield server
+    pids = server.pids()
     server.stop()
+    assert gone(pids)
 
 
 
-def test_s3_and_postgres_end_to_end(tmp_path, s3_endpoint, pg_uri):
+def test_s3_and_postgres_end_to_end(tmp_path, rgw, pg_uri):
     s = Settings(home=tmp_path / "home", bucket="alerts", lake="s3://lake", warehouse="s3://lake/warehouse",
-                 catalog_uri=pg_uri, s3_endpoint=s3_endpoint, s3_access_key="testing",
-                 s3_secret_key="testing", commit_window_ms=200).resolved()
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+                 catalog_uri=pg_uri, s3_endpoint=rgw.url, s3_access_key=ACCESS_KEY,
+                 s3_secret_key=SECRET_KEY, commit_window_ms=200).resolved()
+    client = rgw.client()
     for bucket in ("alerts", "lake"):
         client.create_bucket(Bucket=bucket)
     files = alert_files()

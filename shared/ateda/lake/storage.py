@@ -282,7 +282,10 @@ def s3_client(settings: Settings):  # noqa: ANN201
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key or None,
         aws_secret_access_key=settings.s3_secret_key or None,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32),
+        # checksums only when the operation requires one: stores that predate the 2025 defaults (Ceph RGW 16,
+        # older MinIO) refuse the chunked checksum trailer with HTTP 411 (docs/s3.md)
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32,
+                      request_checksum_calculation="when_required", response_checksum_validation="when_required"),
     )
 
 
