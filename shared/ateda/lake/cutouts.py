@@ -90,19 +90,7 @@ class AlertStamps:
 def stamps_of(settings: Settings, candid: int) -> AlertStamps | None:
     """The stamps of one alert (candid); None if bronze holds none for it. Copies of one alert ingested from several
     files carry the same stamps: the copy from the first source key (sorted) is taken."""
-    tables = ensure_tables(load_catalog(settings), settings)
-    rows = tables["cutout"].scan(row_filter=EqualTo("candid", candid),
-                                 selected_fields=("objectId", "kind", "file_name", "stamp_data", "source_key"))
-    rows = sorted(rows.to_arrow().to_pylist(), key=lambda r: (r["source_key"] or "", r["kind"]))
-    if not rows:
-        return None
-    alerts = tables["alert"].scan(row_filter=EqualTo("candid", candid), selected_fields=("jd",)).to_arrow()
-    jds = [j for j in alerts["jd"].to_pylist() if j is not None]
-    out = AlertStamps(candid, rows[0]["objectId"], jds[0] if jds else None)
-    for r in rows:
-        if r["kind"] not in out.stamps and r["stamp_data"] is not None:
-            out.stamps[r["kind"]] = Stamp(r["kind"], r["file_name"] or "", r["stamp_data"])
-    return out
+    return _stamps(ensure_tables(load_catalog(settings), settings), candid)
 
 
 def latest_stamps(settings: Settings, object_id: str) -> AlertStamps | None:
@@ -115,5 +103,19 @@ def latest_stamps(settings: Settings, object_id: str) -> AlertStamps | None:
     alerts = tables["alert"].scan(row_filter=EqualTo("objectId", object_id),
                                   selected_fields=("candid", "jd")).to_arrow().to_pylist()
     jd = {a["candid"]: a["jd"] for a in alerts if a["candid"] in with_stamps}
-    latest = max(with_stamps, key=lambda c: (jd.get(c) or float("-inf"), c))
-    return stamps_of(settings, latest)
+    return _stamps(tables, max(with_stamps, key=lambda c: (jd.get(c) or float("-inf"), c)))
+
+
+def _stamps(tables: dict, candid: int) -> AlertStamps | None:
+    rows = tables["cutout"].scan(row_filter=EqualTo("candid", candid),
+                                 selected_fields=("objectId", "kind", "file_name", "stamp_data", "source_key"))
+    rows = sorted(rows.to_arrow().to_pylist(), key=lambda r: (r["source_key"] or "", r["kind"]))
+    if not rows:
+        return None
+    alerts = tables["alert"].scan(row_filter=EqualTo("candid", candid), selected_fields=("jd",)).to_arrow()
+    jds = [j for j in alerts["jd"].to_pylist() if j is not None]
+    out = AlertStamps(candid, rows[0]["objectId"], jds[0] if jds else None)
+    for r in rows:
+        if r["kind"] not in out.stamps and r["stamp_data"] is not None:
+            out.stamps[r["kind"]] = Stamp(r["kind"], r["file_name"] or "", r["stamp_data"])
+    return out

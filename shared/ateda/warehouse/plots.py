@@ -31,6 +31,7 @@ RETICLE = "#009E73"  # Okabe-Ito bluish green: the marks around the candidate
 ZTF_PIXEL_ARCSEC = 1.01
 STAMP_LABELS = {"science": "Science", "template": "Reference", "difference": "Difference"}
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".eps", ".ps", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+MIN_SPAN_DAYS = 2.0  # the light curve's time axis spans at least this
 FORCED_SNR = 3.0  # forced photometry drawn: positive flux with S/N >= 3 (e_mag < 1.0857 / 3)
 
 
@@ -221,8 +222,12 @@ def _draw_lightcurve(ax, points: list[dict], legend: _Legend) -> None:  # noqa: 
     ax.grid(True, color="0.88", linewidth=0.7, zorder=0)
     ax.set_axisbelow(True)
     ax.margins(x=0.04, y=0.12)
+    times = [p["mjd"] for p in points if p["mjd"] is not None]
+    if times and max(times) - min(times) < MIN_SPAN_DAYS:  # one night: a day either side, so dates can be ticked
+        mid = (max(times) + min(times)) / 2
+        ax.set_xlim(mid - MIN_SPAN_DAYS / 2, mid + MIN_SPAN_DAYS / 2)
     top = ax.secondary_xaxis("top", functions=(lambda m: m - 40587.0, lambda d: d + 40587.0))
-    top.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=6))
+    top.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=7))  # min 5 + max 6 can fit nothing
     top.xaxis.set_major_formatter(mdates.ConciseDateFormatter(  # day ticks carry their month: "Jun 08"
         top.xaxis.get_major_locator(), formats=["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%S.%f"],
         offset_formats=["", "%Y", "%Y", "%Y-%b-%d", "%Y-%b-%d", "%Y-%b-%d %H:%M"]))
