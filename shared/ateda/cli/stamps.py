@@ -36,7 +36,8 @@ def cmd_cutout(args, settings: Settings) -> int:  # noqa: ANN001
         found, what = latest_stamps(settings, normalise_object_id(text)), f"object {normalise_object_id(text)}"
     if found is None or not found.stamps:
         print(f"ateda cutout: no stamps for {what} in bronze (its alerts carry none, or it is not ingested: "
-              f"`ateda query \"select objectId, candid from bronze.cutout limit 5\"` lists some that have stamps)", file=sys.stderr)
+              f"`ateda query \"select objectId, candid from bronze.cutout limit 5\"` lists some that have stamps)",
+              file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:

@@ -273,7 +273,8 @@ def saturated_mask(image: np.ndarray) -> np.ndarray:
     return bad | flat if flat.sum() >= 2 else bad
 
 
-def _draw_stamp(ax, stamp: Stamp, label: str, diverging: bool, orientation: bool, legend: _Legend) -> None:  # noqa: ANN001
+def _draw_stamp(ax, stamp: Stamp, label: str, diverging: bool, orientation: bool,  # noqa: ANN001
+                legend: _Legend) -> None:
     from matplotlib import colormaps  # optional and heavy: loaded only when a plot is drawn
 
     ax.set_xticks([])
