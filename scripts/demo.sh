@@ -4,6 +4,7 @@
 # fanned out through the functions into Iceberg bronze tables, refreshed into silver and gold, and the richest real
 # object plotted.
 set -euo pipefail
+# shellcheck disable=SC1091  # env.sh is checked on its own
 source "$(dirname "$0")/env.sh"
 export ATEDA_HOME="${ATEDA_HOME:-$ROOT/.ateda/demo}"
 REAL="${ATEDA_DEMO_REAL:-$ROOT/../shared/data/ztf/alerts}"

@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Installs ATEDA with its test dependencies (pinned, in .venv) and runs the whole test suite.
-# Debian's Prometheus is installed too when missing (tests/test_prometheus_scrape.py starts its own server on a
-# free loopback port with its own config and storage; policy-rc.d keeps the package from starting a service).
+# Installs what the tests need, then runs the whole suite (arguments go to pytest, e.g. -m "not slow"):
+# - as root on Debian, the real servers the tests start themselves when missing: Prometheus
+#   (tests/test_prometheus_scrape.py) and Ceph's monitor, OSD and RADOS gateway (tests/ceph.py, a real S3 with
+#   bucket notifications); policy-rc.d keeps the packages from starting services, apt's output goes to a log;
+# - ATEDA with its test dependencies, pinned, in .venv (scripts/env.sh);
+# - helm, helmfile, task and the linters, pinned, in .tools/ (scripts/tools.sh).
+ROOT="$(cd "$(dirname "$0")/.." && pwd)" || exit 1
+APT_LOG="${TMPDIR:-/tmp}/ateda-test-apt.log"
 if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "scripts/test.sh: installing Prometheus (Debian package; log: $APT_LOG)" >&2
   [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; }
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
-    || echo "scripts/test.sh: could not install prometheus; the live scrape test will be skipped" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
+    >>"$APT_LOG" 2>&1 || echo "scripts/test.sh: could not install prometheus (see $APT_LOG)" >&2
 fi
-ATEDA_EXTRAS=test source "$(dirname "$0")/env.sh" || exit 1
-cd "$ROOT"
+if ! command -v radosgw >/dev/null; then
+  echo "scripts/test.sh: installing Ceph RGW (Debian packages; log: $APT_LOG)" >&2
+  bash "$ROOT/scripts/ceph.sh" >>"$APT_LOG" 2>&1 || echo "scripts/test.sh: could not install Ceph RGW (see $APT_LOG)" >&2
+fi
+# shellcheck disable=SC1091  # env.sh is checked on its own
+ATEDA_EXTRAS="test" source "$(dirname "$0")/env.sh" || exit 1
+cd "$ROOT" || exit 1
+bash scripts/tools.sh || exit 1  # helm, helmfile, task and the linters, pinned, into .tools/bin
 python -m pytest -q -p no:cacheprovider "$@"
