@@ -576,6 +576,9 @@ def _refresh_local(settings: Settings, full_refresh: bool, test: bool, select: s
     _discard(building)
     if published.exists():
         _clone(published, building)
+        wal = published.with_name(published.name + ".wal")
+        if wal.exists():  # a warehouse written in place by an older version that stopped before its checkpoint
+            _clone(wal, building.with_name(building.name + ".wal"))
     copy_seconds = time.perf_counter() - start
     try:
         snapshots: dict[str, dict] = {}
