@@ -8,16 +8,19 @@ import json
 import math
 
 import fastavro
+import pyarrow as pa
 import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from functions_framework import create_app
+from pyiceberg.exceptions import CommitFailedException
 
 from ateda.cli import main
-from ateda.config import settings
+from ateda.config import Settings, settings
 from ateda.events import catalogue as events
 from ateda.lake.storage import lake_store
 from ateda.steps import crossmatch as xm
+from ateda.warehouse.build import connect
 from conftest import DAMAGED_TAIL, NOT_ZTF, REPO, alert_files
 
 ARCSEC = 1 / 3600
@@ -59,11 +62,6 @@ def test_bad_catalog_files_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys
 def test_a_second_writer_of_the_same_work_appends_nothing(tmp_path):
     """Two pods with one chunk: the one whose table is stale loses the optimistic commit (real Iceberg, SQLite
     catalog), and its retry finds the work key in the winner's snapshot: the rows are appended once."""
-    from pyiceberg.exceptions import CommitFailedException
-
-    import pyarrow as pa
-    from ateda.config import Settings
-
     s = Settings(home=tmp_path / "home").resolved()
     (tmp_path / "w.csv").write_text("id,ra,dec\na,10.0,20.0003\nb,200.0,-30.0\n")
     info = xm.add_reference_catalog(s, "w", tmp_path / "w.csv", radius_arcsec=2.0)
@@ -151,8 +149,6 @@ def test_catalog_added_after_the_alerts_matches_them(tmp_path, monkeypatch, caps
     assert f"backfill: {matched_alerts} of the " in out, out
 
     # 3. silver and gold hold exactly those matches, at those distances
-    from ateda.warehouse.build import connect
-
     with connect(s) as con:
         silver = con.execute("select candid, match_id, dist_arcsec from silver.crossmatch_catalog "
                              "where catalog = 'watch'").fetchall()

@@ -19,14 +19,15 @@ def register(sub) -> None:
                                     "match it against every alert already in bronze and refresh silver/gold")
     a.add_argument("name", help="catalog name: lower-case letters, digits, '-' and '_'")
     a.add_argument("file", type=Path, help="Parquet or CSV (.csv, .csv.gz) file with ra, dec (degrees, ICRS), id")
-    a.add_argument("--radius-arcsec", type=float, required=True, help="match radius (arcsec)")
-    a.add_argument("--nside", type=int, default=NSIDE,
-                   help=f"HEALPix partitioning of the catalog (nested; a power of two, default {NSIDE}: ~55 arcmin cells)")
+    a.add_argument("--radius-arcsec", type=float, required=True, metavar="ARCSEC", help="match radius (arcsec)")
+    a.add_argument("--nside", type=int, default=NSIDE, metavar="NSIDE",
+                   help=f"HEALPix partitioning of the catalog (nested; a power of two, default {NSIDE}: "
+                        "~55 arcmin cells)")
     a.add_argument("--no-backfill", action="store_true",
                    help="only register: alerts already in bronze are not matched (new ones are)")
-    a.add_argument("--chunk-alerts", type=int, default=CHUNK_ALERTS,
+    a.add_argument("--chunk-alerts", type=int, default=CHUNK_ALERTS, metavar="N",
                    help=f"the most alerts one backfill chunk event holds (alerts, default {CHUNK_ALERTS})")
-    a.add_argument("--timeout", type=float, default=3600.0,
+    a.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
                    help="how long to wait for the backfill and the refresh (seconds, default 3600)")
     a.set_defaults(func=cmd_catalog_add)
     ls = csub.add_parser("list", help="registered catalogs")
@@ -60,7 +61,7 @@ def cmd_catalog_add(args, settings: Settings) -> int:
     else:
         print(f"backfill: {done.matched_alerts} of the {done.alerts_in_bronze} past alerts matched {info.name} "
               f"({done.matches} matches, {done.appended} new) in {done.chunks} chunk(s), {done.seconds:.1f} s; "
-              f"silver and gold refreshed")
+              + ("silver and gold refreshed" if done.matches else "nothing to refresh"))
     return 0
 
 

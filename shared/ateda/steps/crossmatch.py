@@ -368,7 +368,8 @@ def done_work(table, work: str) -> int | None:  # noqa: ANN001
     return None
 
 
-def _append_new(table, found: pa.Table, candids: list[int], note: str, work: str) -> tuple[int, int | None]:  # noqa: ANN001
+def _append_new(table, found: pa.Table, candids: list[int], note: str,  # noqa: ANN001
+                work: str) -> tuple[int, int | None]:
     if work and done_work(table, work) is not None:
         snapshot = table.current_snapshot()
         return 0, snapshot.snapshot_id
@@ -468,7 +469,8 @@ def bronze_alert_files(settings: Settings) -> tuple[int | None, list[tuple[str, 
 
 
 def _run_prefix(catalog: str, version: str, run: str) -> str:
-    if not (_NAME.match(catalog) and re.fullmatch(r"[0-9a-f]{16}", version) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run)):
+    ok = _NAME.match(catalog) and re.fullmatch(r"[0-9a-f]{16}", version) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run)
+    if not ok:
         raise BadInput("bad_backfill", f"catalog {catalog!r}, version {version!r}, run {run!r}")
     return f"{BACKFILL}{catalog}/{version}/{run}/"
 
