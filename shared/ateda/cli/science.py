@@ -229,12 +229,12 @@ def format_object(info: dict) -> str:
     o = info["object"]
     lines = [
         f"{o['objectId']}",
-        f"  position      ra {o['meanra']:.6f}  dec {o['meandec']:+.6f} deg  ({sexagesimal(o['meanra'], o['meandec'])})"
+        f"  position      ra {o['meanra']:.8f}  dec {o['meandec']:+.8f} deg  ({sexagesimal(o['meanra'], o['meandec'])})"
         f"  sigma {_fmt(o['sigmara_arcsec'])}\" x {_fmt(o['sigmadec_arcsec'])}\"",
         f"  detections    {o['ndet']} ({o['ndubious']} dubious) in {o['n_alerts']} alert(s); "
         f"{o['n_non_detections']} upper limits; {o['n_forced_photometry']} forced photometry; "
         f"ndethist {o['ndethist'] if o['ndethist'] is not None else '-'}",
-        f"  first / last  MJD {o['firstmjd']:.5f} ({iso_minute(o['firstmjd'])})  ->  MJD {o['lastmjd']:.5f} "
+        f"  first / last  MJD {o['firstmjd']:.6f} ({iso_minute(o['firstmjd'])})  ->  MJD {o['lastmjd']:.6f} "
         f"({iso_minute(o['lastmjd'])}), {o['deltajd']:.2f} d",
         f"  flags         corrected {o['is_corrected']}  stellar {o['is_stellar']}  "
         f"transient candidate {info['is_transient_candidate']}",
@@ -259,11 +259,11 @@ def format_object(info: dict) -> str:
             ("magmedian", "median", ".3f"), ("magmin", "min", ".3f"), ("magmax", "max", ".3f"),
             ("magsigma", "sigma", ".3f"), ("magfirst", "first", ".3f"), ("maglast", "last", ".3f"),
             ("magmean_corr", "mean_corr", ".3f"), ("saturation_rate", "sat", ".2f"),
-            ("dmdt_first", "dmdt_first", ".3f"), ("firstmjd", "firstmjd", ".4f")]
-    header = "  ".join(f"{label:>10}" for _, label, _ in cols)
+            ("dmdt_first", "dmdt_first", ".3f"), ("firstmjd", "firstmjd", ".6f")]
+    header = "  ".join(f"{label:>10}" if label != "firstmjd" else f"{label:>12}" for _, label, _ in cols)
     lines += ["  magstats", "  " + header]
     for m in info["magstats"]:
-        lines.append("  " + "  ".join(f"{_fmt(m[k], spec):>10}" for k, _, spec in cols))
+        lines.append("  " + "  ".join(f"{_fmt(m[k], spec):>{12 if k == 'firstmjd' else 10}}" for k, _, spec in cols))
     return "\n".join(lines) + "\n"
 
 
