@@ -61,7 +61,8 @@ def cmd_catalog_add(args, settings: Settings) -> int:
     else:
         print(f"backfill: {done.matched_alerts} of the {done.alerts_in_bronze} past alerts matched {info.name} "
               f"({done.matches} matches, {done.appended} new) in {done.chunks} chunk(s), {done.seconds:.1f} s; "
-              + ("silver and gold refreshed" if done.matches else "nothing to refresh"))
+              + ("nothing to refresh" if not done.matches else "silver and gold refreshed" if done.refreshed
+                 else "the dbt refresh follows (cluster target)"))
     return 0
 
 
