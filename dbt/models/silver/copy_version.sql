@@ -115,7 +115,7 @@ ranked as (
 with_kept as (
     select r.*,
         {%- for f in all_fields %}
-        k.{{ f }} as kept_{{ f | replace('"', '') }},
+        k.{{ f }} as kept_{{ f | replace('"', '') | replace('`', '') }},
         {%- endfor %}
         k.src_jd_agrees as kept_jd_agrees, k.src_kind as kept_src_kind
     from ranked as r
@@ -126,7 +126,7 @@ with_kept as (
 compared as (
     select *,
         case when version_rank > 1 then concat_ws(','
-            {%- for f in all_fields %}{% set bare = f | replace('"', '') %},
+            {%- for f in all_fields %}{% set bare = f | replace('"', '') | replace('`', '') %},
             case when {{ f }} is not null and kept_{{ bare }} is not null and {{ f }} <> kept_{{ bare }}
                  then '{{ bare }}' end
             {%- endfor %}) end as differences
