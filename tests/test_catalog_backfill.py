@@ -17,6 +17,7 @@ from pyiceberg.exceptions import CommitFailedException
 
 from ateda.cli import main
 from ateda.config import Settings, settings
+from ateda.errors import BadInput
 from ateda.events import catalogue as events
 from ateda.lake.storage import lake_store
 from ateda.steps import crossmatch as xm
@@ -76,6 +77,24 @@ def test_a_second_writer_of_the_same_work_appends_nothing(tmp_path):
         xm._append_new(stale, found, [11], "", "backfill:w:v:r:0")
     assert xm.commit_matches(s, found, [info], [11], work="backfill:w:v:r:0")[0] == 0  # its retry: already done
     assert xm.ensure_table(s).scan().to_arrow().num_rows == 1
+
+
+def test_a_chunk_whose_file_is_gone_is_bad_input_and_recorded(tmp_path):
+    """A planned data file removed since (compacted, then expired): the chunk is bad input (acknowledged, not
+    retried), and its record says why, so `ateda catalog add` stops with that reason instead of waiting."""
+    s = Settings(home=tmp_path / "home").resolved()
+    (tmp_path / "w.csv").write_text("id,ra,dec\na,10.0,20.0\n")
+    info = xm.add_reference_catalog(s, "w", tmp_path / "w.csv", radius_arcsec=2.0)
+    registered = xm.registered_data(info, "run1", 5)
+    assert xm.plan_backfill(s, registered) == []  # an empty bronze: nothing planned
+    chunk = {**registered, "range": {"kind": "files", "snapshot_id": None, "chunk": 0, "chunks": 1,
+                                     "slices": [{"file": str(tmp_path / "gone.parquet"), "start": 0, "stop": 5}]}}
+    events.validate(events.make_event(events.CATALOG_REGISTERED, "/test", chunk))
+    with pytest.raises(BadInput) as err:
+        xm.backfill_chunk(s, chunk)
+    assert err.value.reason == "backfill_file_gone"
+    progress = xm.backfill_progress(s, "w", info.version, "run1")
+    assert progress.failed and progress.failed[0].startswith("backfill_file_gone") and progress.appended == 0
 
 
 # ---------------------------------------------------------------- slow: the real thing, in the order of review 1.3

@@ -94,6 +94,8 @@ def _wait_chunks(settings: Settings, info: ReferenceCatalog, run: str, letters: 
                  deadline: float) -> BackfillProgress:
     while True:
         progress = backfill_progress(settings, info.name, info.version, run)
+        if progress.failed:
+            raise BackfillFailed(f"{len(progress.failed)} chunk(s) could not be read, e.g. {progress.failed[0]}")
         if progress.finished:
             return progress
         letters.check()

@@ -550,7 +550,14 @@ def backfill_chunk(settings: Settings, data: dict, stats: MatchStats | None = No
     work = f"backfill:{data['catalog']}:{data['version']}:{data['run']}:{chunk}"
     catalogs = [c for c in list_reference_catalogs(settings) if c.name == data["catalog"]]
     superseded = not catalogs or catalogs[0].version != data["version"]
-    alerts = _read_slices(settings, rng["slices"]) if not superseded else _read_slices(settings, [])
+    lake = lake_store(settings)
+    done_key = f"{prefix}chunk-{chunk:06d}.json"
+    try:
+        alerts = _read_slices(settings, rng["slices"]) if not superseded else _read_slices(settings, [])
+    except BadInput as exc:  # recorded, so that the caller waiting on the run learns it at once
+        record = {"failed": exc.reason, "detail": exc.detail, "done_at": time.time()}
+        lake.put_bytes(done_key, json.dumps(record).encode())
+        raise
     found = match(settings, alerts, catalogs, stats) if not superseded else CROSSMATCH.empty_table()
     matched = sorted(set(found["candid"].to_pylist()))
     appended, snapshot_id = commit_matches(settings, found, catalogs, matched, f"backfill {data['catalog']}", work)
@@ -560,9 +567,8 @@ def backfill_chunk(settings: Settings, data: dict, stats: MatchStats | None = No
                "backfill": {"catalog": data["catalog"], "version": data["version"], "run": data["run"],
                             "chunk": chunk, "chunks": chunks, "matched_alerts": len(matched),
                             "superseded": superseded}}
-    lake = lake_store(settings)
-    done_key = f"{prefix}chunk-{chunk:06d}.json"
-    if lake.head(done_key) is None:  # the first delivery's record stays (a re-delivery appended nothing)
+    # the first delivery's record stays (a re-delivery appended nothing); a failed one is replaced
+    if lake.head(done_key) is None or "failed" in json.loads(lake.get_bytes(done_key)):
         lake.put_bytes(done_key, json.dumps({**summary, "done_at": time.time()}).encode())
     return summary
 
@@ -578,6 +584,7 @@ class BackfillProgress:
     matched_alerts: int = 0  # alerts with at least one match
     matches: int = 0
     appended: int = 0
+    failed: list[str] = field(default_factory=list)  # why chunks could not be read (bad input, not retried)
 
     @property
     def finished(self) -> bool:
@@ -599,6 +606,9 @@ def backfill_progress(settings: Settings, catalog: str, version: str, run: str) 
         if info.key.rsplit("/", 1)[-1].startswith("chunk-"):
             d = json.loads(lake.get_bytes(info.key))
             out.done += 1
+            if "failed" in d:
+                out.failed.append(f"{d['failed']}: {d.get('detail', '')}"[:300])
+                continue
             out.alerts += d["alerts"]
             out.matched_alerts += d["backfill"]["matched_alerts"]
             out.matches += d["matches"]
