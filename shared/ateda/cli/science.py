@@ -46,7 +46,7 @@ def register(sub) -> None:  # noqa: ANN001
                    help="only objects (detections) detected at or before this time, MJD (days)")
     c.add_argument("--detections", action="store_true",
                    help="list the detections (silver.detection) in the cone, not the objects")
-    _output_options(c)
+    _output_options(c, parquet=False)
     c.set_defaults(func=cmd_cone)
     o = sub.add_parser("object", help="an object's summary and magnitude statistics per band")
     o.add_argument("object_id", metavar="OBJECT_ID", help="a ZTF object id, e.g. ZTF18aauqcsv (any case)")
@@ -62,10 +62,12 @@ def register(sub) -> None:  # noqa: ANN001
     r.set_defaults(func=cmd_refresh)
 
 
-def _output_options(p) -> None:  # noqa: ANN001
-    p.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
-                   help="output format (csv, json, parquet are exact; table keeps full precision for numbers)")
-    p.add_argument("-o", "--out", type=Path, default=None, help="write here (required for parquet)")
+def _output_options(p, parquet: bool = True) -> None:  # noqa: ANN001
+    formats = ("table", "csv", "json", "parquet") if parquet else ("table", "csv", "json")
+    p.add_argument("--format", choices=formats, default="table",
+                   help=f"output format ({', '.join(formats[1:])} are exact; table keeps full precision for numbers)")
+    p.add_argument("-o", "--out", type=Path, default=None,
+                   help="write here" + (" (required for parquet)" if parquet else ""))
     p.add_argument("--max-rows", type=int, default=50, help="table format: rows shown")
     p.add_argument("--max-width", type=int, default=MAX_WIDTH,
                    help=f"table format: characters of a text cell before it is cut with an ellipsis "
@@ -97,9 +99,6 @@ def cmd_query(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 def cmd_cone(args, settings: Settings) -> int:  # noqa: ANN001
-    if args.format == "parquet":
-        print("ateda cone: --format parquet is for `ateda query`; use table, csv or json", file=sys.stderr)
-        return 2
     try:
         columns, types, rows = cone(settings, args.ra, args.dec, args.radius_arcsec, args.since, args.until,
                                     args.detections)
