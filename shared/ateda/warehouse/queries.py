@@ -190,15 +190,17 @@ def _cone_box(ra: float, dec: float, r: float, ra_col: str, dec_col: str) -> tup
 
 
 def richest_object(settings: Settings, key_prefix: str) -> str | None:
-    """Among the transient candidates (gold.transient_candidates: real, not stellar, not a known asteroid, enough
-    detections) whose alerts came from bucket keys under ``key_prefix``, the one with the most detections (the light
-    curve an astronomer would look at first; a bright star's alerts have more, but show nothing). None when no
-    object there passes the transient filter."""
+    """Among the objects whose alerts came from bucket keys under ``key_prefix``, the transient candidate
+    (gold.transient_candidates: real, not stellar, not a known asteroid, enough detections) with the most detections:
+    the light curve an astronomer would show (a bright star has more alerts, but shows nothing). When none there
+    passes the transient filter: the non-stellar object with the most detections, else any object. None when no
+    object came from there."""
     with connect(settings) as con:
         row = con.execute(
-            "select o.objectId from gold.object o join gold.transient_candidates t using (objectId) "
+            "select o.objectId from gold.object o left join gold.transient_candidates t using (objectId) "
             "where o.objectId in (select objectId from silver.ztf_alert where starts_with(src_key, ?)) "
-            "order by o.ndet desc, o.objectId limit 1", [key_prefix]).fetchone()
+            "order by (t.objectId is not null) desc, coalesce(o.is_stellar, false), o.ndet desc, o.objectId "
+            "limit 1", [key_prefix]).fetchone()
     return None if row is None else row[0]
 
 
