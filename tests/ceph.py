@@ -28,6 +28,7 @@ import boto3
 import requests
 from botocore.config import Config
 
+from ateda.ingest import Uploaded
 from ateda.local.runtime import free_port
 
 BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool", "ceph")
@@ -240,6 +241,35 @@ rgw thread pool size = 64
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         self.stop()
+
+
+def subscribe(rgw: CephRGW, bucket: str, bridge_url: str, token: str, persistent: bool = True) -> str:
+    """A topic whose push endpoint is the bridge (the token in the URL: Ceph sends no header), bound to the bucket
+    for every ObjectCreated event."""
+    attrs = {"push-endpoint": f"{bridge_url}/?token={token}", "persistent": "true" if persistent else "false"}
+    arn = rgw.sns().create_topic(Name=f"ateda-{bucket}", Attributes=attrs)["TopicArn"]
+    rgw.client().put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        "TopicConfigurations": [{"Id": "ateda", "TopicArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    return arn
+
+
+def upload(client, bucket: str, files, multipart_every: int = 7) -> list:  # noqa: ANN001
+    """Every file with boto3: a single put, or (every ``multipart_every``-th) a multipart upload (one part: each real
+    alert is under the 5 MiB minimum of a non-last part), which RGW notifies as CompleteMultipartUpload."""
+    out = []
+    for i, f in enumerate(files):
+        data = f.read_bytes()
+        if i % multipart_every == 0:
+            mp = client.create_multipart_upload(Bucket=bucket, Key=f.name)
+            part = client.upload_part(Bucket=bucket, Key=f.name, UploadId=mp["UploadId"], PartNumber=1, Body=data)
+            etag = client.complete_multipart_upload(
+                Bucket=bucket, Key=f.name, UploadId=mp["UploadId"],
+                MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]})["ETag"].strip('"')
+            assert etag.endswith("-1")
+        else:
+            etag = client.put_object(Bucket=bucket, Key=f.name, Body=data)["ETag"].strip('"')
+        out.append(Uploaded(f.name, etag, len(data)))
+    return out
 
 
 def _die_with_parent() -> None:

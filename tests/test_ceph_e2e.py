@@ -25,7 +25,7 @@ from ateda.lake import deadletters
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import FunctionSpec, Runtime, free_port, ingestion_functions
 from ateda.steps import reconcile
-from ceph import ACCESS_KEY, CLIENT_ENV, SECRET_KEY, CephRGW, gone
+from ceph import ACCESS_KEY, CLIENT_ENV, SECRET_KEY, CephRGW, gone, subscribe, upload
 from conftest import NOT_ZTF, PG, alert_files, bronze, check_bronze, check_cutouts, expected_alerts
 
 TOKEN = secrets.token_urlsafe(24)
@@ -61,35 +61,6 @@ def lake_settings(tmp_path, rgw: CephRGW, pg_uri: str, tag: str) -> Settings:
                     bridge_token=TOKEN).resolved()
 
 
-def subscribe(rgw: CephRGW, bucket: str, bridge_url: str, persistent: bool = True) -> str:
-    """A topic whose push endpoint is the bridge (the token in the URL: Ceph sends no header), bound to the bucket
-    for every ObjectCreated event."""
-    attrs = {"push-endpoint": f"{bridge_url}/?token={TOKEN}", "persistent": "true" if persistent else "false"}
-    arn = rgw.sns().create_topic(Name=f"ateda-{bucket}", Attributes=attrs)["TopicArn"]
-    rgw.client().put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
-        "TopicConfigurations": [{"Id": "ateda", "TopicArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
-    return arn
-
-
-def upload(client, bucket: str, files, multipart_every: int = 7) -> list[Uploaded]:  # noqa: ANN001
-    """Every file with boto3: a single put, or (every ``multipart_every``-th) a multipart upload (one part: each real
-    alert is under the 5 MiB minimum of a non-last part), which RGW notifies as CompleteMultipartUpload."""
-    out = []
-    for i, f in enumerate(files):
-        data = f.read_bytes()
-        if i % multipart_every == 0:
-            mp = client.create_multipart_upload(Bucket=bucket, Key=f.name)
-            part = client.upload_part(Bucket=bucket, Key=f.name, UploadId=mp["UploadId"], PartNumber=1, Body=data)
-            etag = client.complete_multipart_upload(
-                Bucket=bucket, Key=f.name, UploadId=mp["UploadId"],
-                MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]})["ETag"].strip('"')
-            assert etag.endswith("-1")
-        else:
-            etag = client.put_object(Bucket=bucket, Key=f.name, Body=data)["ETag"].strip('"')
-        out.append(Uploaded(f.name, etag, len(data)))
-    return out
-
-
 def runtime(s: Settings) -> Runtime:
     """split + bronze + the bridge; no bucket watcher: every event comes from the store's notifications."""
     return Runtime(s, functions=ingestion_functions(2) + [BRIDGE], watch=False, validate_events=True)
@@ -106,7 +77,7 @@ def test_ceph_notifications_end_to_end(tmp_path, rgw, ceph_env, pg_uri):
     files = [f for f in alert_files() if f.name not in NOT_ZTF]
     expected = expected_alerts(files)
     with runtime(s) as rt:
-        subscribe(rgw, s.bucket, bridge_url(rt))
+        subscribe(rgw, s.bucket, bridge_url(rt), TOKEN)
         t0 = time.monotonic()
         uploaded = upload(client, s.bucket, files)
         done = wait_committed(s, uploaded, timeout=600)
@@ -153,7 +124,7 @@ def test_object_deleted_before_split_reads_it_is_quarantined_once(tmp_path, rgw,
     client = rgw.client()
     real = alert_files()[:3]
     with runtime(s) as rt:
-        subscribe(rgw, s.bucket, bridge_url(rt))
+        subscribe(rgw, s.bucket, bridge_url(rt), TOKEN)
         # RGW sends a persistent topic's notifications from its queue seconds after the put: the object is deleted
         # before its (real) notification reaches the bridge; deletions are not subscribed
         etag = client.put_object(Bucket=s.bucket, Key="gone.avro", Body=real[0].read_bytes())["ETag"].strip('"')
@@ -176,10 +147,10 @@ def test_reconciliation_repairs_lost_notifications_exactly_once(tmp_path, rgw, c
     s = lake_settings(tmp_path, rgw, pg_uri, "recon")
     client = rgw.client()
     files = [f for f in alert_files() if f.name not in NOT_ZTF][:50]
-    subscribe(rgw, s.bucket, f"http://127.0.0.1:{free_port()}", persistent=False)  # nobody listens there
+    subscribe(rgw, s.bucket, f"http://127.0.0.1:{free_port()}", TOKEN, persistent=False)  # nobody listens there
     uploaded = upload(client, s.bucket, files, multipart_every=10)
     with runtime(s) as rt:
-        subscribe(rgw, s.bucket, bridge_url(rt), persistent=False)  # the bridge is up: the topic points at it
+        subscribe(rgw, s.bucket, bridge_url(rt), TOKEN, persistent=False)  # the bridge is up: the topic points at it
         time.sleep(3.0)  # RGW had its chance to deliver (a persistent topic would have): nothing came
         assert _manifest_count(s) == 0, "a notification of the bridge-down period arrived"
         report = reconcile.run(s, rt.sink, grace_s=0)
@@ -204,7 +175,7 @@ def test_the_store_going_away_mid_ingest_loses_and_duplicates_nothing(tmp_path, 
     client = rgw.client()
     files = [f for f in alert_files() if f.name not in NOT_ZTF]
     with runtime(s) as rt:
-        subscribe(rgw, s.bucket, bridge_url(rt))
+        subscribe(rgw, s.bucket, bridge_url(rt), TOKEN)
         uploaded = upload(client, s.bucket, files, multipart_every=50)
         _wait(lambda: _manifest_count(s) >= 20, 300, "split did not start")
         assert _manifest_count(s) < len(files), "too late: split was done before the store went away"

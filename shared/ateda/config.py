@@ -133,6 +133,10 @@ VARIABLES: tuple[Var, ...] = (
        "postgresql+psycopg2://... or http(s)://... (REST). Its password is masked in every output.",
        secret=True, shown_default="sqlite:///$ATEDA_HOME/catalog.db"),
     _v("ATEDA_CATALOG_NAME", "str", "ateda", "", "catalog_name", "The Iceberg catalog's name."),
+    _v("ATEDA_CATALOG_PREFIX", "str", "", "", "catalog_prefix", "REST catalog only: the path prefix the server "
+       "expects (the Iceberg REST spec's {prefix}; Lakana: the environment name; Nessie: leave empty)."),
+    _v("ATEDA_CATALOG_TOKEN", "str", "", "", "catalog_token", "REST catalog only: the bearer token sent to the "
+       "server.", secret=True),
     _v("ATEDA_NAMESPACE", "str", "bronze", "", "namespace", "The Iceberg namespace of the bronze tables."),
     # S3
     _v("ATEDA_S3_ENDPOINT", "str", "", "", "s3_endpoint", "S3 endpoint URL; set, the bucket and lake are on S3."),
@@ -313,6 +317,8 @@ class Settings:
     warehouse: str = ""  # Iceberg warehouse URI
     catalog_uri: str = ""  # sqlite:///..., postgresql+psycopg2://..., or http(s)://... (REST)
     catalog_name: str = "ateda"
+    catalog_prefix: str = ""
+    catalog_token: str = ""
     namespace: str = "bronze"
     s3_endpoint: str = ""
     s3_region: str = "us-east-1"

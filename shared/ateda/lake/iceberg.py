@@ -1,7 +1,8 @@
 """The Iceberg catalog and the bronze tables' definitions.
 
 ``ATEDA_CATALOG_URI`` picks the catalog: ``sqlite:///...`` / ``postgresql+psycopg2://...`` -> pyiceberg SqlCatalog
-(the JDBC catalog's tables), ``http(s)://...`` -> REST (Nessie: ``http://nessie:19120/iceberg``).
+(the JDBC catalog's tables), ``http(s)://...`` -> REST (Nessie: ``http://nessie:19120/iceberg``; Lakana:
+``http://host:8765`` with ``ATEDA_CATALOG_PREFIX`` = its environment and ``ATEDA_CATALOG_TOKEN``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import time
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
+from pyiceberg.schema import assign_fresh_schema_ids
 from pyiceberg.table import Table
+from pyiceberg.transforms import IdentityTransform
 from pyiceberg.catalog import load_catalog as _load
 
 from ateda.config import Settings
@@ -70,6 +74,10 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
     uri = settings.catalog_uri
     if uri.startswith(("http://", "https://")):
         props.update(type="rest", uri=uri)
+        if settings.catalog_prefix:
+            props["prefix"] = settings.catalog_prefix
+        if settings.catalog_token:
+            props["token"] = settings.catalog_token
     else:
         props.update(type="sql", uri=uri)
         if uri.startswith("sqlite"):
@@ -93,8 +101,8 @@ def load_catalog(settings: Settings) -> Catalog:
             if "already exists" in str(exc) and attempt < 2:
                 time.sleep(random.uniform(0.05, 0.2))
                 continue
-            raise TransientError(mask(f"catalog unavailable at {settings.catalog_uri}: {exc}",
-                                      (settings.s3_secret_key, settings.s3_access_key))) from exc
+            secrets = (settings.s3_secret_key, settings.s3_access_key, settings.catalog_token)
+            raise TransientError(mask(f"catalog unavailable at {settings.catalog_uri}: {exc}", secrets)) from exc
     raise AssertionError("unreachable")
 
 
@@ -120,12 +128,17 @@ def _ensure_table(catalog: Catalog, ident: str, name: str) -> Table:
         return catalog.load_table(ident)
     except NoSuchTableError:
         pass
-    schema = alert_schema() if name == "alert" else TABLES[name]
+    # the Iceberg schema with its ids (pyiceberg's own conversion of an Arrow schema), so the spec can name "night"
+    arrow = alert_schema() if name == "alert" else TABLES[name]
+    schema = assign_fresh_schema_ids(Catalog._convert_schema_if_needed(arrow))
+    spec = UNPARTITIONED_PARTITION_SPEC
+    if name != "ingest_ledger":  # partitioned by night from its first commit: no reader ever sees it unpartitioned
+        night = schema.find_field("night").field_id
+        spec = PartitionSpec(PartitionField(source_id=night, field_id=1000, transform=IdentityTransform(),
+                                            name="night"))
     try:
-        with catalog.create_table_transaction(ident, schema=schema, properties=TABLE_PROPERTIES) as tx:
-            if name != "ingest_ledger":
-                with tx.update_spec() as spec:
-                    spec.add_identity("night")
+        # one create with its spec (not a staged create-transaction: REST servers may not implement those)
+        catalog.create_table(ident, schema=schema, partition_spec=spec, properties=TABLE_PROPERTIES)
     except TableAlreadyExistsError:
         pass
     except Exception:  # noqa: BLE001 - a concurrent creator won (IntegrityError, CommitFailed): load it
