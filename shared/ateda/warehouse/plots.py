@@ -217,6 +217,7 @@ def _draw_lightcurve(ax, points: list[dict], legend: _Legend) -> None:  # noqa: 
             legend.kind("detection" if positive else "negative", _kind_handle("detection" if positive
                                                                              else "negative"))
     ax.invert_yaxis()
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")  # whole MJDs, never "1.5 + 5.81e4"
     ax.set_xlabel("MJD")
     ax.set_ylabel("Difference magnitude (AB)")
     ax.grid(True, color="0.88", linewidth=0.7, zorder=0)
@@ -245,6 +246,7 @@ def _draw_apparent(ax, detections: list[dict], legend: _Legend) -> None:  # noqa
         ax.errorbar([p["mjd"] for p in sel], [p["mag_corr"] for p in sel], yerr=err, fmt=marker, ms=5,
                     color=colour, mec="white", mew=0.5, elinewidth=1.0, capsize=1.5, zorder=3)
     ax.invert_yaxis()
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     ax.set_ylabel("Apparent mag\n(corrected)")
     ax.set_xlabel("MJD")
     ax.grid(True, color="0.88", linewidth=0.7, zorder=0)
