@@ -614,6 +614,7 @@ class AlertBatch:
 
     def _drop(self, row: dict, err: BadInput) -> None:
         self.dropped.append((row, BadInput(err.reason, f"alert {row.get('candid')}: {err.detail}")))
+        self.history_problems = [(r, e) for r, e in self.history_problems if r is not row]  # not kept after all
         self.n_alerts -= 1
 
     def take_dropped(self) -> list[tuple[dict, BadInput]]:
