@@ -29,7 +29,7 @@ def register(sub) -> None:  # noqa: ANN001
     ing.add_argument("--bronze-only", action="store_true",
                      help="stop once bronze has the files (bulk loads; crossmatch and refresh run later)")
     ing.add_argument("--json", action="store_true", help="machine-readable summary")
-    ing.add_argument("--timeout", type=float, default=3600,
+    ing.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
                      help="give up after this many seconds of waiting (default 3600)")
     ing.set_defaults(func=cmd_ingest)
 

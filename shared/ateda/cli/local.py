@@ -16,7 +16,7 @@ from ateda.local.runtime import Runtime
 def register(sub) -> None:  # noqa: ANN001
     up = sub.add_parser("up", help="run the runtime (functions, broker, bucket watcher) until stopped; one per "
                                    "ATEDA_HOME (a second one exits with 2, naming the first one's PID)")
-    up.add_argument("--metrics-port", type=int, default=0,
+    up.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
                     help="serve this process's metrics (broker deliveries, dead letters) on this TCP port "
                          "(default 0: not served)")
     up.set_defaults(func=cmd_up)
