@@ -462,11 +462,11 @@ def test_cli_query_object_plot(home, monkeypatch, capsys, tmp_path):
     pq = tmp_path / "o.parquet"
     assert main(["query", "select * from object", "--format", "parquet", "-o", str(pq)]) == 0
     assert duckdb.sql(f"select count(*) from '{pq}'").fetchone()[0] == home[1].rows["gold.object"]
-    assert main(["query", "select * from no_such_table"]) == 1
+    assert main(["query", "select * from no_such_table"]) == 2  # a user mistake: one line on stderr, exit 2
     assert main(["object", oid]) == 0
     text = capsys.readouterr().out
     assert oid in text and "magstats" in text
-    assert main(["object", "ZTF00nosuchobj"]) == 1
+    assert main(["object", "ZTF00nosuchobj"]) == 2
     png = tmp_path / "lc.png"
     assert main(["plot", oid, "-o", str(png)]) == 0
     assert png.stat().st_size > 20_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
