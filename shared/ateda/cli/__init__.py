@@ -66,9 +66,7 @@ def _fail(command: str, exc: BaseException, debug: bool, code: int, bug: bool = 
     if debug:
         traceback.print_exc()
     said = mask(_said(exc))
-    if isinstance(exc, ConfigError):
-        said += " (fix or unset it; `ateda config --doc` lists every setting)"
-    elif bug:
+    if bug:
         said = f"unexpected {type(exc).__name__}: {said} (run again with --debug for the traceback)"
     print(f"{command}: {said}", file=sys.stderr)
     return code
