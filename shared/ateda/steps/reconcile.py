@@ -8,7 +8,7 @@ be on its way) is announced again as ``dev.ateda.object.created`` (source ``/ate
 ``ATEDA_BATCH_MAX_OBJECTS``; each is counted in ``ateda_reconcile_repaired_total``. Split and bronze are idempotent
 on (bucket, key, eTag), so a re-announcement of an object that was in flight costs work, never a duplicate row.
 
-Callers: the maintenance function (the cluster's PingSource) and the local runtime's timer; ``sink`` is where the
+Meant for the maintenance function (the cluster's PingSource) and the local runtime's timer; ``sink`` is where the
 events go (``K_SINK``, or the local broker).
 """
 
