@@ -26,7 +26,7 @@ import requests
 from ateda.config import Settings
 from ateda.events import catalogue as events, transport
 from ateda.lake.iceberg import ensure_tables, load_catalog
-from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, REPO, Sink, alert_files, expected_alerts, put_alerts
+from conftest import ALERTS, DAMAGED_TAIL, HALF_BROKEN, REPO, Sink, alert_files, expected_alerts, put_alerts
 from hostile_corpus import ANY_MEMBER, STRUCTURE, Item, content_corpus, name_corpus
 
 MAX_MEMBER = 8 << 20  # ATEDA_MAX_MEMBER_BYTES for these runs: the bombs inflate to 64x this
@@ -34,7 +34,7 @@ MAX_TAR_MEMBERS = 10_000  # the 20,000-member tar is over it
 RECORDS_CAP = 100  # ATEDA_QUARANTINE_RECORDS_PER_OBJECT (the default, said explicitly)
 RSS_LIMIT_MIB = 512  # peak RSS of any process of an ingest (split, bronze, the CLI itself); ~220 MiB measured
 BRIDGE_RSS_LIMIT_MIB = 256  # the bridge's memory limit in the cluster
-SKIP = NOT_ZTF | {DAMAGED_TAIL}
+SKIP = HALF_BROKEN | {DAMAGED_TAIL}
 
 # runs the command given, then writes its exit code and the peak RSS of its process tree (RUSAGE_CHILDREN: every
 # descendant that was waited for, i.e. the CLI, its runtime's gunicorn masters and their workers)
@@ -68,6 +68,18 @@ def bronze_rows(s: Settings) -> Counter:
     t = ensure_tables(load_catalog(s), s)["alert"]
     a = t.scan(selected_fields=("source_key", "candid")).to_arrow()
     return Counter(zip(a["source_key"].to_pylist(), a["candid"].to_pylist()))
+
+
+def as_named(rows: Counter, records: list[dict], *folders: Path) -> tuple[Counter, list[dict]]:
+    """``ateda ingest FOLDER`` keys a file ``<folder name>/<path inside>``: the same rows and records keyed by the
+    path inside, as the corpus names its items."""
+    heads = tuple(f"{f.name}/" for f in folders)
+
+    def inside(key: str) -> str:
+        return next((key[len(h):] for h in heads if key.startswith(h)), key)
+
+    named = Counter({(inside(k), c): n for (k, c), n in rows.items()})
+    return named, [{**r, "source": {**r["source"], "key": inside(r["source"]["key"])}} for r in records]
 
 
 def quarantine_records(s: Settings) -> list[dict]:
@@ -199,8 +211,10 @@ def check_records(items: list[Item], records: list[dict], rows: Counter) -> tupl
 
 
 def real_bad_items() -> list[Item]:
-    """The real alerts that are bad input themselves (conftest): two non-ZTF files, one damaged tail."""
-    return [Item(n, "real non-ZTF Avro", [(None, frozenset({"not_ztf_alert"}))]) for n in sorted(NOT_ZTF)] + [
+    """The real alerts that are (partly) bad input themselves (conftest): two with an unreadable history, one damaged
+    tail."""
+    return [Item(n, "real alert, unreadable history", [(None, frozenset({"unreadable_history"}))])
+            for n in sorted(HALF_BROKEN)] + [
         Item(DAMAGED_TAIL, "real alert, damaged after its first record", [(None, STRUCTURE)])]
 
 
@@ -274,7 +288,8 @@ def hostile_run(tmp_path_factory):
     servers.start()
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-c", RSS_WRAPPER, str(rss_file),
-                             *ateda("ingest", "--json", "--timeout", "420", str(ALERTS), str(corpus))],
+                             *ateda("ingest", "--bronze-only", "--json", "--timeout", "420", str(ALERTS),
+                                    str(corpus))],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     servers.root_pid = proc.pid
     out, err = proc.communicate(timeout=600)
@@ -283,10 +298,11 @@ def hostile_run(tmp_path_factory):
     servers.stop.set()
     servers.join()
     s = settings_of(env)
+    rows, records = as_named(bronze_rows(s), quarantine_records(s), ALERTS, corpus)
     return {"items": items, "run": run, "seconds": seconds, "env": env, "settings": s, "home": home,
             "sandbox": sandbox, "root": root, "token": token, "before": before, "servers": servers,
             "rss": json.loads(rss_file.read_text()) if rss_file.exists() else None,
-            "rows": bronze_rows(s), "records": quarantine_records(s)}
+            "rows": rows, "records": records}
 
 
 @pytest.mark.slow
@@ -381,10 +397,10 @@ def test_bombs_alone_stay_within_memory(tmp_path):
     env = cli_env(tmp_path / "home")
     rss_file = tmp_path / "rss.json"
     run = subprocess.run([sys.executable, "-c", RSS_WRAPPER, str(rss_file),
-                          *ateda("ingest", "--json", "--timeout", "120", str(drop))],
+                          *ateda("ingest", "--bronze-only", "--json", "--timeout", "120", str(drop))],
                          env=env, capture_output=True, text=True, timeout=300)
     s = settings_of(env)
-    rows, records = bronze_rows(s), quarantine_records(s)
+    rows, records = as_named(bronze_rows(s), quarantine_records(s), drop)
     must, maybe = expectations(items, {})
     problems = check_alerts(rows, must, maybe) + check_records(items, records, rows)[0]
     peak_mib = json.loads(rss_file.read_text())["maxrss_kib"] / 1024
@@ -404,10 +420,10 @@ def test_hostile_file_names_land_or_are_refused_by_name(tmp_path):
     plain = [f for f in alert_files() if f.name not in SKIP][:5]
     home = tmp_path / "home"
     env = cli_env(home, ATEDA_COMMIT_WINDOW_MS="200")
-    run = subprocess.run(ateda("ingest", "--json", "--timeout", "180", *map(str, plain), str(tmp_path / "names")),
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(ateda("ingest", "--bronze-only", "--json", "--timeout", "180", *map(str, plain),
+                               str(tmp_path / "names")), env=env, capture_output=True, text=True, timeout=300)
     s = settings_of(env)
-    rows, records = bronze_rows(s), quarantine_records(s)
+    rows, records = as_named(bronze_rows(s), quarantine_records(s), tmp_path / "names")
     must, maybe = expectations(items, expected_alerts(plain))
     problems = check_alerts(rows, must, maybe) + check_records(items, records, rows)[0]
     assert run.returncode == 0 and not problems, (
@@ -426,7 +442,7 @@ def test_concurrent_ingests_on_one_home_are_exact(tmp_path, n):
     sets[-1] = sets[-1] + files[:step // 2]  # and the last one re-sends the start of the first
     home = tmp_path / "home"
     env = cli_env(home)
-    procs = [subprocess.Popen(ateda("ingest", "--json", "--timeout", "240", *map(str, fs)), env=env,
+    procs = [subprocess.Popen(ateda("ingest", "--bronze-only", "--json", "--timeout", "240", *map(str, fs)), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for fs in sets]
     outs = [p.communicate(timeout=300) for p in procs]
     s = settings_of(env)
@@ -543,7 +559,7 @@ def test_kill_9_function_servers_under_ateda_up_are_restarted_and_exact(tmp_path
         victims = {f: _server_pids(up.pid, f) for f in ("split", "bronze")}
         assert all(len(p) == 1 for p in victims.values()), f"function servers found: {victims}"
         files = [f for f in alert_files() if f.name not in SKIP][:150]
-        ingest = subprocess.Popen(ateda("ingest", "--json", "--timeout", "150", *map(str, files)), env=env,
+        ingest = subprocess.Popen(ateda("ingest", "--bronze-only", "--json", "--timeout", "150", *map(str, files)), env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         os.kill(victims["split"][0], signal.SIGKILL)  # split dies as the files arrive
         ledger = ensure_tables(load_catalog(s), s)["ingest_ledger"]

@@ -4,8 +4,8 @@
 {{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid']) }}
 {#- Grain: one row per (candid, catalog, catalog_version, match_id): a match of an alert against a user-registered
     catalog (bronze.crossmatch), every catalog version kept. A re-registered catalog with new content is a new
-    version; an alert is matched against the versions registered when it was committed, so an alert's matches of an
-    older version stay (they are that alert's answer) and is_latest_version marks, per (catalog, candid), the rows
+    version; an alert is matched against the version registered when it was committed and against every version
+    registered later (the backfill of `ateda catalog add`), so an alert's matches of an older version stay and is_latest_version marks, per (catalog, candid), the rows
     of the newest version matched against it (latest matched_at, then the version string). Repeated bronze rows
     (a catalog holding one id twice, an alert committed twice in one batch) are kept once: the nearest.
     match_rank orders an alert's matches of one catalog version by distance (1 = nearest).
