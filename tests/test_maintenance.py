@@ -40,7 +40,7 @@ def lake(tmp_path_factory):
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path_factory.mktemp("maint") / "home"), "ATEDA_CHUNK_ALERTS": "20"})
     files = [f for f in alert_files() if f.name not in NOT_ZTF]
     for i in range(3):
-        run_ingest(s, files[i::3], quiet=True)
+        run_ingest(s, files[i::3], quiet=True, bronze_only=True)
     return s
 
 

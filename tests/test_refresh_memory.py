@@ -62,7 +62,7 @@ def test_every_refresh_connection_carries_the_memory_limit(tmp_path):
 def lake(tmp_path_factory):
     """The real alerts in bronze, the warehouse built once (the incremental models' tables exist)."""
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path_factory.mktemp("refresh-memory") / "home")})
-    run_ingest(s, [ALERTS], quiet=True)
+    run_ingest(s, [ALERTS], quiet=True, bronze_only=True)
     warehouse.refresh_models(s)
     return s
 

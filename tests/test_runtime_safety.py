@@ -393,6 +393,7 @@ def pg_uri_with_password():
 def test_status_masks_the_catalog_password(tmp_path, pg_uri_with_password, capsys):
     s = Settings(home=tmp_path / "home", catalog_uri=pg_uri_with_password, s3_access_key="AKIAEXAMPLEKEY",
                  s3_secret_key="wJalrXUtnFEMIsecretKEY").resolved()
+    s.home.mkdir(parents=True)  # a home that exists (a missing one is a user mistake, exit 2, before any catalog)
     for as_json in (False, True):
         assert cli.cmd_status(argparse.Namespace(json=as_json), s) == 0
         out = capsys.readouterr()

@@ -210,7 +210,7 @@ def _end_to_end(home: Path, inputs: list[Path]) -> dict:
     settings = Settings(home=home).resolved()
     with RssSampler() as rss, Runtime(settings, functions=ingestion_functions()) as rt:
         before = _cpu_by_role(rt)
-        summary = run_ingest(settings, inputs, quiet=True)
+        summary = run_ingest(settings, inputs, quiet=True, bronze_only=True)
         after = _cpu_by_role(rt)
     ledger = ensure_tables(load_catalog(settings), settings)["ingest_ledger"].scan().to_arrow()
     arrived, committed = ledger["arrived_at"].to_pylist(), ledger["committed_at"].to_pylist()
@@ -329,13 +329,13 @@ def run_refresh_bench(n: int = 20_000, new: int = 200, seed: int = 7) -> dict:
         timings, peaks = {}, {}
         with Runtime(settings, functions=ingestion_functions()):
             with WorkerPeaks(f"{os.sep}split{os.sep}main.py") as split:
-                run_ingest(settings, [night], quiet=True)
+                run_ingest(settings, [night], quiet=True, bronze_only=True)
             night.unlink()  # the tarball is in the bucket now; keep one copy on disk
             for name, full in (("full_build", True), ("no_new_data", False)):
                 r = refresh_in_child(settings, full_refresh=full)
                 timings[f"{name}_s"], peaks[f"{name}_rss_mib"] = round(r["seconds"], 2), mib(r["peak_rss"])
                 rows = r["rows"]
-            run_ingest(settings, [extra], quiet=True)
+            run_ingest(settings, [extra], quiet=True, bronze_only=True)
             r = refresh_in_child(settings)
             after = r["rows"]
             timings[f"refresh_{new}_new_alerts_s"] = round(r["seconds"], 2)
@@ -384,7 +384,7 @@ def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
         write_single_files(files, n, seed=seed, unique_cutouts=False)
         settings = Settings(home=work / "home").resolved()
         with Runtime(settings, functions=ingestion_functions()):
-            run_ingest(settings, [files], quiet=True)
+            run_ingest(settings, [files], quiet=True, bronze_only=True)
         refresh_models(settings, full_refresh=True)
         before = measure()
         t0 = time.perf_counter()
