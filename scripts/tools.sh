@@ -135,3 +135,14 @@ WRAPPER
   touch "$TOOLS/.stamp-yamllint-1.38.0"
   echo "scripts/tools.sh: installed yamllint 1.38.0"
 fi
+
+# An Iceberg REST catalog server (tests/test_rest_catalog.py): Lakana, pre-alpha, pure Python, in its own
+# virtualenv (its dependencies must not meet the project's).
+LAKANA_VERSION=0.20.0
+if [ ! -f "$TOOLS/.stamp-lakana-$LAKANA_VERSION" ]; then
+  rm -rf "$TOOLS/lakana"
+  { "$PY" -m venv "$TOOLS/lakana" && "$TOOLS/lakana/bin/python" -m pip install -q "lakana[server]==$LAKANA_VERSION"; } \
+    >"$work/lakana.log" 2>&1 || { grep -v '^WARNING: Location' "$work/lakana.log" >&2; fail "could not install lakana"; }
+  touch "$TOOLS/.stamp-lakana-$LAKANA_VERSION"
+  echo "scripts/tools.sh: installed lakana[server] $LAKANA_VERSION (in .tools/lakana)"
+fi

@@ -126,3 +126,13 @@ def test_ctrl_c_during_an_ingest_says_how_to_resume_and_exits_130(tmp_path):
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert "interrupted; run again to resume" in err
     assert "Traceback" not in err + out.decode(errors="replace"), err[-3000:]
+
+
+def test_a_core_only_install_says_which_extra_the_cli_needs(tmp_path):
+    """A function image installs the core only: its `ateda` says to install the `local` extra, in one line."""
+    code = ("import sys; sys.modules['tqdm'] = None  # as if the extra were not installed\n"
+            "from ateda.console import run; run()")
+    res = subprocess.run([sys.executable, "-c", code, "status"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "ATEDA_HOME": str(tmp_path)})
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "ateda[local]" in res.stderr and "tqdm" in res.stderr

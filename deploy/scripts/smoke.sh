@@ -20,6 +20,7 @@ AWS_SECRET_ACCESS_KEY="$(secret ateda-s3 AWS_SECRET_ACCESS_KEY)"
 export AWS_DEFAULT_REGION=us-east-1 AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 
 pf_pid=""
+# shellcheck disable=SC2329  # called by the EXIT trap
 cleanup() { [ -z "$pf_pid" ] || kill "$pf_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 if ! curl -fsS -o /dev/null "$S3_URL/minio/health/ready"; then

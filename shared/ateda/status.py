@@ -1,6 +1,6 @@
 """What is in the lake: tables, row counts, snapshots, backlog, dead letters, quarantine; silver/gold freshness (the
 bronze snapshot they reflect, pending refresh requests, the last run, copy conflicts); the running runtime's function
-servers and bucket watcher; cutouts by candid. Nothing secret is shown (catalog password masked, no S3 key, no
+servers and bucket watcher. Nothing secret is shown (catalog password masked, no S3 key, no
 token). Status only reads: it creates no home, no catalog and no table."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import requests
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import EqualTo
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, ConfigError
@@ -126,10 +125,3 @@ def _masked(value, secrets: tuple[str, ...]):  # noqa: ANN001, ANN202
     if isinstance(value, list):
         return [_masked(v, secrets) for v in value]
     return value
-
-
-def cutouts_of(settings: Settings, candid: int) -> dict[str, bytes]:
-    """kind -> stamp bytes (as in the alert: gzipped FITS) for one candid."""
-    table = ensure_tables(load_catalog(settings), settings)["cutout"]
-    rows = table.scan(row_filter=EqualTo("candid", candid), selected_fields=("kind", "stamp_data")).to_arrow()
-    return dict(zip(rows["kind"].to_pylist(), rows["stamp_data"].to_pylist()))

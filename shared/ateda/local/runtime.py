@@ -347,11 +347,11 @@ def _end_leftovers(home: Path) -> None:
     for pgid in groups:
         for pid in group_members(int(pgid)):
             try:
-                with open(f"/proc/{pid}/environ", "rb") as fh:
-                    environ = fh.read().split(b"\0")
+                with open(f"/proc/{pid}/environ", "rb") as fh:  # another process's variables, not ours
+                    their_vars = fh.read().split(b"\0")
             except OSError:
                 continue
-            if any(var.startswith(mine) for var in environ):  # still one of ours, not a reused PID
+            if any(var.startswith(mine) for var in their_vars):  # still one of ours, not a reused PID
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

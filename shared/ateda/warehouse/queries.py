@@ -9,16 +9,8 @@ makes a query fail or see half of its work.
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import re
-import warnings
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-from astropy.io import fits
 
 from pyiceberg.expressions import EqualTo
 
@@ -202,33 +194,4 @@ def richest_object(settings: Settings, key_prefix: str) -> str | None:
             "order by (t.objectId is not null) desc, coalesce(o.is_stellar, false), o.ndet desc, o.objectId "
             "limit 1", [key_prefix]).fetchone()
     return None if row is None else row[0]
-
-
-@dataclass
-class Cutouts:
-    candid: int
-    mjd: float
-    images: dict[str, Any]  # kind -> 2-D array
-    names: dict[str, str]  # kind -> the stamp's file name
-
-
-def latest_cutouts(con, object_id: str) -> Cutouts | None:  # noqa: ANN001
-    """The three stamps of the object's latest alert that has them."""
-    row = con.execute(
-        "select a.candid, a.mjd from silver.ztf_alert a where a.objectId = ? "
-        "and a.candid in (select candid from bronze.cutout where objectId = ?) "
-        "order by a.jd desc, a.candid desc limit 1", [object_id, object_id]).fetchone()
-    if row is None:
-        return None
-    candid, mjd = row
-    images, names = {}, {}
-    for kind, name, data in con.execute(
-            "select kind, file_name, stamp_data from bronze.cutout where candid = ?", [candid]).fetchall():
-        names[kind] = name or ""
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-        with warnings.catch_warnings():  # ZTF stamps' SIMPLE card is not quite standard: harmless
-            warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-            with fits.open(io.BytesIO(raw)) as hdul:
-                images[kind] = np.asarray(hdul[0].data, dtype=float)
-    return Cutouts(candid, mjd, images, names)
 
