@@ -366,8 +366,10 @@ def test_hostile_corpus_runtime_stays_up(hostile_run):
     assert seen.polls >= 5, f"the function servers were looked at {seen.polls} time(s) only"
     masters = {f: sorted(p) for f, p in seen.masters.items()}
     workers = {f: sorted(p) for f, p in seen.workers.items()}
-    want = {"split": max(2, os.cpu_count() or 2), "bronze": 1}
-    assert {f: len(p) for f, p in masters.items()} == {"split": 1, "bronze": 1} and \
+    # the ingest's temporary runtime runs every function `ateda up` runs: split with a worker per core, the rest one
+    assert {"split", "bronze"} <= set(masters), masters
+    want = {f: (max(2, os.cpu_count() or 2) if f == "split" else 1) for f in masters}
+    assert {f: len(p) for f, p in masters.items()} == dict.fromkeys(masters, 1) and \
         {f: len(p) for f, p in workers.items()} == want, (
             f"function servers were replaced during the ingest: masters {masters}, workers {workers} (expected one "
             f"master each and {want} workers, never replaced)")

@@ -41,33 +41,8 @@ DOCUMENTED_TASKS = {
     "down": ["kind delete cluster --name ateda"],
 }
 
-# Findings in files other sessions own, with the fix handed to their owner: a strict xfail while the file still shows
-# the finding (file, text that is there until the fix); once fixed, the check runs normally and must pass. Delete an
-# entry when its fix is in.
-PENDING_FIXES = {
-    "task": ("Taskfile.yml", "    preconditions:\n",
-             "Taskfile.yml (H5): preconditions run even under --dry; make them the first command of each task"),
-    "hadolint": ("docker/Dockerfile", 'COPY shared/ ./shared/\nRUN pip install',
-                 "docker/Dockerfile (H5): DL3013 on `pip install .`: `# hadolint ignore=DL3013` above it"),
-    "scripts/env.sh": ("scripts/env.sh", '-e "$root[$extras]"',
-                       "lead: shell directive, ${root}[$extras], SC2034/SC2317 disables (exact diff in the report)"),
-    "scripts/test.sh": ("scripts/test.sh", 'cd "$ROOT"\n', "lead: quote ATEDA_EXTRAS=\"test\", SC1091 disable, cd || exit 1"),
-    "scripts/demo.sh": ("scripts/demo.sh", 'set -euo pipefail\nsource', "lead: SC1091 disable above `source`"),
-    "deploy/scripts/smoke.sh": ("deploy/scripts/smoke.sh", 'pf_pid=""\ncleanup()',
-                                "H5: SC2329 disable above cleanup() (it runs from the EXIT trap)"),
-    "knative": ("knative/24-svc-dbt-refresh.yaml", "a request (300 s), so it\n",
-                "knative/24-svc-dbt-refresh.yaml (lead): line 4 is 128 columns; wrap the comment"),
-}
-
-
-def pending(name: str) -> pytest.MarkDecorator:
-    path, text, reason = PENDING_FIXES.get(name, ("", "", ""))
-    still = bool(path) and (ROOT / path).is_file() and text in (ROOT / path).read_text()
-    return pytest.mark.xfail(still, strict=True, reason=reason)
-
-
 def params(names: list[str]) -> list:
-    return [pytest.param(n, marks=pending(n)) for n in names]
+    return [pytest.param(n) for n in names]
 
 
 SHELL_SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("scripts/*.sh"),
