@@ -11,16 +11,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import signal
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from ateda.errors import AtedaError
+from ateda.lake.locks import file_lock
 
 LOCK = "runtime.lock"
 GATE = "runtime.gate"
@@ -97,17 +97,9 @@ def lock_holder(home: Path) -> int | None:
         return None
 
 
-@contextlib.contextmanager
-def gate(home: Path) -> Iterator[None]:
+def gate(home: Path):  # noqa: ANN201
     """Serialise start / attach / stop decisions on ``home`` (held for seconds at most)."""
-    path = Path(home) / GATE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(Path(home) / GATE)
 
 
 class Lease:
