@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need, then runs the whole suite (arguments go to pytest, e.g. -m "not slow"):
+# Installs what the tests need, then runs the whole suite on three workers (arguments go to pytest, e.g. -m "not slow"):
 # - as root on Debian, the real servers the tests start themselves when missing: Prometheus
 #   (tests/test_prometheus_scrape.py) and Ceph's monitor, OSD and RADOS gateway (tests/ceph.py, a real S3 with
 #   bucket notifications); policy-rc.d keeps the packages from starting services, apt's output goes to a log;
@@ -21,4 +21,6 @@ fi
 ATEDA_EXTRAS="test" source "$(dirname "$0")/env.sh" || exit 1
 cd "$ROOT" || exit 1
 bash scripts/tools.sh || exit 1  # helm, helmfile, task and the linters, pinned, into .tools/bin
-python -m pytest -q -p no:cacheprovider "$@"
+# Three workers, one module each at a time (--dist loadfile keeps a module's fixtures in one process): most slow
+# tests wait on servers and subprocesses, so three share two cores well. `-n 0` after it runs them in one process.
+python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile "$@"

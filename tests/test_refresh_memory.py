@@ -22,7 +22,7 @@ from ateda.config import Settings
 from ateda.dev.bench import refresh_in_child
 from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
-from conftest import ALERTS
+from conftest import ALERTS, REPO
 
 MiB = 2**20
 
@@ -106,7 +106,8 @@ def test_no_model_holds_bronze_rows_in_memory(lake, incremental):
     assert res.success, res.exception
     compiled = sorted((warehouse.warehouse_dir(s) / "dbt" / "target-local" / "compiled" / "ateda" / "models")
                       .glob("*/*.sql"))
-    assert len(compiled) == 15
+    models = sorted((REPO / "dbt" / "models").glob("*/*.sql"))  # every model of the project is planned
+    assert [p.name for p in compiled] == [p.name for p in models] and len(models) > 10
     with warehouse.open_warehouse(s) as con:
         # every file as if new, so bronze.alert_delta is not empty (the planner would fold an empty one away);
         # in a transaction rolled back at the end: the warehouse's state is left alone
@@ -144,7 +145,10 @@ def test_refresh_peak_rss_stays_bounded(lake):
     assert full["rows"] == noop["rows"] and full["rows"]["silver.ztf_alert"] > 400
     assert noop["new_files"] == 0
     assert full["peak_rss"] < 1024 * MiB, f"full build peaked at {full['peak_rss'] / MiB:.0f} MiB"
-    bound = noop["peak_rss"] + 2 * data + 128 * MiB
+    # 192 MiB of fixed cost: DuckDB's operator buffers (hash tables, window partitions) that do not grow with the
+    # data. Measured 2026-12-04 on the real alerts: full 864-867 MiB, no-op 672-682 MiB (17 models; the two
+    # copy-conflict models added ~45 MiB). At 20 000 alerts: docs/performance.md (`ateda bench --refresh`).
+    bound = noop["peak_rss"] + 2 * data + 192 * MiB
     assert full["peak_rss"] < bound, (f"full build {full['peak_rss'] / MiB:.0f} MiB, no-op "
                                       f"{noop['peak_rss'] / MiB:.0f} MiB, bronze.alert {data / MiB:.0f} MiB")
 

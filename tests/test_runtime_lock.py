@@ -119,9 +119,10 @@ def test_stop_kills_a_child_that_ignores_sigterm(tmp_path):
     s = Settings(home=tmp_path / "home").resolved()
     spec = _stubborn(tmp_path)
     rt = Runtime(s, functions=[*ingestion_functions(split_workers=1), spec], watch=False, stop_grace_s=1.0)
+    before = _descendants(os.getpid())  # servers other tests of the session started (Prometheus, Ceph) stay up
     with rt:
         _wait_for(tmp_path / "stubborn" / "pids")
-        children = _descendants(os.getpid())
+        children = _descendants(os.getpid()) - before
         stubborn = [int(x) for x in (tmp_path / "stubborn" / "pids").read_text().split()]
         assert stubborn and all(p in children for p in stubborn)
         with pytest.raises(RuntimeBusy) as busy:  # one runtime per home, also in one process
