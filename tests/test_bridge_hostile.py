@@ -9,6 +9,7 @@ reason, is counted (ateda_rejected_total{function="minio-bridge"}), forwards not
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import json
 import os
@@ -27,6 +28,7 @@ from ateda.events import catalogue as events
 from ateda.lake.storage import bucket_store, lake_store
 from ateda.local.runtime import free_port
 from ateda.serving.metrics import instruments
+from ateda.steps import maintenance as mt
 from ateda.steps import reconcile
 from conftest import ALERTS, REPO, Sink
 
@@ -500,5 +502,25 @@ def test_reconciliation_announces_what_the_lake_does_not_know(tmp_path):
             assert event["source"] == "/ateda/reconcile" and len(event["data"]["objects"]) <= 2
             got += [(o["key"], o["etag"]) for o in event["data"]["objects"]]
         assert sorted(got) == want
+    finally:
+        sink.server.shutdown()
+
+
+def test_reconciliation_runs_as_the_maintenance_task(tmp_path):
+    """The hourly ping asks for `reconcile`: the maintenance pass announces lost objects to its K_SINK, and says it
+    skipped the task when it has no sink (``ateda maintain`` by hand without a runtime), posting nothing."""
+    files = sorted(ALERTS.glob("*.avro"))[:3]
+    sink = Sink()
+    try:
+        s = Settings(home=tmp_path / "home", sink=sink.url, reconcile_grace_s=0).resolved()
+        store = bucket_store(s)
+        etags = sorted((f"lost/{f.name}", store.put_bytes(f"lost/{f.name}", f.read_bytes())) for f in files)
+        alone = mt.run_pass(dataclasses.replace(s, sink=""), ["reconcile"])
+        assert alone.reconcile == {"skipped": "no event sink (K_SINK): nowhere to announce lost objects"}
+        assert sink.events == [] and alone.tables == {}
+        report = mt.run_pass(s, mt.tasks_of({"tasks": ["reconcile"]}))
+        assert report.reconcile == {"bucket": s.bucket, "listed": 3, "known": 0, "young": 0, "repaired": 3}
+        got = sorted((o["key"], o["etag"]) for e in sink.of(events.OBJECT_CREATED) for o in e["data"]["objects"])
+        assert got == etags
     finally:
         sink.server.shutdown()

@@ -51,7 +51,7 @@ SERVICES = {
     "ateda-dead-letter": ("dead_letter", "cloudevent", False),
     "ateda-dbt-refresh": ("dbt_refresh", "cloudevent", True),
     "ateda-crossmatch": ("crossmatch", "cloudevent", True),
-    "ateda-maintenance": ("maintenance", "cloudevent", False),
+    "ateda-maintenance": ("maintenance", "cloudevent", True),  # reconciliation re-announces lost objects
 }
 IMAGE_TAG = "0.1.0"
 
@@ -645,7 +645,7 @@ def test_pingsource_ticks_the_maintenance_through_the_broker():
     assert len(fields) == 5 and fields[0].isdigit() and fields[1:] == ["*", "*", "*", "*"], "hourly"
     assert spec["contentType"] == "application/json"
     data = json.loads(spec["data"])
-    assert tasks_of(data) == ["compact", "expire", "orphans", "stats"]
+    assert tasks_of(data) == ["compact", "expire", "orphans", "stats", "reconcile"]
     jsonschema.Draft202012Validator(json.loads(
         (ROOT / "events" / "schemas" / "dev.knative.sources.ping.json").read_text())).validate(data)
     # its events reach the maintenance Service through a Trigger on the PingSource's type

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 from ateda.config import Settings
+from ateda.events import transport
+from ateda.local.runtime import running_runtime
 from ateda.steps.maintenance import TASKS, run_pass
 
 
@@ -25,6 +28,12 @@ def cmd_maintain(args, settings: Settings) -> int:  # noqa: ANN001
         print(f"ateda maintain: unknown task {','.join(unknown) or '(none given)'}; --tasks takes a comma-separated "
               f"subset of {','.join(TASKS)}", file=sys.stderr)
         return 2
+    if "reconcile" in tasks and not settings.sink:
+        # lost objects are announced to the runtime of this home when one runs (`ateda up`), else skipped
+        info = running_runtime(settings)
+        if info:
+            transport.register_token(info["broker"], info.get("token"))
+            settings = dataclasses.replace(settings, sink=info["broker"])
     report = run_pass(settings, tasks)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
@@ -40,6 +49,11 @@ def cmd_maintain(args, settings: Settings) -> int:  # noqa: ANN001
         print(f"nothing compacted: only files older than the quiet time ({m.quiet_minutes:g} min, "
               f"ATEDA_COMPACT_QUIET_MINUTES) are rewritten, and only in a partition holding at least {m.min_files} "
               f"of them (ATEDA_COMPACT_MIN_FILES)")
+    if report.reconcile is not None:
+        r = report.reconcile
+        print(f"reconcile: skipped, {r['skipped']}; run it while `ateda up` runs" if "skipped" in r else
+              f"reconcile: {r['listed']} objects in bucket {r['bucket']}, {r['known']} known, {r['young']} within "
+              f"the grace period, {r['repaired']} announced again")
     print(f"orphans deleted: {sum(report.orphans_deleted.values())} files ({report.orphan_bytes / 1e6:.1f} MB); "
           f"{report.seconds:.1f} s{' (budget used up: the next pass goes on)' if report.budget_exhausted else ''}")
     return 0

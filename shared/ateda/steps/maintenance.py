@@ -17,7 +17,11 @@ crossmatch):
    and that are older than ``ATEDA_ORPHAN_GRACE_HOURS`` are deleted (staged duplicates, rewritten chunks, tarball
    parts, files compacted away once their snapshots expired, manifests of expired snapshots);
 5. **stats**: gauges per table (data files, partitions, files in the fullest partition, small files, bytes,
-   snapshots) for the lake-health dashboard.
+   snapshots) for the lake-health dashboard;
+6. **reconcile**: list the source bucket and re-announce every object whose notification was lost
+   (:mod:`ateda.steps.reconcile`), through the event sink (``K_SINK``). It runs after the table tasks and outside
+   the maintenance lock (it only reads the lake and posts events). Without a sink it is skipped and the report says
+   why (``ateda maintenance`` by hand has no broker to announce to).
 
 Every step is idempotent and safe beside running writers: an overwrite that races a bronze append is retried by
 pyiceberg on the new snapshot (the append is kept); one pass at a time (a file lock locally, max-scale 1 in the
@@ -46,10 +50,12 @@ from ateda.lake.iceberg import COMPACTED_KEY, HOUSEKEEPING, ensure_tables, load_
 from ateda.lake.locks import file_lock
 from ateda.lake.storage import store_for_uri
 from ateda.serving.metrics import instruments
+from ateda.steps import reconcile
 
 log = logging.getLogger(__name__)
 FUNCTION = "maintenance"
-TASKS = ("compact", "expire", "orphans", "stats")
+TASKS = ("compact", "expire", "orphans", "stats", "reconcile")
+TABLE_TASKS = ("compact", "expire", "orphans", "stats")  # the ones that hold the maintenance lock
 STAGING = "staging/"
 
 
@@ -72,12 +78,14 @@ class PassReport:
     orphans_deleted: dict[str, int] = field(default_factory=dict)  # area -> files
     orphan_bytes: int = 0
     budget_exhausted: bool = False
+    reconcile: dict[str, Any] | None = None  # the reconciliation report, or {"skipped": reason}
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"tasks": self.tasks, "tables": {k: asdict(v) for k, v in self.tables.items()},
                 "orphans_deleted": self.orphans_deleted, "orphan_bytes": self.orphan_bytes,
-                "budget_exhausted": self.budget_exhausted, "seconds": round(self.seconds, 3)}
+                "budget_exhausted": self.budget_exhausted, "reconcile": self.reconcile,
+                "seconds": round(self.seconds, 3)}
 
 
 def tasks_of(data: Any) -> list[str]:
@@ -122,6 +130,20 @@ def run_pass(settings: Settings, tasks: list[str] | None = None, config: Mainten
     config = config or settings.maintenance
     report = PassReport(tasks=list(tasks or TASKS))
     start = time.monotonic()
+    if any(t in report.tasks for t in TABLE_TASKS):
+        _table_tasks(settings, config, report, start, now)
+    if "reconcile" in report.tasks:
+        if settings.sink:
+            report.reconcile = reconcile.run(settings, settings.sink).as_dict()
+        else:
+            report.reconcile = {"skipped": "no event sink (K_SINK): nowhere to announce lost objects"}
+    report.seconds = time.monotonic() - start
+    _record_metrics(report)
+    return report
+
+
+def _table_tasks(settings: Settings, config: MaintenanceConfig, report: PassReport, start: float,
+                 now: float | None) -> None:
     with file_lock(settings.home / "locks" / "maintenance.lock"):
         tables = lake_tables(settings)
         for name, table in tables.items():
@@ -142,9 +164,6 @@ def run_pass(settings: Settings, tasks: list[str] | None = None, config: Mainten
         if "stats" in report.tasks:
             for name, table in tables.items():
                 report.tables[name].stats = table_stats(table.refresh(), config)
-    report.seconds = time.monotonic() - start
-    _record_metrics(report)
-    return report
 
 
 def _ensure_housekeeping(table) -> None:  # noqa: ANN001
