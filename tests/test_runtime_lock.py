@@ -164,8 +164,9 @@ def test_two_concurrent_ingests_share_one_temporary_runtime(tmp_path):
     files = alert_files()
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     # the first (bronze only) is done before the second (bronze, crossmatch, refresh): the runtime it started must
-    # live on until the second is done (it used to be torn down, and the second waited for its timeout)
-    for folder, chosen in ((first_dir, files[:150]), (second_dir, files[300:340])):
+    # live on until the second is done (it used to be torn down, and the second waited for its timeout); 260 files
+    # keep the first busy while the second starts on a loaded machine (150 were done first under pytest-xdist)
+    for folder, chosen in ((first_dir, files[:260]), (second_dir, files[300:340])):
         folder.mkdir()
         for f in chosen:
             shutil.copy(f, folder / f.name)
@@ -180,7 +181,7 @@ def test_two_concurrent_ingests_share_one_temporary_runtime(tmp_path):
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
     assert "Traceback" not in err1 + err2
-    want1 = sum(len(v) for v in expected_alerts(files[:150]).values())
+    want1 = sum(len(v) for v in expected_alerts(files[:260]).values())
     want2 = sum(len(v) for v in expected_alerts(files[300:340]).values())
     one, two = json.loads(out1), json.loads(out2)
     assert (one["alerts"], one["new_alerts"]) == (want1, want1)  # each reports its own commits
