@@ -35,7 +35,9 @@ def register(sub) -> None:  # noqa: ANN001
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    _interrupted.clear()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C (children included)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         summary = run_ingest(settings, args.paths, args.prefix, args.timeout, quiet=args.json,
                              bronze_only=args.bronze_only)
@@ -46,6 +48,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"ateda ingest: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("ateda ingest: interrupted; run again to resume", file=sys.stderr)
+        return 130
+    if _interrupted:  # the KeyboardInterrupt was raised inside a finalizer, where Python ignores it
         print("ateda ingest: interrupted; run again to resume", file=sys.stderr)
         return 130
     print_summary(summary, args.json)
@@ -60,7 +65,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _interrupt(*_: object) -> None:
+_interrupted: list[int] = []  # the signals received: a KeyboardInterrupt raised in a __del__ is printed and dropped
+
+
+def _interrupt(signum: int, *_: object) -> None:
+    _interrupted.append(signum)
     raise KeyboardInterrupt
 
 
