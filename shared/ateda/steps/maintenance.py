@@ -21,7 +21,7 @@ crossmatch):
 6. **reconcile**: list the source bucket and re-announce every object whose notification was lost
    (:mod:`ateda.steps.reconcile`), through the event sink (``K_SINK``). It runs after the table tasks and outside
    the maintenance lock (it only reads the lake and posts events). Without a sink it is skipped and the report says
-   why (``ateda maintenance`` by hand has no broker to announce to).
+   why (``ateda maintain`` by hand, with no runtime running, has no broker to announce to).
 
 Every step is idempotent and safe beside running writers: an overwrite that races a bronze append is retried by
 pyiceberg on the new snapshot (the append is kept); one pass at a time (a file lock locally, max-scale 1 in the
