@@ -54,8 +54,8 @@ from ateda.steps import reconcile
 
 log = logging.getLogger(__name__)
 FUNCTION = "maintenance"
-TASKS = ("compact", "expire", "orphans", "stats", "reconcile")
 TABLE_TASKS = ("compact", "expire", "orphans", "stats")  # the ones that hold the maintenance lock
+TASKS = (*TABLE_TASKS, "reconcile")
 STAGING = "staging/"
 
 
