@@ -173,7 +173,7 @@ FORBIDDEN = {  # layer -> the layers it must not import (docs/architecture.md, "
                      "ateda.dev"),
     "ateda.steps": ("ateda.local", "ateda.cli", "ateda.dev", "ateda.ingest", "ateda.status"),
     "ateda.serving": ("ateda.steps", "ateda.warehouse", "ateda.local", "ateda.cli", "ateda.dev"),
-    "ateda.warehouse": ("ateda.local", "ateda.cli", "ateda.dev", "ateda.serving"),
+    "ateda.warehouse": ("ateda.steps", "ateda.local", "ateda.cli", "ateda.dev", "ateda.serving"),
     "ateda.local": ("ateda.steps", "ateda.warehouse", "ateda.cli", "ateda.dev"),
 }
 

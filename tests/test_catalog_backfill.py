@@ -20,6 +20,7 @@ from ateda.config import Settings, settings
 from ateda.errors import BadInput
 from ateda.events import catalogue as events
 from ateda.lake.storage import lake_store
+from ateda.lake.iceberg import ensure_crossmatch_table, existing_crossmatch_table
 from ateda.steps import crossmatch as xm
 from ateda.warehouse.build import connect
 from conftest import DAMAGED_TAIL, NOT_ZTF, REPO, alert_files
@@ -71,12 +72,12 @@ def test_a_second_writer_of_the_same_work_appends_nothing(tmp_path):
     found = xm.match(s, alerts, [info])
     assert found["match_id"].to_pylist() == ["a"]
     xm.commit_matches(s, xm.CROSSMATCH.empty_table(), [info], [1], work="")  # the table exists, empty
-    stale = xm.ensure_table(s)  # the second pod loaded the table here
+    stale = ensure_crossmatch_table(s)  # the second pod loaded the table here
     assert xm.commit_matches(s, found, [info], [11], work="backfill:w:v:r:0")[0] == 1  # the first pod wins
     with pytest.raises(CommitFailedException):  # the second pod's append on its stale table cannot land
         xm._append_new(stale, found, [11], "", "backfill:w:v:r:0")
     assert xm.commit_matches(s, found, [info], [11], work="backfill:w:v:r:0")[0] == 0  # its retry: already done
-    assert xm.ensure_table(s).scan().to_arrow().num_rows == 1
+    assert ensure_crossmatch_table(s).scan().to_arrow().num_rows == 1
 
 
 def test_a_chunk_whose_file_is_gone_is_bad_input_and_recorded(tmp_path):
@@ -117,7 +118,7 @@ def _haversine_arcsec(ra1, dec1, ra2, dec2) -> float:
 
 
 def _bronze_matches(s) -> list[tuple]:
-    table = xm.existing_table(s)
+    table = existing_crossmatch_table(s)
     if table is None or table.current_snapshot() is None:
         return []
     rows = table.refresh().scan().to_arrow()

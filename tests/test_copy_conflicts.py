@@ -25,6 +25,7 @@ import pytest
 from ateda.config import Settings
 from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
+from ateda.warehouse import location
 from conftest import ALERTS
 
 REAL = "alercebroker_pipeline_3044341005815015012.avro"  # ZTF22aaldvku, 11 history entries, 10 forced points
@@ -80,7 +81,7 @@ def built(tmp_path_factory):
     assert summary.alerts == 2 and not summary.rejected
     result = warehouse.refresh_models(s, test=True)
     assert result.success, result.errors
-    with duckdb.connect(str(warehouse.duckdb_path(s)), read_only=True) as con:
+    with duckdb.connect(str(location.duckdb_path(s)), read_only=True) as con:
         keys = dict(con.execute("select source_key, candid from bronze.alert").fetchall())
     real_key = next(k for k in keys if k.endswith(REAL))
     copy_key = next(k for k in keys if k.endswith(COPY))
@@ -89,7 +90,7 @@ def built(tmp_path_factory):
 
 
 def _query(s: Settings, sql: str, params: list | None = None) -> list[dict]:
-    with duckdb.connect(str(warehouse.duckdb_path(s)), read_only=True) as con:
+    with duckdb.connect(str(location.duckdb_path(s)), read_only=True) as con:
         rel = con.execute(sql, params or [])
         cols = [d[0] for d in rel.description]
         return [dict(zip(cols, r)) for r in rel.fetchall()]

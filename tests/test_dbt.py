@@ -8,6 +8,7 @@ recomputed in plain Python straight from the Avro files with fastavro, following
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import statistics
@@ -24,6 +25,7 @@ from ateda.cli import main
 from ateda.config import Settings
 from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
+from ateda.warehouse import location
 from conftest import ALERTS, alert_files
 
 SIGMA_ARCSEC = {1: 0.065, 2: 0.085, 3: 0.01}
@@ -45,7 +47,7 @@ def reference(home):
 
 
 def _con(s: Settings) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(warehouse.duckdb_path(s)), read_only=True)
+    return duckdb.connect(str(location.duckdb_path(s)), read_only=True)
 
 
 # ---------------------------------------------------------------- the independent computation
@@ -285,8 +287,22 @@ def test_dbt_build_passes(home):
                                                        "transient_candidates", "object_catalog_match")}
 
 
+def test_source_freshness_reads_when_bronze_last_landed(home):
+    """`dbt source freshness` (sources.yml: loaded_at_field ingested_at) reports bronze.alert's newest ingest time."""
+    s, _ = home
+    res = warehouse.run_dbt(s, ["source", "freshness", "--select", "source:bronze.alert"])
+    assert res.success, res.exception
+    report = json.loads((location.warehouse_dir(s) / "dbt" / "target-local" / "sources.json").read_text())
+    (alert,) = [r for r in report["results"] if r["unique_id"] == "source.ateda.bronze.alert"]
+    assert alert["status"] == "pass", alert  # ingested minutes ago: well inside warn_after (24 h)
+    with _con(s) as con:
+        newest = con.execute("select max(ingested_at) from bronze.alert").fetchone()[0]
+    reported = dt.datetime.fromisoformat(alert["max_loaded_at"].replace("Z", "+00:00"))
+    assert abs((reported - newest).total_seconds()) < 1e-3, (reported, newest)
+
+
 def _manifest(s: Settings) -> dict:
-    return json.loads((warehouse.warehouse_dir(s) / "dbt" / "target-local" / "manifest.json").read_text())
+    return json.loads((location.warehouse_dir(s) / "dbt" / "target-local" / "manifest.json").read_text())
 
 
 def test_project_structure_layers_grain_and_unit_tests(home):
@@ -391,7 +407,7 @@ def test_rerun_without_new_data_changes_nothing(home):
 def test_incremental_refresh_equals_full_build(home, tmp_path):
     """Ingest in three steps with a refresh after each: the tables equal the one-step build (but ingested_at).
     The first two steps (15, then 25 files) are the sequence that crashed DuckDB 1.5.5's planner in the second
-    refresh (statistics propagation, now disabled: warehouse.DISABLED_OPTIMIZERS)."""
+    refresh (statistics propagation, now disabled: location.DISABLED_OPTIMIZERS)."""
     full, _ = home
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path / "inc")})
     files = alert_files()
@@ -401,13 +417,13 @@ def test_incremental_refresh_equals_full_build(home, tmp_path):
         last = warehouse.refresh_models(s)
         assert last.success and last.new_files > 0
     # the staging models read only the new files on an incremental run (ephemeral, compiled once for the run)
-    compiled = warehouse.warehouse_dir(s) / "dbt" / "target-local" / "compiled" / "ateda" / "models" / "silver"
+    compiled = location.warehouse_dir(s) / "dbt" / "target-local" / "compiled" / "ateda" / "models" / "silver"
     for name in ("ztf_alert", "detection", "non_detection", "forced_photometry"):
         sql = (compiled / f"{name}.sql").read_text()
         assert '"bronze"."alert_delta"' in sql and '"bronze"."alert"' not in sql, name
     with duckdb.connect() as con:
-        con.execute(f"attach '{warehouse.duckdb_path(full)}' as f (read_only)")
-        con.execute(f"attach '{warehouse.duckdb_path(s)}' as i (read_only)")
+        con.execute(f"attach '{location.duckdb_path(full)}' as f (read_only)")
+        con.execute(f"attach '{location.duckdb_path(s)}' as i (read_only)")
         tables = con.execute("select table_schema, table_name from information_schema.tables where table_catalog = 'f' "
                              "and table_schema in ('silver', 'gold') and table_type = 'BASE TABLE'").fetchall()
         assert len(tables) == 15  # and the views transient_candidates and copy_conflict (filters)
@@ -430,7 +446,7 @@ def test_cluster_target_compiles_offline_to_starrocks_sql(home, incremental):
     res = warehouse.run_dbt(s, ["compile", "--no-populate-cache", "--no-introspect", "--vars",
                                 f"{{ateda_assume_incremental: {str(incremental).lower()}}}"], "cluster")
     assert res.success, res.exception
-    compiled = sorted((warehouse.warehouse_dir(s) / "dbt" / "target-cluster" / "compiled" / "ateda" / "models")
+    compiled = sorted((location.warehouse_dir(s) / "dbt" / "target-cluster" / "compiled" / "ateda" / "models")
                       .glob("*/*.sql"))
     assert len(compiled) == 17
     for path in compiled:

@@ -15,7 +15,7 @@ import fastavro
 from ateda.cli import main
 from ateda.cli.dev import DEMO_REAL_PREFIX
 from ateda.config import settings
-from ateda.warehouse import build as warehouse
+from ateda.warehouse import location
 from conftest import ALERTS, DAMAGED_TAIL, HALF_BROKEN, alert_files
 
 
@@ -65,7 +65,7 @@ def test_demo_ingests_real_alerts_and_plots_the_richest_candidate(tmp_path, monk
         f"{DEMO_REAL_PREFIX}real/{n}" for n in (DAMAGED_TAIL, sorted(HALF_BROKEN)[0]))
     assert {r["reason"] for r in real_run["rejected"]} == {"corrupt_avro", "unreadable_history"}
 
-    with duckdb.connect(str(warehouse.duckdb_path(s)), read_only=True) as con:
+    with duckdb.connect(str(location.duckdb_path(s)), read_only=True) as con:
         candidates = dict(con.execute(
             "select c.objectId, o.ndet from gold.transient_candidates c join gold.object o using (objectId) "
             "where c.objectId in (select distinct objectId from silver.ztf_alert where starts_with(src_key, ?))",

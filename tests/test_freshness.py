@@ -22,6 +22,7 @@ from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.status import status
 from ateda.steps import dbt_refresh as rf
 from ateda.warehouse import build
+from ateda.warehouse import location
 from conftest import alert_files, app, post, put_alerts, validate_all
 
 
@@ -69,9 +70,9 @@ def test_queries_never_fail_while_a_refresh_runs_in_another_process(env_settings
     seen, during_build = [], 0
     try:
         while child.poll() is None:
-            building = build.building_path(s).exists()
+            building = location.building_path(s).exists()
             seen.append(_gold(capsys))
-            during_build += building and build.building_path(s).exists()  # the whole query ran during the build
+            during_build += building and location.building_path(s).exists()  # the whole query ran during the build
     finally:
         out, err = child.communicate(timeout=600)
     assert child.returncode == 0, err
@@ -79,8 +80,8 @@ def test_queries_never_fail_while_a_refresh_runs_in_another_process(env_settings
     assert new != old and new[0] > old[0]
     assert set(seen) <= {old, new}, f"a query saw neither state: {set(seen) - {old, new}}"
     assert during_build >= 3, f"only {during_build} queries ran while the next warehouse was being built"
-    assert not build.building_path(s).exists(), "the build's file is published (renamed), none is left"
-    assert sorted(p.name for p in build.duckdb_path(s).parent.glob("*.duckdb*")) == ["ateda.duckdb"]
+    assert not location.building_path(s).exists(), "the build's file is published (renamed), none is left"
+    assert sorted(p.name for p in location.duckdb_path(s).parent.glob("*.duckdb*")) == ["ateda.duckdb"]
 
 
 def test_a_failed_refresh_publishes_nothing_and_is_recorded(env_settings, sink, capsys, tmp_path):
@@ -95,13 +96,13 @@ def test_a_failed_refresh_publishes_nothing_and_is_recorded(env_settings, sink, 
     assert ok["last_run"]["ok"] and ok["last_success"]["bronze"]["alert"]["rows"] == 20
     _to_bronze(s, sink, alert_files()[20:140])
     broken = tmp_path / "dbt"
-    shutil.copytree(build.dbt_dir(s), broken, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    shutil.copytree(location.dbt_dir(s), broken, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     (broken / "models" / "gold" / "object.sql").write_text("select {{ no_such_macro() }}\n")
     child = subprocess.run([sys.executable, "-m", "ateda.cli", "refresh"], env={**os.environ,
                            "ATEDA_DBT_DIR": str(broken)}, capture_output=True, text=True, timeout=600)
     assert child.returncode == 1 and "no_such_macro" in child.stderr, child.stderr
     assert _gold(capsys) == before, "readers still see the last published warehouse"
-    assert not build.building_path(s).exists()
+    assert not location.building_path(s).exists()
     state = build.read_refresh_state(s)
     assert state["last_run"]["ok"] is False and "no_such_macro" in state["last_run"]["error"]
     assert state["last_success"] == ok["last_success"], "what gold reflects is still the last successful run"

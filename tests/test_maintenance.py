@@ -28,7 +28,7 @@ from ateda.ingest import run_ingest
 from ateda.lake.iceberg import HOUSEKEEPING, TABLE_PROPERTIES
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import FunctionSpec, Runtime, free_port
-from ateda.warehouse import build as warehouse
+from ateda.warehouse import bronze_views
 from conftest import NOT_ZTF, alert_files
 
 EAGER = mt.MaintenanceConfig(quiet_minutes=0, min_files=2, max_bins=1000)  # compacts everything, however fresh
@@ -56,7 +56,7 @@ def content(s: Settings) -> dict[str, list]:
     """
     tables = mt.lake_tables(s)
     con = duckdb.connect()
-    warehouse.prepare_bronze(con, s)
+    bronze_views.prepare_bronze(con, s)
     out = {"alert": _sorted(con.execute("select * from bronze.alert").to_arrow_table().to_pylist()),
            "ingest_ledger": _sorted(tables["ingest_ledger"].scan().to_arrow().to_pylist())}
     cut = tables["cutout"].scan().to_arrow()
@@ -71,8 +71,8 @@ def test_compaction_moves_rows_without_changing_them(lake, tmp_path):
     shape = {n: mt.table_stats(t, EAGER) for n, t in mt.lake_tables(lake).items()}
     assert shape["alert"]["max_files_per_partition"] >= 3, shape  # the fixture made small files to fold
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    files, _ = warehouse.prepare_bronze(con, lake)
-    warehouse._mark_processed(con, files)  # as a successful refresh would
+    files, _ = bronze_views.prepare_bronze(con, lake)
+    bronze_views.mark_processed(con, files)  # as a successful refresh would
     view_rows = con.execute("select count(*), count(distinct candid) from bronze.alert").fetchone()
 
     report = mt.run_pass(lake, ["compact", "stats"], EAGER)
@@ -87,7 +87,7 @@ def test_compaction_moves_rows_without_changing_them(lake, tmp_path):
     assert after["ingest_ledger"]["data_files"] == 1
     assert content(lake) == before  # every row, every stamp: moved, not changed
     # the warehouse sees the same rows through the new files and nothing to re-process
-    files2, new2 = warehouse.prepare_bronze(con, lake)
+    files2, new2 = bronze_views.prepare_bronze(con, lake)
     assert files2["alert"] != files["alert"] and not any(new2.values()), new2
     assert con.execute("select count(*), count(distinct candid) from bronze.alert").fetchone() == view_rows
     # a second pass finds nothing left to do

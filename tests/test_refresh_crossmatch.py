@@ -15,7 +15,9 @@ from ateda.config import Settings, settings
 from ateda.errors import TransientError
 from ateda.events import catalogue as events
 from ateda.lake import deadletters
+from ateda.lake.iceberg import ensure_crossmatch_table, existing_crossmatch_table
 from ateda.steps import crossmatch as xm, dbt_refresh as rf
+from ateda.warehouse import bronze_views
 from conftest import alert_files, put_alerts, validate_all
 from conftest import app, post
 
@@ -149,7 +151,7 @@ def test_crossmatch_function_on_real_alerts_is_idempotent(env_settings, sink, tm
     client = app("crossmatch")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
-    table = xm.ensure_table(s)
+    table = ensure_crossmatch_table(s)
     first = table.scan().to_arrow()
     # one dev.ateda.crossmatch.committed per bronze commit with matches: dbt refresh is told
     told = sink.of(events.CROSSMATCH_COMMITTED)
@@ -194,7 +196,7 @@ def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settin
     client = app("crossmatch")
     for e in committed:
         assert post(client, events.BRONZE_COMMITTED, e["data"]).status_code == 200
-    bronze_rows = xm.ensure_table(s).scan().to_arrow()
+    bronze_rows = ensure_crossmatch_table(s).scan().to_arrow()
     assert bronze_rows.num_rows >= len(pos) + 2 and bronze_rows["matched_at"].null_count == 0
 
     expected = {("watch", v1, c, f"n{c}"): (1.5, 2 if c == first else 1, True) for c in pos}
@@ -305,11 +307,11 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     s = lake_settings
     s.home.mkdir(parents=True, exist_ok=True)
     with duckdb.connect() as con:
-        warehouse.prepare_bronze(con, s)
+        bronze_views.prepare_bronze(con, s)
         cols = {r[0]: r[1] for r in con.execute("describe bronze.crossmatch").fetchall()}
         assert list(cols) == xm.CROSSMATCH.names and cols["matched_at"] == "TIMESTAMP WITH TIME ZONE"
         assert con.execute("select count(*) from bronze.crossmatch_delta").fetchone() == (0,)
-    assert xm.existing_table(s) is None
+    assert existing_crossmatch_table(s) is None
 
     def row(candid: int, schema: pa.Schema) -> pa.Table:
         values = {"catalog": "w", "catalog_version": "v0", "candid": candid, "objectId": f"ZTF{candid}",
@@ -321,11 +323,11 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     table = load_catalog(s).create_table(f"{s.namespace}.{xm.TABLE}", schema=old, properties=TABLE_PROPERTIES)
     with duckdb.connect(str(s.home / "w.duckdb")) as con:
         for _ in range(2):  # an empty table's stand-in (a DuckDB table) is replaced by the view over the files
-            warehouse.prepare_bronze(con, s)
+            bronze_views.prepare_bronze(con, s)
             assert con.execute("select count(*) from bronze.crossmatch where matched_at is null").fetchone() == (_,)
             table.append(row(1, old))
     assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
-    rows = xm.ensure_table(s).scan().to_arrow().sort_by("candid")
+    rows = ensure_crossmatch_table(s).scan().to_arrow().sort_by("candid")
     assert rows["candid"].to_pylist() == [1, 1, 2] and rows["matched_at"].null_count == 2
 
 

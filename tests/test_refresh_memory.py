@@ -22,6 +22,7 @@ from ateda.config import Settings
 from ateda.dev.bench import refresh_in_child
 from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
+from ateda.warehouse import bronze_views, location
 from conftest import ALERTS, REPO
 
 MiB = 2**20
@@ -43,7 +44,7 @@ def test_every_refresh_connection_carries_the_memory_limit(tmp_path):
     with duckdb.connect() as con:  # what a connection without the setting gets on this host
         assert _setting(con, "memory_limit") != expected, "DuckDB's default equals the limit: the test shows nothing"
 
-    with warehouse.open_warehouse(s) as con:  # the refresh's own connection (bronze views, processed files)
+    with location.open_warehouse(s) as con:  # the refresh's own connection (bronze views, processed files)
         assert _setting(con, "memory_limit") == expected
         assert _setting(con, "threads") == s.duckdb_threads
         assert _setting(con, "preserve_insertion_order") is False
@@ -104,16 +105,16 @@ def test_no_model_holds_bronze_rows_in_memory(lake, incremental):
     s = lake
     res = warehouse.run_dbt(s, ["compile", "--vars", f"{{ateda_assume_incremental: {str(incremental).lower()}}}"])
     assert res.success, res.exception
-    compiled = sorted((warehouse.warehouse_dir(s) / "dbt" / "target-local" / "compiled" / "ateda" / "models")
+    compiled = sorted((location.warehouse_dir(s) / "dbt" / "target-local" / "compiled" / "ateda" / "models")
                       .glob("*/*.sql"))
     models = sorted((REPO / "dbt" / "models").glob("*/*.sql"))  # every model of the project is planned
     assert [p.name for p in compiled] == [p.name for p in models] and len(models) > 10
-    with warehouse.open_warehouse(s) as con:
+    with location.open_warehouse(s) as con:
         # every file as if new, so bronze.alert_delta is not empty (the planner would fold an empty one away);
         # in a transaction rolled back at the end: the warehouse's state is left alone
         con.begin()
         con.execute("delete from ateda_meta.processed_file")
-        files, new = warehouse.prepare_bronze(con, s)
+        files, new = bronze_views.prepare_bronze(con, s)
         assert new["alert"] == files["alert"] and files["alert"]
         for path in compiled:
             for root in _plan(con, path.read_text()):
@@ -127,7 +128,7 @@ def test_no_model_holds_bronze_rows_in_memory(lake, incremental):
 
 def _alert_bytes(s: Settings) -> int:
     """Uncompressed bytes of bronze.alert's data files (what a plan holding every alert would hold)."""
-    files = warehouse.bronze_files(s)["alert"]
+    files = bronze_views.bronze_files(s)["alert"]
     return sum(pq.ParquetFile(f).metadata.row_group(i).total_byte_size
                for f in files for i in range(pq.ParquetFile(f).metadata.num_row_groups))
 

@@ -19,6 +19,7 @@ from ateda import config
 from ateda.warehouse import build as warehouse
 from ateda.config import (VARIABLES, ConfigError, LocalSettings, MaintenanceSettings, RefreshSettings, Settings,
                           child_env, local_settings, settings_doc)
+from ateda.warehouse import location
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "shared" / "ateda"
@@ -185,7 +186,7 @@ def test_dbt_profile_is_rendered_from_settings_not_from_the_environment(tmp_path
     profile = yaml.safe_load(path.read_text())["ateda"]
     assert profile["target"] == "cluster"
     local, cluster = profile["outputs"]["local"], profile["outputs"]["cluster"]
-    assert local["path"] == str(warehouse.duckdb_path(s))
+    assert local["path"] == str(location.duckdb_path(s))
     assert local["config_options"]["memory_limit"] == "123MB"
     # dbt's as_number stays for dbt's own rendering, on the value from the settings
     assert local["config_options"]["threads"] == "{{ '1' | as_number }}"

@@ -18,11 +18,13 @@ from ateda.events import catalogue as events, transport
 from ateda.ingest import ensure_runtime
 from ateda.keys import printable
 from ateda.lake import deadletters
+from ateda.lake.iceberg import existing_crossmatch_table
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import running_runtime
 from ateda.steps.crossmatch import (CHUNK_ALERTS, BackfillProgress, ReferenceCatalog, backfill_progress,
-                                    bronze_alert_files, existing_table, registered_data)
-from ateda.warehouse.build import WarehouseError, connect
+                                    bronze_alert_files, registered_data)
+from ateda.warehouse.build import connect
+from ateda.warehouse.location import WarehouseError
 
 POLL_S = 0.5
 NEEDED = ("ateda-crossmatch", "ateda-dbt-refresh")  # the functions a backfill runs through
@@ -107,7 +109,7 @@ def _wait_chunks(settings: Settings, info: ReferenceCatalog, run: str, letters: 
 
 def matches_in_bronze(settings: Settings, info: ReferenceCatalog) -> int:
     """Distinct (candid, match_id) of this catalog version in bronze.crossmatch: what silver holds once refreshed."""
-    table = existing_table(settings)
+    table = existing_crossmatch_table(settings)
     if table is None or table.current_snapshot() is None:
         return 0
     rows = table.scan(selected_fields=("catalog", "catalog_version", "candid", "match_id")).to_arrow()

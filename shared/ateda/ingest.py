@@ -32,13 +32,12 @@ from ateda.errors import AtedaError, TransientError
 from ateda.events import catalogue as events
 from ateda.keys import UnsafeName, printable
 from ateda.lake import deadletters
-from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.lake.iceberg import ensure_tables, existing_crossmatch_table, load_catalog
 from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import arrow_filesystem, bucket_store, lake_store, md5_file
 from ateda.local.home import Lease, RuntimeBusy, gate, live_leases, lock_holder
 from ateda.local.runtime import Runtime, default_functions, running_runtime, runtime_health
 from ateda.local.watcher import announced_mtimes, is_temporary
-from ateda.steps.crossmatch import existing_table as crossmatch_table
 from ateda.warehouse.build import pending_requests, read_refresh_state
 from ateda.warehouse.queries import connect_science
 from ateda.ztf.alerts import Source
@@ -616,7 +615,7 @@ def _summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, se
 
 def _matches(settings: Settings, candids: set[int]) -> dict:
     """How many crossmatch rows these alerts have (against every registered catalog, this run or before)."""
-    table = crossmatch_table(settings)
+    table = existing_crossmatch_table(settings)
     if table is None or table.current_snapshot() is None:
         return {"matches": 0}
     rows = table.scan(selected_fields=("candid",)).to_arrow()["candid"].to_pylist()

@@ -21,7 +21,8 @@ import numpy as np
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, BadInput
-from ateda.warehouse.build import WarehouseError, refresh_models
+from ateda.warehouse.build import refresh_models
+from ateda.warehouse.location import WarehouseError
 from ateda.warehouse.plots import iso_minute, sexagesimal
 from ateda.warehouse.queries import UnknownObject, cone, connect_science, object_info
 

@@ -35,7 +35,8 @@ from ateda.ingest import iceberg_commits, run_ingest
 from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.local.runtime import Runtime, ingestion_functions
 from ateda.steps.maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
-from ateda.warehouse.build import prepare_bronze, refresh_models
+from ateda.warehouse.bronze_views import prepare_bronze
+from ateda.warehouse.build import refresh_models
 
 
 def _ceiling_files(files: list[Path]) -> float:

@@ -41,6 +41,18 @@ LEDGER = pa.schema([
     ("alerts", pa.int64()), ("chunk", pa.string()), ("night", pa.date32()),
     ("arrived_at", pa.timestamp("us", tz="UTC")), ("committed_at", pa.timestamp("us", tz="UTC")),
 ])
+# bronze.crossmatch: one row per (catalog, version, alert) match; written by the crossmatch function only, created
+# by it on its first match (readers see None before: existing_crossmatch_table)
+CROSSMATCH_TABLE = "crossmatch"
+CROSSMATCH = pa.schema([
+    ("catalog", pa.string()), ("catalog_version", pa.string()), ("candid", pa.int64()), ("objectId", pa.string()),
+    ("match_id", pa.string()), ("match_ra", pa.float64()), ("match_dec", pa.float64()),
+    ("dist_arcsec", pa.float64()), ("night", pa.date32()), ("matched_at", pa.timestamp("us", tz="UTC")),
+])
+
+# pyiceberg re-bases a failed append onto the new snapshot by itself (the table's retries), which would append again
+# what another writer just appended: this table's appends are retried by commit_matches, which checks first
+NO_RETRIES = {"commit.retry.num-retries": "0"}
 TABLES = {"alert": ALERT_BASE, "cutout": CUTOUT, "ingest_ledger": LEDGER}  # alert: created as alert_schema()
 # Properties every lake table carries (set at creation; the maintenance pass adds them to older tables): appends
 # merge small manifests (bronze commits often: without it every commit adds a manifest that each scan must read),
@@ -162,3 +174,46 @@ def compaction_lineage(table) -> list[tuple[list[str], list[str]]]:  # noqa: ANN
             d = json.loads(props[COMPACTED_KEY])
             out.append((d["removed"], d["added"]))
     return out
+
+
+def ensure_crossmatch_table(settings: Settings) -> Table:
+    """bronze.crossmatch, created (partitioned by night) or brought to the current schema."""
+    catalog = load_catalog(settings)
+    ident = f"{settings.namespace}.{CROSSMATCH_TABLE}"
+    try:
+        return _with_current_schema(catalog.load_table(ident))
+    except NoSuchTableError:
+        pass
+    try:
+        catalog.create_namespace(settings.namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+    try:
+        table = catalog.create_table(ident, schema=CROSSMATCH, properties={**TABLE_PROPERTIES, **NO_RETRIES})
+        with table.update_spec() as spec:
+            spec.add_identity("night")
+        return table
+    except TableAlreadyExistsError:
+        return catalog.load_table(ident)
+
+
+def _with_current_schema(table: Table) -> Table:
+    """A table created before a column of CROSSMATCH existed (``matched_at``) gets it (NULL in its old rows); one
+    created before the work keys gets :data:`NO_RETRIES`."""
+    if set(CROSSMATCH.names) - set(table.schema().column_names):
+        with table.update_schema() as upd:
+            upd.union_by_name(CROSSMATCH)
+    if any(table.properties.get(k) != v for k, v in NO_RETRIES.items()):
+        with table.transaction() as tx:
+            tx.set_properties(NO_RETRIES)
+    return table
+
+
+def existing_crossmatch_table(settings: Settings) -> Table | None:
+    """bronze.crossmatch if it exists, else None (readers do not create it; :func:`ensure_crossmatch_table` does)."""
+
+
+    try:
+        return load_catalog(settings).load_table(f"{settings.namespace}.{CROSSMATCH_TABLE}")
+    except NoSuchTableError:
+        return None

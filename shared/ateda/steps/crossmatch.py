@@ -49,27 +49,19 @@ from pyiceberg.exceptions import (CommitFailedException, NamespaceAlreadyExistsE
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, BadInput, ConfigError, TransientError
-from ateda.lake.iceberg import TABLE_PROPERTIES, ensure_tables, load_catalog
+from ateda.lake.iceberg import (CROSSMATCH, TABLE_PROPERTIES, ensure_crossmatch_table, ensure_tables,
+                                load_catalog)
 from ateda.lake.storage import arrow_filesystem, lake_store
 
 log = logging.getLogger(__name__)
 NSIDE = 64
 PREFIX = "catalogs/"
-TABLE = "crossmatch"
-CROSSMATCH = pa.schema([
-    ("catalog", pa.string()), ("catalog_version", pa.string()), ("candid", pa.int64()), ("objectId", pa.string()),
-    ("match_id", pa.string()), ("match_ra", pa.float64()), ("match_dec", pa.float64()),
-    ("dist_arcsec", pa.float64()), ("night", pa.date32()), ("matched_at", pa.timestamp("us", tz="UTC")),
-])
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 _commit_lock = threading.Lock()
 WORK_KEY = "ateda.work"  # snapshot summary property: the work an append did (its idempotency key)
 COMMIT_ATTEMPTS = 8  # a lost optimistic-commit race (another pod appended) is re-checked and retried this often
 BACKFILL = "crossmatch/backfill/"  # <catalog>/<version>/<run>/plan.json and chunk-<i>.json: the backfill's ledger
 CHUNK_ALERTS = 20000  # default bound of a backfill chunk (alerts)
-# pyiceberg re-bases a failed append onto the new snapshot by itself (the table's retries), which would append again
-# what another writer just appended: this table's appends are retried by commit_matches, which checks first
-NO_RETRIES = {"commit.retry.num-retries": "0"}
 
 
 class CrossmatchError(AtedaError):
@@ -293,48 +285,6 @@ def alerts_of_commit(settings: Settings, data: dict) -> pa.Table:
                      "night": rows["night"]})
 
 
-def ensure_table(settings: Settings):
-    catalog = load_catalog(settings)
-    ident = f"{settings.namespace}.{TABLE}"
-    try:
-        return _with_current_schema(catalog.load_table(ident))
-    except NoSuchTableError:
-        pass
-    try:
-        catalog.create_namespace(settings.namespace)
-    except NamespaceAlreadyExistsError:
-        pass
-    try:
-        table = catalog.create_table(ident, schema=CROSSMATCH, properties={**TABLE_PROPERTIES, **NO_RETRIES})
-        with table.update_spec() as spec:
-            spec.add_identity("night")
-        return table
-    except TableAlreadyExistsError:
-        return catalog.load_table(ident)
-
-
-def _with_current_schema(table):  # noqa: ANN001, ANN202
-    """A table created before a column of CROSSMATCH existed (``matched_at``) gets it (NULL in its old rows); one
-    created before the work keys gets :data:`NO_RETRIES`."""
-    if set(CROSSMATCH.names) - set(table.schema().column_names):
-        with table.update_schema() as upd:
-            upd.union_by_name(CROSSMATCH)
-    if any(table.properties.get(k) != v for k, v in NO_RETRIES.items()):
-        with table.transaction() as tx:
-            tx.set_properties(NO_RETRIES)
-    return table
-
-
-def existing_table(settings: Settings):  # noqa: ANN201
-    """bronze.crossmatch if it exists, else None (readers do not create it; :func:`ensure_table` does)."""
-
-
-    try:
-        return load_catalog(settings).load_table(f"{settings.namespace}.{TABLE}")
-    except NoSuchTableError:
-        return None
-
-
 def commit_matches(settings: Settings, found: pa.Table, catalogs: list[ReferenceCatalog],
                    candids: list[int], note: str = "", work: str = "") -> tuple[int, int | None]:
     """Append ``found`` minus the (catalog, version, candid) already in the table, once per ``work``.
@@ -350,7 +300,7 @@ def commit_matches(settings: Settings, found: pa.Table, catalogs: list[Reference
         return 0, None
     with _commit_lock:  # in one process, the candid check and the append are not raced
         for attempt in range(COMMIT_ATTEMPTS):
-            table = ensure_table(settings)
+            table = ensure_crossmatch_table(settings)
             try:
                 return _append_new(table, found, candids, note, work)
             except CommitFailedException as exc:  # another writer committed in between: look again
