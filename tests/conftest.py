@@ -31,7 +31,6 @@ ALERTS = ZTF / "alerts"
 # and split quarantines the unreadable history (`unreadable_history`).
 HALF_BROKEN = {"astrolabsoftware_fink-client_fink-broker-sample-alert-2.avro",
                "astrolabsoftware_fink-client_fink-broker-sample-alert-4.avro"}
-NOT_ZTF = HALF_BROKEN  # the old name, for modules not moved yet (they leave these files out)
 DAMAGED_TAIL = "AmpelAstro_Ampel-ZTF-archive_schema_4.02.avro"
 REAL_402 = "alercebroker_pipeline_3044341005815015012.avro"  # null codec, one 4.02 alert
 

@@ -26,7 +26,7 @@ from ateda.lake.storage import bucket_store, lake_store
 from ateda.steps import bronze as bz
 from ateda.steps.bronze import Chunk, GroupCommitter
 from ateda.steps.split import Splitter
-from conftest import NOT_ZTF, alert_files, expected_alerts
+from conftest import HALF_BROKEN, alert_files, expected_alerts
 
 SPAWN = mp.get_context("spawn")
 
@@ -135,7 +135,7 @@ def run_committers(s: Settings, per_process: list[list[dict]]) -> list[list[str]
 def test_concurrent_committers_commit_every_part_exactly_once(tmp_path, request, catalog, n):
     uri = request.getfixturevalue("pg_uri") if catalog == "postgresql" else ""
     s = make_settings(tmp_path, uri)
-    files = [f for f in alert_files() if f.name not in NOT_ZTF][:90]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN][:90]
     # each process sees the same objects split differently (like two `ateda ingest` of overlapping inputs)
     per_process = [stage(s, files, group=5 + 2 * i, offset=7 * i) for i in range(n)]
     assert len({c["chunk"] for c in per_process[0]} & {c["chunk"] for c in per_process[1]}) < len(per_process[0])
@@ -146,7 +146,7 @@ def test_concurrent_committers_commit_every_part_exactly_once(tmp_path, request,
 @pytest.mark.slow
 def test_replay_after_100_commits_repairs_a_crash_between_data_and_ledger(tmp_path, monkeypatch):
     s = make_settings(tmp_path)
-    files = [f for f in alert_files() if f.name not in NOT_ZTF]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN]
     victim = stage(s, files[:8], group=8)
     others = stage(s, files[8:108], group=1)  # one chunk per file: 100 separate batches
     assert len(victim) == 1 and len(others) == 100
@@ -175,7 +175,7 @@ def test_replay_after_100_commits_repairs_a_crash_between_data_and_ledger(tmp_pa
 
 def test_data_left_by_a_committer_that_never_came_back_enters_the_ledger(tmp_path, monkeypatch):
     s = make_settings(tmp_path)
-    files = [f for f in alert_files() if f.name not in NOT_ZTF][:12]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN][:12]
     first, second = stage(s, files[:6], group=6), stage(s, files[6:], group=6)
     monkeypatch.setattr(GroupCommitter, "_commit_ledger", lambda *a, **kw: (_ for _ in ()).throw(OSError("kill")))
     with pytest.raises(TransientError):
@@ -244,7 +244,7 @@ def rejected_count() -> float:
 
 def test_poison_chunks_are_quarantined_and_their_batch_commits(tmp_path):
     s = make_settings(tmp_path, commit_window_ms=1000)
-    files = [f for f in alert_files() if f.name not in NOT_ZTF][:40]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN][:40]
     GroupCommitter(s).submit(Chunk.from_event(stage(s, files[:4], group=4)[0]))  # the table has its schema
     good = stage(s, files[4:28], group=4)
     bad_src = stage(s, files[28:], group=6)
@@ -281,7 +281,7 @@ def test_catalog_down_is_transient_not_poison(tmp_path):
     from ateda.local.runtime import free_port
 
     s = make_settings(tmp_path, f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing")
-    data = stage(s, [f for f in alert_files() if f.name not in NOT_ZTF][:3], group=3)[0]
+    data = stage(s, [f for f in alert_files() if f.name not in HALF_BROKEN][:3], group=3)[0]
     with pytest.raises(TransientError):
         GroupCommitter(s).submit(Chunk.from_event(data))
     assert not list(lake_store(s).list(bz.QUARANTINE_PREFIX))
@@ -289,7 +289,7 @@ def test_catalog_down_is_transient_not_poison(tmp_path):
 
 def test_a_staged_file_outside_the_lake_is_refused(tmp_path):
     s = make_settings(tmp_path)
-    data = stage(s, [f for f in alert_files() if f.name not in NOT_ZTF][:3], group=3)[0]
+    data = stage(s, [f for f in alert_files() if f.name not in HALF_BROKEN][:3], group=3)[0]
     data["files"]["alert"] = [str(tmp_path / "elsewhere.parquet")]
     result = GroupCommitter(s).submit(Chunk.from_event(data))
     assert result.rejected["reason"] == "unsafe_key"
@@ -326,7 +326,7 @@ def test_concurrent_table_creation_on_a_fresh_catalog_is_harmless(tmp_path, requ
 
 def test_ingest_ledger_poll_survives_a_catalog_outage(tmp_path):
     s = make_settings(tmp_path)
-    data = stage(s, [f for f in alert_files() if f.name not in NOT_ZTF][:3], group=3)[0]
+    data = stage(s, [f for f in alert_files() if f.name not in HALF_BROKEN][:3], group=3)[0]
     GroupCommitter(s).submit(Chunk.from_event(data))
     follower = _LedgerFollower(s)
     known = follower.parts_or_last()

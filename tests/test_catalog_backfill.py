@@ -23,7 +23,7 @@ from ateda.lake.storage import lake_store
 from ateda.lake.iceberg import ensure_crossmatch_table, existing_crossmatch_table
 from ateda.steps import crossmatch as xm
 from ateda.warehouse.build import connect
-from conftest import DAMAGED_TAIL, NOT_ZTF, REPO, alert_files
+from conftest import DAMAGED_TAIL, HALF_BROKEN, REPO, alert_files
 
 ARCSEC = 1 / 3600
 
@@ -139,7 +139,7 @@ def test_catalog_added_after_the_alerts_matches_them(tmp_path, monkeypatch, caps
     monkeypatch.delenv("K_SINK", raising=False)
     settings.cache_clear()
     s = settings()
-    files = [f for f in alert_files() if f.name not in NOT_ZTF and f.name != DAMAGED_TAIL][::15][:30]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN and f.name != DAMAGED_TAIL][::15][:30]
     assert len(files) == 30
 
     # 1. the alerts first

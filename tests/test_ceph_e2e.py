@@ -11,6 +11,7 @@ Ceph is installed by scripts/ceph.sh (CI runs it as root): if it is missing thes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
@@ -23,13 +24,14 @@ from ateda.config import Settings
 from ateda.ingest import IngestFailed, Uploaded, wait_committed
 from ateda.lake import deadletters
 from ateda.lake.storage import lake_store
-from ateda.local.runtime import FunctionSpec, Runtime, free_port, ingestion_functions
+from ateda.local.runtime import FunctionSpec, Runtime, free_port, ingestion_functions, ping
 from ateda.steps import reconcile
 from ceph import ACCESS_KEY, CLIENT_ENV, SECRET_KEY, CephRGW, gone, subscribe, upload
-from conftest import NOT_ZTF, PG, alert_files, bronze, check_bronze, check_cutouts, expected_alerts
+from conftest import HALF_BROKEN, PG, alert_files, bronze, check_bronze, check_cutouts, expected_alerts
 
 TOKEN = secrets.token_urlsafe(24)
 BRIDGE = FunctionSpec("ateda-minio-bridge", "minio_bridge", signature="http", workers=1, threads=16, parallelism=4)
+MAINTENANCE = FunctionSpec("ateda-maintenance", "maintenance", workers=1, threads=1, parallelism=1)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +75,8 @@ def bridge_url(rt: Runtime) -> str:
 def test_ceph_notifications_end_to_end(tmp_path, rgw, ceph_env, pg_uri):
     s = lake_settings(tmp_path, rgw, pg_uri, "e2e")
     client = rgw.client()
-    # the two Fink samples (NOT_ZTF) are left out: what bronze keeps of them is split's business (test_half_broken)
-    files = [f for f in alert_files() if f.name not in NOT_ZTF]
+    # the two Fink samples (HALF_BROKEN) are left out: what bronze keeps of them is split's business (test_half_broken)
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN]
     expected = expected_alerts(files)
     with runtime(s) as rt:
         subscribe(rgw, s.bucket, bridge_url(rt), TOKEN)
@@ -143,22 +145,26 @@ def test_object_deleted_before_split_reads_it_is_quarantined_once(tmp_path, rgw,
 
 def test_reconciliation_repairs_lost_notifications_exactly_once(tmp_path, rgw, ceph_env, pg_uri):
     """The bridge is down while 50 objects land (a non-persistent topic: RGW drops what it cannot deliver); once
-    it is up, one reconciliation pass lands all 50 exactly once, and a second pass repairs nothing."""
-    s = lake_settings(tmp_path, rgw, pg_uri, "recon")
+    it is up, the hourly maintenance ping (the PingSource's event, to the maintenance function, whose `reconcile`
+    task re-announces through its sink) lands all 50 exactly once, and a second ping repairs nothing."""
+    s = dataclasses.replace(lake_settings(tmp_path, rgw, pg_uri, "recon"), reconcile_grace_s=0.0)
     client = rgw.client()
-    files = [f for f in alert_files() if f.name not in NOT_ZTF][:50]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN][:50]
     subscribe(rgw, s.bucket, f"http://127.0.0.1:{free_port()}", TOKEN, persistent=False)  # nobody listens there
     uploaded = upload(client, s.bucket, files, multipart_every=10)
-    with runtime(s) as rt:
+    with Runtime(s, functions=ingestion_functions(2) + [BRIDGE, MAINTENANCE], watch=False,
+                 validate_events=True) as rt:
         subscribe(rgw, s.bucket, bridge_url(rt), TOKEN, persistent=False)  # the bridge is up: the topic points at it
         time.sleep(3.0)  # RGW had its chance to deliver (a persistent topic would have): nothing came
         assert _manifest_count(s) == 0, "a notification of the bridge-down period arrived"
-        report = reconcile.run(s, rt.sink, grace_s=0)
-        assert (report.listed, report.known, len(report.repaired)) == (50, 0, 50)
-        assert sorted(report.repaired) == sorted((u.key, u.etag) for u in uploaded)
+        ping(rt.sink)
         wait_committed(s, uploaded, timeout=300)
-        again = reconcile.run(s, rt.sink, grace_s=0)
-        assert (again.listed, again.known, again.repaired) == (50, 50, [])
+        _wait(rt.idle, 300, "the first maintenance pass")
+        split_runs = _manifest_count(s)
+        ping(rt.sink)  # every object is in the ledger now: nothing to re-announce
+        _wait(rt.idle, 300, "the second maintenance pass")  # the broker held the ping before it answered
+        assert _manifest_count(s) == split_runs, "the second pass re-announced objects the ledger holds"
+        assert list(lake_store(s).list("dead-letter/")) == [], "a maintenance pass failed"
         # within the grace period an unknown object is left for its notification
         young = client.put_object(Bucket=s.bucket, Key="young.avro", Body=files[0].read_bytes())["ETag"].strip('"')
         report = reconcile.run(s, rt.sink, grace_s=3600)
@@ -173,7 +179,7 @@ def test_the_store_going_away_mid_ingest_loses_and_duplicates_nothing(tmp_path, 
     The notifications RGW had not sent yet wait in its persistent queue (in RADOS) and follow once it is back."""
     s = lake_settings(tmp_path, rgw, pg_uri, "outage")
     client = rgw.client()
-    files = [f for f in alert_files() if f.name not in NOT_ZTF]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN]
     with runtime(s) as rt:
         subscribe(rgw, s.bucket, bridge_url(rt), TOKEN)
         uploaded = upload(client, s.bucket, files, multipart_every=50)

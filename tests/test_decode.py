@@ -12,7 +12,7 @@ import pytest
 from ateda.errors import BadInput
 from ateda.steps.split import iter_containers
 from ateda.ztf.alerts import AlertBatch, Source, decode_container, night_of
-from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files, with_candidate_field
+from conftest import ALERTS, DAMAGED_TAIL, HALF_BROKEN, alert_files, with_candidate_field
 
 
 def test_every_real_file_decodes_or_is_rejected_for_a_stated_reason():
@@ -25,7 +25,7 @@ def test_every_real_file_decodes_or_is_rejected_for_a_stated_reason():
         assert batch.add(decoded, decoded.records, Source("b", f.name, "e"), 0, None) == []
         # the two Fink samples whose history is a record of strings: kept without it (tests/test_half_broken.py)
         problems = {err.reason for _, err in batch.take_history_problems()}
-        assert problems == ({"unreadable_history"} if f.name in NOT_ZTF else set())
+        assert problems == ({"unreadable_history"} if f.name in HALF_BROKEN else set())
         alerts, cutouts = batch.tables()
         assert alerts.num_rows == len(decoded.records)
         kept += alerts.num_rows

@@ -29,7 +29,7 @@ from ateda.lake.iceberg import HOUSEKEEPING, TABLE_PROPERTIES
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import FunctionSpec, Runtime, free_port
 from ateda.warehouse import bronze_views
-from conftest import NOT_ZTF, alert_files
+from conftest import HALF_BROKEN, alert_files
 
 EAGER = mt.MaintenanceConfig(quiet_minutes=0, min_files=2, max_bins=1000)  # compacts everything, however fresh
 
@@ -38,7 +38,7 @@ EAGER = mt.MaintenanceConfig(quiet_minutes=0, min_files=2, max_bins=1000)  # com
 def lake(tmp_path_factory):
     """The real alerts in bronze, ingested in three rounds so that most nights have several small files."""
     s = Settings.from_env({"ATEDA_HOME": str(tmp_path_factory.mktemp("maint") / "home"), "ATEDA_CHUNK_ALERTS": "20"})
-    files = [f for f in alert_files() if f.name not in NOT_ZTF]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN]
     for i in range(3):
         run_ingest(s, files[i::3], quiet=True, bronze_only=True)
     return s

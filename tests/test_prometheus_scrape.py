@@ -24,7 +24,7 @@ import requests
 from ateda.config import Settings
 from ateda.ingest import IngestFailed, run_ingest
 from ateda.local.runtime import FunctionSpec, Runtime, free_port, ping
-from conftest import NOT_ZTF, REPO, alert_files
+from conftest import HALF_BROKEN, REPO, alert_files
 
 PROMETHEUS = shutil.which("prometheus")
 DASHBOARDS = REPO / "deploy" / "dashboards"
@@ -194,7 +194,7 @@ def test_every_own_dashboard_panel_returns_data_from_a_live_scrape(tmp_path, mon
     prom = None
     functions = [FunctionSpec("ateda-split", "split", workers=2, threads=1, parallelism=4),
                  FunctionSpec("ateda-bronze", "bronze", workers=1, threads=16, parallelism=16)]
-    files = [f for f in alert_files() if f.name not in NOT_ZTF][:24] + [f for f in alert_files() if f.name in NOT_ZTF]
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN][:24] + [f for f in alert_files() if f.name in HALF_BROKEN]
     bad = tmp_path / "in" / "observing-notes.avro"
     bad.parent.mkdir()
     bad.write_bytes(b"observing log, not an alert\n" * 10)

@@ -21,14 +21,14 @@ from ateda.events import catalogue as events
 from ateda.status import backlog_text
 from ateda.warehouse import build
 from ateda.warehouse.queries import install_functions, normalise_object_id, richest_object
-from conftest import NOT_ZTF, Sink, alert_files, app, post, put_alerts
+from conftest import HALF_BROKEN, Sink, alert_files, app, post, put_alerts
 
 
 def _real_candidates(limit: int = 400) -> list[dict]:
     """(ra, dec, jd) of the real alerts' candidates."""
     out = []
     for f in alert_files():
-        if f.name in NOT_ZTF:
+        if f.name in HALF_BROKEN:
             continue
         with open(f, "rb") as fh:
             try:

@@ -301,8 +301,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     """No table yet: DuckDB gets an empty typed bronze.crossmatch (nothing created in the catalog). A table written
     before ``matched_at`` existed: DuckDB reads the column as NULL; the next commit adds it to the table."""
     import duckdb
-    from ateda.warehouse import build as warehouse
-    from ateda.lake.iceberg import TABLE_PROPERTIES, load_catalog
+    from ateda.lake.iceberg import CROSSMATCH_TABLE, TABLE_PROPERTIES, load_catalog
 
     s = lake_settings
     s.home.mkdir(parents=True, exist_ok=True)
@@ -320,7 +319,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
         return pa.Table.from_pylist([{n: values[n] for n in schema.names}], schema=schema)
 
     old = pa.schema([f for f in xm.CROSSMATCH if f.name != "matched_at"])
-    table = load_catalog(s).create_table(f"{s.namespace}.{xm.TABLE}", schema=old, properties=TABLE_PROPERTIES)
+    table = load_catalog(s).create_table(f"{s.namespace}.{CROSSMATCH_TABLE}", schema=old, properties=TABLE_PROPERTIES)
     with duckdb.connect(str(s.home / "w.duckdb")) as con:
         for _ in range(2):  # an empty table's stand-in (a DuckDB table) is replaced by the view over the files
             bronze_views.prepare_bronze(con, s)

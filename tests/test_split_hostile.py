@@ -30,7 +30,7 @@ from ateda.events import catalogue as events
 from ateda.lake.storage import bucket_store, lake_store
 from ateda.steps.split import Splitter, iter_containers
 from ateda.ztf.alerts import Limits, decode_container
-from conftest import ALERTS, DAMAGED_TAIL, NOT_ZTF, alert_files, expected_alerts, with_candidate_field
+from conftest import ALERTS, DAMAGED_TAIL, HALF_BROKEN, alert_files, expected_alerts, with_candidate_field
 
 MULTI_SNAPPY = "astrolabsoftware_fink-client_part-00002-0f70696a-f8dd-40ab-89e7-e7f64c104e25-c000.avro"  # 56 alerts
 SNAPPY_ONE = "alercebroker_pipeline_000010510007802576.avro"
@@ -42,7 +42,7 @@ def real(name: str = REAL_402) -> bytes:
 
 
 def good_files() -> list[Path]:
-    return [f for f in alert_files() if f.name not in NOT_ZTF and f.name != DAMAGED_TAIL]
+    return [f for f in alert_files() if f.name not in HALF_BROKEN and f.name != DAMAGED_TAIL]
 
 
 # ---------------------------------------------------------------- bad input made from real alerts

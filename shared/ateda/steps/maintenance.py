@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from pyiceberg.io.pyarrow import parquet_file_to_data_file
 import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ForbiddenError
 
 from ateda.config import MaintenanceSettings, Settings
 from ateda.errors import BadInput
@@ -68,6 +68,8 @@ class TableReport:
     written_files: int = 0
     compacted_rows: int = 0
     expired_snapshots: int = 0
+    # the catalog refused the expiry commit (a REST server that expires by itself: Lakana); the pass goes on
+    expire_refused: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -158,7 +160,11 @@ def _table_tasks(settings: Settings, config: MaintenanceConfig, report: PassRepo
                     report.budget_exhausted = True
         if "expire" in report.tasks:
             for name, table in tables.items():
-                report.tables[name].expired_snapshots = expire_snapshots(table, config, now)
+                try:
+                    report.tables[name].expired_snapshots = expire_snapshots(table, config, now)
+                except ForbiddenError as exc:  # a permanent refusal, not a failed pass: the other tasks still run
+                    report.tables[name].expire_refused = str(exc)
+                    log.warning("maintenance: the catalog refuses to expire snapshots of %s: %s", name, exc)
         if "orphans" in report.tasks:
             report.orphans_deleted, report.orphan_bytes = delete_orphans(settings, tables, config, now)
         if "stats" in report.tasks:
