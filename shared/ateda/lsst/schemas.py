@@ -35,13 +35,14 @@ MAX_MINOR = 99  # the id gives the minor two digits
 
 @dataclass(frozen=True)
 class LsstSchema:
-    """One official alert schema: its version ("11.1"), id (1101), full record name, the fastavro-parsed writer
-    schema (for schemaless reading and writing) and the same schema with every named type inlined (plain JSON, for
-    deriving Arrow types)."""
+    """One official alert schema: its version ("11.1"), id (1101), full record name, the standalone schema JSON
+    (each named type defined at its first use: what a container header holds), the same parsed by fastavro (for
+    schemaless reading and writing) and expanded (every use of a named type written out: for Arrow types)."""
 
     version: str
     schema_id: int
     name: str
+    json: dict
     parsed: Any
     expanded: dict
 
@@ -111,22 +112,34 @@ def schema(schema_id: int) -> LsstSchema | None:
     prefix = f"lsst.v{major}_{minor}."
     raw = {p.name[:-len(".avsc")]: json.loads(p.read_text()) for p in folder.glob(prefix + "*.avsc")}
     name = prefix + "alert"
-    named: dict = {}
-    pending = {n: s for n, s in raw.items() if n != name}
-    while pending:  # the record types first, each once the types it references are parsed
-        progressed = False
-        for n in list(pending):
-            try:
-                fastavro.parse_schema(pending[n], named)
-            except fastavro.schema.UnknownType:
-                continue
-            del pending[n]
-            progressed = True
-        if not progressed:
-            raise ConfigError(f"{DISTRIBUTION} {version}: unresolvable types in {sorted(pending)}")
-    parsed = fastavro.parse_schema(raw[name], named)
-    expanded = fastavro.parse_schema(raw[name], dict(named), expand=True, _write_hint=False)
-    return LsstSchema(version, schema_id, name, parsed, expanded)
+    standalone = _inline(raw[name], raw, {name})
+    try:
+        parsed = fastavro.parse_schema(standalone)
+        expanded = fastavro.parse_schema(standalone, expand=True, _write_hint=False)
+    except Exception as exc:  # noqa: BLE001 (fastavro's schema errors have several types)
+        raise ConfigError(f"{DISTRIBUTION} {version}: its schema files do not make one Avro schema: {exc}") from exc
+    return LsstSchema(version, schema_id, name, standalone, parsed, expanded)
+
+
+def _inline(node: Any, raw: dict[str, Any], defined: set[str]) -> Any:
+    """``node`` with each named type another file defines written out where it is first used and referred to by
+    name after (Avro defines a name once): the standalone schema a container's header carries."""
+    if isinstance(node, str):
+        if node in raw and node not in defined:
+            defined.add(node)
+            return _inline(raw[node], raw, defined)
+        return node
+    if isinstance(node, list):
+        return [_inline(x, raw, defined) for x in node]
+    if isinstance(node, dict):
+        out = dict(node)
+        for key in ("type", "items", "values"):
+            if key in out:
+                out[key] = _inline(out[key], raw, defined)
+        if isinstance(out.get("fields"), list):
+            out["fields"] = [_inline(f, raw, defined) for f in out["fields"]]
+        return out
+    return node
 
 
 def sample_files() -> dict[str, tuple[Path, Path | None]]:
