@@ -166,7 +166,9 @@ def test_steps_parse_no_arguments():
 
 FORBIDDEN = {  # layer -> the layers it must not import (docs/architecture.md, "Which way imports go")
     "ateda.ztf": ("ateda.lake", "ateda.events", "ateda.steps", "ateda.warehouse", "ateda.serving", "ateda.local",
-                  "ateda.cli", "ateda.dev", "ateda.config", "ateda.ingest", "ateda.status"),
+                  "ateda.cli", "ateda.dev", "ateda.config", "ateda.ingest", "ateda.status", "ateda.lsst"),
+    "ateda.lsst": ("ateda.lake", "ateda.events", "ateda.steps", "ateda.warehouse", "ateda.serving", "ateda.local",
+                   "ateda.cli", "ateda.dev", "ateda.config", "ateda.ingest", "ateda.status"),
     "ateda.lake": ("ateda.steps", "ateda.warehouse", "ateda.local", "ateda.cli", "ateda.dev", "ateda.ingest",
                    "ateda.status"),
     "ateda.events": ("ateda.lake", "ateda.steps", "ateda.warehouse", "ateda.serving", "ateda.local", "ateda.cli",
