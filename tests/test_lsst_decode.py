@@ -264,7 +264,7 @@ def test_tables_of_every_version_share_one_canonical_schema_with_exact_ids():
     assert alerts.num_rows == 15 and alerts.schema.equals(schema)
     for name in ("diaSourceId", "diaObjectId"):
         assert alerts.schema.field(name).type == pa.int64()
-    assert alerts.schema.field("day_obs").type == pa.date32()
+    assert alerts.schema.field("night").type == pa.date32()
     rows = alerts.to_pylist()
     old = [r for r in rows if r["schema_version"] in UNIX_SECONDS_SAMPLES]
     new = [r for r in rows if r["schema_version"] not in UNIX_SECONDS_SAMPLES]
@@ -275,7 +275,7 @@ def test_tables_of_every_version_share_one_canonical_schema_with_exact_ids():
     assert {r["diaObjectId"] for r in rows} == {SAMPLE_DIA_OBJECT_ID}  # from diaObject: diaSource's is null
     assert {r["diaSource"]["diaSourceId"] for r in rows} == {SAMPLE_DIA_SOURCE_ID}
     assert {r["diaObject"]["diaObjectId"] for r in rows} == {SAMPLE_DIA_OBJECT_ID}
-    assert {r["day_obs"] for r in new} == {dt.date(2025, 8, 15)} and {r["day_obs"] for r in old} == \
+    assert {r["night"] for r in new} == {dt.date(2025, 8, 15)} and {r["night"] for r in old} == \
         {dt.date(2016, 11, 28)}
     assert {r["schema_id"] for r in rows} == {sid for sid, _ in schemas.known_schemas()}
     assert {r["observation_reason"] for r in old} == {None}  # a field older versions lack is null

@@ -12,8 +12,8 @@ CLUSTER="${KIND_CLUSTER:-ateda}"
 # package extras it installs beyond the core (pyproject.toml; tests/test_images.py checks each function needs no more)
 FUNCTIONS=(
   "minio-bridge:minio_bridge:http:"
-  "split:split:cloudevent:"
-  "bronze:bronze:cloudevent:"
+  "split:split:cloudevent:lsst"
+  "bronze:bronze:cloudevent:lsst"
   "dead-letter:dead_letter:cloudevent:"
   "dbt-refresh:dbt_refresh:cloudevent:warehouse,crossmatch"
   "crossmatch:crossmatch:cloudevent:crossmatch"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -32,7 +33,7 @@ from ateda.errors import AtedaError, TransientError
 from ateda.events import catalogue as events
 from ateda.keys import UnsafeName, printable
 from ateda.lake import deadletters
-from ateda.lake.iceberg import ensure_tables, existing_crossmatch_table, load_catalog
+from ateda.lake.iceberg import ensure_tables, existing_crossmatch_table, existing_lsst_table, load_catalog
 from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import arrow_filesystem, bucket_store, lake_store, md5_file
 from ateda.local.home import Lease, RuntimeBusy, gate, live_leases, lock_holder
@@ -62,6 +63,7 @@ class IngestSummary:
     files: int = 0
     bytes: int = 0
     alerts: int = 0  # alerts of these files in bronze (committed by this run or an earlier one)
+    by_survey: dict[str, int] = field(default_factory=dict)  # those alerts per survey ("ztf", "lsst")
     objects: int = 0
     nights: list[str] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -593,9 +595,7 @@ def summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, sec
 
 def _summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, seconds: float,
                commits: int | None, new_parts: set | None, stages: bool) -> IngestSummary:
-    tables = ensure_tables(load_catalog(settings), settings)
-    alerts = tables["alert"].scan(selected_fields=("objectId", "candid", "night", "source_bucket", "source_key",
-                                                   "source_etag", "part")).to_arrow()
+    alerts = _bronze_alerts(settings)
     mine = {(u.key, u.etag) for u in uploaded}
     keys = list(zip(alerts["source_bucket"].to_pylist(), alerts["source_key"].to_pylist(),
                     alerts["source_etag"].to_pylist(), alerts["part"].to_pylist()))
@@ -603,14 +603,37 @@ def _summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, se
     new = sum(1 for (b, k, e, p), m in zip(keys, mask) if m and (k, e, p) in (new_parts or set()))
     alerts = alerts.filter(mask) if alerts.num_rows else alerts
     rejected = [{"key": key, **r} for (key, _), m in manifests.items() for r in m["rejected"]]
+    surveys = alerts["survey"].to_pylist()
     summary = IngestSummary(
         files=len(uploaded), bytes=sum(u.size for u in uploaded), alerts=alerts.num_rows,
-        objects=len(set(alerts["objectId"].drop_null().to_pylist())),
+        by_survey={s: surveys.count(s) for s in sorted(set(surveys))},
+        objects=len(set(zip(surveys, alerts["objectId"].to_pylist())) - {(s, None) for s in surveys}),
         nights=sorted({str(n) for n in alerts["night"].to_pylist()}),
         rejected=rejected, seconds=seconds, commits=commits, new_alerts=new)
-    if stages:
-        summary.crossmatch = _matches(settings, set(alerts["candid"].to_pylist()))
+    if stages:  # the crossmatch matches ZTF alerts (Rubin: not yet)
+        ztf = alerts.filter(pc.equal(alerts["survey"], "ztf")) if alerts.num_rows else alerts
+        summary.crossmatch = _matches(settings, set(ztf["candid"].to_pylist()))
     return summary
+
+
+_SUMMARY_COLUMNS = ("candid", "objectId", "night", "source_bucket", "source_key", "source_etag", "part")
+
+
+def _bronze_alerts(settings: Settings) -> pa.Table:
+    """Every alert in bronze, both surveys, as (survey, candid, objectId, night, source, part): ZTF's candid and
+    objectId; Rubin's diaSourceId and diaObjectId (as text)."""
+    catalog = load_catalog(settings)
+    ztf = ensure_tables(catalog, settings)["alert"].scan(selected_fields=_SUMMARY_COLUMNS).to_arrow()
+    pieces = [ztf.select(list(_SUMMARY_COLUMNS)).append_column("survey", pa.array(["ztf"] * ztf.num_rows,
+                                                                                 pa.string()))]
+    lsst = existing_lsst_table(catalog, settings)
+    if lsst is not None:
+        rows = lsst.scan(selected_fields=("diaSourceId", "diaObjectId", *_SUMMARY_COLUMNS[2:])).to_arrow()
+        pieces.append(pa.table({
+            "candid": rows["diaSourceId"], "objectId": rows["diaObjectId"].cast(pa.string()),
+            **{c: rows[c] for c in _SUMMARY_COLUMNS[2:]},
+            "survey": pa.array(["lsst"] * rows.num_rows, pa.string())}))
+    return pa.concat_tables([x.cast(pieces[0].schema) for x in pieces])
 
 
 def _matches(settings: Settings, candids: set[int]) -> dict:

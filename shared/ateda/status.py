@@ -13,7 +13,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from ateda.config import Settings
 from ateda.errors import AtedaError, ConfigError
 from ateda.lake import deadletters
-from ateda.lake.iceberg import TABLES, ensure_tables, load_catalog
+from ateda.lake.iceberg import LSST_ALERT_TABLE, TABLES, ensure_tables, load_catalog
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import running_runtime, runtime_health
 from ateda.redact import mask, mask_uri
@@ -41,7 +41,7 @@ def status(settings: Settings) -> dict:
     tables = {}
     if not _sqlite_catalog_missing(settings):
         catalog = load_catalog(settings)
-        for name in TABLES:
+        for name in (*TABLES, LSST_ALERT_TABLE):  # bronze.lsst_alert once a Rubin alert landed
             try:
                 tables[name] = catalog.load_table(f"{settings.namespace}.{name}")
             except NoSuchTableError:

@@ -78,7 +78,10 @@ def print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
         print(json.dumps(summary.as_dict(), indent=1, default=str))
         return
     s = summary
-    print(f"bronze: {s.files} file(s), {s.bytes / 1e6:.1f} MB -> {s.alerts} alerts of {s.objects} objects "
+    names = {"ztf": "ZTF", "lsst": "Rubin"}
+    split = (" (" + ", ".join(f"{names.get(k, k)} {n}" for k, n in s.by_survey.items()) + ")"
+             if len(s.by_survey) > 1 or set(s.by_survey) - {"ztf"} else "")
+    print(f"bronze: {s.files} file(s), {s.bytes / 1e6:.1f} MB -> {s.alerts} alerts{split} of {s.objects} objects "
           f"on {len(s.nights)} night(s) {', '.join(s.nights[:5])}{' ...' if len(s.nights) > 5 else ''}")
     already = s.alerts - s.new_alerts
     print(f"  {s.new_alerts} committed by this run" + (f" ({already} were already in bronze)" if already > 0 else "")

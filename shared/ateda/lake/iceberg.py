@@ -23,6 +23,7 @@ from pyiceberg.catalog import load_catalog as _load
 from ateda.config import Settings
 from ateda.errors import TransientError
 from ateda.redact import mask
+from ateda.lsst.alerts import lsst_alert_schema
 from ateda.ztf.alerts import NESTED, canonical_struct
 
 ALERT_BASE = pa.schema([
@@ -35,6 +36,7 @@ CUTOUT = pa.schema([
     ("candid", pa.int64()), ("objectId", pa.string()), ("night", pa.date32()), ("kind", pa.string()),
     ("file_name", pa.string()), ("stamp_data", pa.binary()),
     ("source_bucket", pa.string()), ("source_key", pa.string()), ("source_etag", pa.string()), ("part", pa.int32()),
+    ("survey", pa.string()),  # "ztf" | "lsst" (NULL in rows written before Rubin: ZTF's); candid is unique per survey
 ])
 LEDGER = pa.schema([
     ("source_bucket", pa.string()), ("source_key", pa.string()), ("source_etag", pa.string()), ("part", pa.int32()),
@@ -135,13 +137,30 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> dict[str, Table]:
     return {name: _ensure_table(catalog, f"{ns}.{name}", name) for name in TABLES}
 
 
+LSST_ALERT_TABLE = "lsst_alert"  # Rubin alerts: created by bronze with the first Rubin chunk (docs/rubin.md)
+
+
+def existing_lsst_table(catalog: Catalog, settings: Settings) -> Table | None:
+    """bronze.lsst_alert if it exists, else None (readers never create it: its schema is the union of every Rubin
+    schema version, ~1,800 fields, which a ZTF-only lake has no use for)."""
+    try:
+        return catalog.load_table(f"{settings.namespace}.{LSST_ALERT_TABLE}")
+    except NoSuchTableError:
+        return None
+
+
+def ensure_lsst_table(catalog: Catalog, settings: Settings) -> Table:
+    """bronze.lsst_alert, created with every shipped Rubin schema's fields and partitioned by night (dayObs)."""
+    return _ensure_table(catalog, f"{settings.namespace}.{LSST_ALERT_TABLE}", LSST_ALERT_TABLE)
+
+
 def _ensure_table(catalog: Catalog, ident: str, name: str) -> Table:
     try:
         return catalog.load_table(ident)
     except NoSuchTableError:
         pass
     # the Iceberg schema with its ids (pyiceberg's own conversion of an Arrow schema), so the spec can name "night"
-    arrow = alert_schema() if name == "alert" else TABLES[name]
+    arrow = alert_schema() if name == "alert" else lsst_alert_schema() if name == LSST_ALERT_TABLE else TABLES[name]
     schema = assign_fresh_schema_ids(Catalog._convert_schema_if_needed(arrow))
     spec = UNPARTITIONED_PARTITION_SPEC
     if name != "ingest_ledger":  # partitioned by night from its first commit: no reader ever sees it unpartitioned

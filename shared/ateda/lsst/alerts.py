@@ -280,7 +280,9 @@ _TIMESTAMP = {"timestamp-micros": pa.timestamp("us", tz="UTC"), "timestamp-milli
 _KEY_COLUMNS = {
     "diaSourceId": pa.int64(),  # the triggering DiaSource (8.0 on: the alert's; 3.0 .. 7.4: diaSource.diaSourceId)
     "diaObjectId": pa.int64(),  # promoted from diaSource (else diaObject); null for a solar-system-only alert
-    "day_obs": pa.date32(),  # dayObs of diaSource.midpointMjdTai (3.0/4.0: midPointTai): the partition
+    # dayObs of diaSource.midpointMjdTai (3.0/4.0: midPointTai): the partition. Named `night` as in every bronze
+    # table (ZTF: the Palomar night), so the lake partitions and the ledger treat both surveys alike
+    "night": pa.date32(),
     "midpointMjdTai": pa.float64(),  # promoted, whatever the version calls it
     "schema_version": pa.string(), "schema_id": pa.int32(),
 }
@@ -290,10 +292,11 @@ _PROVENANCE_COLUMNS = {
     "source_bucket": pa.string(), "source_key": pa.string(), "source_etag": pa.string(),
     "source_member": pa.string(), "part": pa.int32(), "ingested_at": pa.timestamp("us", tz="UTC"),
 }
-CUTOUT_COLUMNS = {  # ZTF's cutout columns (ztf.alerts._CUTOUT_COLUMNS) + survey
-    "survey": pa.string(), "candid": pa.int64(), "objectId": pa.string(), "night": pa.date32(), "kind": pa.string(),
+CUTOUT_COLUMNS = {  # the cutout table's columns, as ZTF's rows have them (ztf.alerts._CUTOUT_COLUMNS)
+    "candid": pa.int64(), "objectId": pa.string(), "night": pa.date32(), "kind": pa.string(),
     "file_name": pa.string(), "stamp_data": pa.binary(),
     "source_bucket": pa.string(), "source_key": pa.string(), "source_etag": pa.string(), "part": pa.int32(),
+    "survey": pa.string(),
 }
 _CUTOUT_FIELDS = frozenset(name for name, _ in CUTOUT_KINDS)
 
@@ -432,7 +435,7 @@ def _row(rec: dict, meta: dict, ingested_at: dt.datetime) -> dict:
     extras = {k: v for k, v in rec.items() if k not in known and k not in _CUTOUT_FIELDS and k != "diaSourceId"}
     row = {k: v for k, v in rec.items() if k in known}
     row.update({
-        "diaSourceId": source_id, "diaObjectId": object_id, "day_obs": day_obs(float(mjd)),
+        "diaSourceId": source_id, "diaObjectId": object_id, "night": day_obs(float(mjd)),
         "midpointMjdTai": float(mjd), "schema_version": meta.get("schema_version"),
         "schema_id": meta.get("schema_id"),
         "extra_json": json.dumps(extras, default=_json_default) if extras else None,
@@ -452,7 +455,7 @@ def _cutout_rows(rec: dict, row: dict) -> list[dict]:
         out.append({
             "survey": SURVEY, "candid": row["diaSourceId"],
             "objectId": None if row["diaObjectId"] is None else str(row["diaObjectId"]),
-            "night": row["day_obs"], "kind": kind, "file_name": None, "stamp_data": data,
+            "night": row["night"], "kind": kind, "file_name": None, "stamp_data": data,
             "source_bucket": row["source_bucket"], "source_key": row["source_key"],
             "source_etag": row["source_etag"], "part": row["part"],
         })

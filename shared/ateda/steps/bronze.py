@@ -47,7 +47,8 @@ from pyiceberg.table import Table
 from ateda.config import Settings
 from ateda.errors import BadInput, TransientError
 from ateda.keys import segment
-from ateda.lake.iceberg import LEDGER, ensure_tables, load_catalog
+from ateda.lake.iceberg import (LEDGER, LSST_ALERT_TABLE, ensure_lsst_table, ensure_tables, existing_lsst_table,
+                                load_catalog)
 from ateda.lake.storage import arrow_filesystem, lake_store
 from ateda.serving.metrics import instruments
 from ateda.steps.batching import MicroBatcher
@@ -55,7 +56,10 @@ from ateda.steps.batching import MicroBatcher
 log = logging.getLogger(__name__)
 PartKey = tuple[str, str, str, int]
 PART_COLUMNS = ("source_bucket", "source_key", "source_etag", "part")
-DATA_TABLES = ("cutout", "alert")  # in commit order: a part in bronze.alert has all its cutouts
+# in commit order: a part in an alert table has all its cutouts. A part's alerts are of one survey (split starts a
+# new part when the survey changes), so a part is whole once it is in its alert table (ALERT_TABLES)
+DATA_TABLES = ("cutout", "alert", LSST_ALERT_TABLE)
+ALERT_TABLES = ("alert", LSST_ALERT_TABLE)
 SUMMARY_KEY = "ateda.chunks"
 COVERED_KEY = "ateda.covered.{}"  # ledger table property: "<data table uuid>:<sequence number>"
 QUARANTINE_PREFIX = "quarantine/schema_conflict/bronze/"
@@ -206,13 +210,20 @@ class GroupCommitter:
 
     # -- one batch, exactly once
 
-    def _ensure(self) -> dict[str, Table]:
+    def _ensure(self, rubin: bool = False) -> dict[str, Table]:
+        """The bronze tables, refreshed; ``lsst_alert`` when it exists, created when ``rubin`` (a batch holds
+        Rubin alerts)."""
         if self._tables is None:
             catalog = load_catalog(self.settings)
-            self._tables = ensure_tables(catalog, self.settings)
+            self._tables = dict(ensure_tables(catalog, self.settings))
+            lsst = existing_lsst_table(catalog, self.settings)
+            if lsst is not None:
+                self._tables[LSST_ALERT_TABLE] = lsst
         else:
             for name, table in self._tables.items():
                 self._tables[name] = table.refresh()
+        if rubin and LSST_ALERT_TABLE not in self._tables:
+            self._tables[LSST_ALERT_TABLE] = ensure_lsst_table(load_catalog(self.settings), self.settings)
         return self._tables
 
     def _commit(self, batch: list[Chunk]) -> list[CommitResult]:
@@ -227,21 +238,22 @@ class GroupCommitter:
         raise TransientError(f"bronze commit lost {CAS_ATTEMPTS} races in a row")
 
     def _attempt(self, batch: list[Chunk]) -> list[CommitResult]:
-        tables = self._ensure()
+        tables = self._ensure(rubin=any(c.files.get(LSST_ALERT_TABLE) for c in batch))
         ledger = tables["ingest_ledger"]
         done = self._view.ledger_parts(ledger)
         plans: dict[str, _TablePlan] = {}
-        for name in DATA_TABLES:
+        data_tables = [name for name in DATA_TABLES if name in tables]
+        for name in data_tables:
             table = tables[name]
             covered = _covered(ledger, table)
             pending = self._view.uncovered(table, covered)
             plans[name] = _TablePlan(name, covered, pending, done | self._view.parts_in(pending))
             plans[name].classify(batch)
-        for name in DATA_TABLES:  # everything that can fail on the data, before anything is committed
+        for name in data_tables:  # everything that can fail on the data, before anything is committed
             plans[name].prepare(tables[name], self.settings)
         snapshot_ids: dict[str, int | None] = {}
         rows: dict[str, int] = {}
-        for name in DATA_TABLES:
+        for name in data_tables:
             tables[name], rows[name] = plans[name].commit(tables[name])
             snapshot_ids[name] = _snapshot_id(tables[name])
         ledger, rows["ingest_ledger"] = self._commit_ledger(ledger, tables, plans, batch, done)
@@ -275,7 +287,7 @@ class GroupCommitter:
             new_rows.setdefault(p, row)
         ledger_parts = done | set(new_rows)
         props = {}
-        for name in DATA_TABLES:
+        for name in plans:
             plan = plans[name]
             seq = plan.covered_after(tables[name], ledger_parts, self._view)
             if seq > plan.covered:
@@ -441,8 +453,9 @@ class _View:
             return snap is None or snap.timestamp_ms < (now.timestamp() - RECOVER_AFTER_S) * 1000
 
         rows = {}
-        for f in plans["alert"].pending:  # cutouts are committed before alerts: these parts are complete
-            if not old(f, tables["alert"]):
+        pending = [(f, name) for name in ALERT_TABLES if name in plans for f in plans[name].pending]
+        for f, name in pending:  # cutouts are committed before alerts, and a part is in one alert table: complete
+            if not old(f, tables[name]):
                 continue
             for p, (n, night) in self.file_parts(f.path).items():
                 if p not in done:

@@ -46,7 +46,8 @@ from pyiceberg.exceptions import CommitFailedException, ForbiddenError
 
 from ateda.config import MaintenanceSettings, Settings
 from ateda.errors import BadInput
-from ateda.lake.iceberg import COMPACTED_KEY, HOUSEKEEPING, ensure_tables, load_catalog
+from ateda.lake.iceberg import (COMPACTED_KEY, CROSSMATCH_TABLE, HOUSEKEEPING, LSST_ALERT_TABLE, ensure_tables,
+                                load_catalog)
 from ateda.lake.locks import file_lock
 from ateda.lake.storage import store_for_uri
 from ateda.serving.metrics import instruments
@@ -113,15 +114,15 @@ def tasks_of(data: Any) -> list[str]:
 # ---------------------------------------------------------------- the pass
 
 def lake_tables(settings: Settings) -> dict[str, Any]:
-    """Every Iceberg table of the lake: the bronze tables and, once it exists, bronze.crossmatch."""
-
-
+    """Every Iceberg table of the lake: the bronze tables and, once they exist, bronze.lsst_alert and
+    bronze.crossmatch."""
     catalog = load_catalog(settings)
     tables = dict(ensure_tables(catalog, settings))
-    try:
-        tables["crossmatch"] = catalog.load_table(f"{settings.namespace}.crossmatch")
-    except NoSuchTableError:
-        pass
+    for name in (LSST_ALERT_TABLE, CROSSMATCH_TABLE):
+        try:
+            tables[name] = catalog.load_table(f"{settings.namespace}.{name}")
+        except NoSuchTableError:
+            pass
     return tables
 
 

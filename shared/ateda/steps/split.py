@@ -36,6 +36,8 @@ from ateda.keys import name_segment
 from ateda.lake.quarantine import quarantine
 from ateda.lake.storage import ObjectStore
 from ateda.serving.metrics import instruments
+from ateda.lsst import alerts as lsst
+from ateda.lsst.schemas import is_plausible_id
 from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
 
 Emit = Callable[[str, dict, str], None]  # (event type, data, subject)
@@ -43,6 +45,7 @@ TAR_STREAM = "<tar stream>"  # the member name of a failure of the tarball itsel
 _BLOCK = 1 << 20
 _SUMMARY_NAMES = 5  # member names a summary record lists
 _NOT_AN_OBJECT = (FileNotFoundError, IsADirectoryError, NotADirectoryError)  # the key names no object (now)
+_SNIFF = 1 << 16  # bytes of a container the survey is told from
 
 
 class _StoreStream(io.RawIOBase):
@@ -155,12 +158,25 @@ def iter_containers(stream: IO[bytes], limits: Limits | None = None) -> Iterator
 def _dispatch(head: bytes, stream: IO[bytes], limits: Limits) -> Iterator[tuple[str | None, bytes | BadInput]]:
     if head[257:262] == b"ustar":
         yield from _tar_members(io.BufferedReader(_Prefixed(head, stream), 1 << 20), limits)
-    elif head[:4] == b"Obj\x01":
+    elif head[:4] == b"Obj\x01" or _is_frame(head):
         yield None, _read_limited(stream, limits.max_bytes, head)
     elif not head:
         yield None, BadInput("empty_file", "zero bytes after decompression")
     else:
         yield None, BadInput("not_avro", f"neither Avro nor tar (starts with {head[:8]!r})")
+
+
+def _is_frame(head: bytes) -> bool:
+    """A Confluent wire-format message (Rubin's Kafka stream): byte 0 = 0, then a plausible Rubin schema id."""
+    return len(head) > 5 and head[0] == 0 and is_plausible_id(int.from_bytes(head[1:5], "big"))
+
+
+def _survey(data: bytes) -> str | None:
+    """"lsst" for Rubin's forms (container, frame, gzip of either), "ztf" or None otherwise (the ZTF path decides)."""
+    try:
+        return lsst.survey_of(data[:_SNIFF])
+    except Exception:  # noqa: BLE001 (hostile bytes: the ZTF path quarantines them with its reasons)
+        return None
 
 
 def _skip_reason(member: tarfile.TarInfo) -> str | None:
@@ -218,6 +234,7 @@ class _ObjectProgress:
     rejected: list[dict] = field(default_factory=list)
     records: int = 0  # quarantine records written for this object (summaries excluded)
     overflow: dict[str, dict] = field(default_factory=dict)  # reason -> {count, members} past the record cap
+    survey: str | None = None  # of the alerts added last: a part never holds two surveys (see _start_survey)
 
 
 @dataclass
@@ -230,6 +247,8 @@ class Splitter:
     emit: Emit
     function: str = "split"
     batch: AlertBatch = field(default_factory=AlertBatch)
+    lsst_alerts: list[pa.Table] = field(default_factory=list)  # Rubin alert and cutout rows of the pending chunk
+    lsst_cutouts: list[pa.Table] = field(default_factory=list)
     parts: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
     chunks: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -292,7 +311,7 @@ class Splitter:
                     self._reject(prog, payload, member, None)
                 elif member is None or prog.fixed_part is not None:
                     self._split_container(prog, member, payload)
-                elif (problem := _header_problem(payload, self.limits)) is not None:
+                elif _survey(payload) != "lsst" and (problem := _header_problem(payload, self.limits)) is not None:
                     self._reject(prog, problem, member, payload)  # here, not in a part: one cap per tarball
                 else:
                     members.append((member, payload))
@@ -310,8 +329,18 @@ class Splitter:
             self._reject(prog, BadInput("no_alerts", "no Avro alert found in the object"), None, None)
 
     def _fan_out(self, prog: _ObjectProgress, members: list[tuple[str, bytes]]) -> None:
-        """Write one part of a tarball as a plain tar in the lake and emit it as its own object.created, so the
-        parts of one tarball are decoded by many split instances at once."""
+        """Write parts of a tarball as plain tars in the lake and emit each as its own object.created, so the parts
+        of one tarball are decoded by many split instances at once. A run of members of one survey is one part."""
+        run: list[tuple[str, bytes]] = []
+        for member in members:
+            if run and _survey(member[1]) != _survey(run[-1][1]):
+                self._fan_out_part(prog, run)
+                run = []
+            run.append(member)
+        if run:
+            self._fan_out_part(prog, run)
+
+    def _fan_out_part(self, prog: _ObjectProgress, members: list[tuple[str, bytes]]) -> None:
         src, part = prog.src, prog.fanned_parts
         key = f"staging/raw/{hashlib.sha1(f'{src.bucket}/{src.key}@{src.etag}'.encode()).hexdigest()[:20]}/part-{part:06d}.tar"
         buf = io.BytesIO()
@@ -327,6 +356,9 @@ class Splitter:
         prog.fanned_parts += 1
 
     def _split_container(self, prog: _ObjectProgress, member: str | None, data: bytes) -> None:
+        if _survey(data) == "lsst":
+            self._split_lsst(prog, member, data)
+            return
         try:
             decoded = decode_container(data, self.limits)
         except Exception as exc:  # BadInput, or anything fastavro raises on hostile bytes
@@ -342,14 +374,70 @@ class Splitter:
     def _split_records(self, prog: _ObjectProgress, decoded: DecodedFile, member: str | None, data: bytes) -> None:
         """Parts are deterministic: part = alert index in the object // chunk size; flush at part boundaries."""
         size = self.settings.chunk_alerts
+        self._start_survey(prog, "ztf")
         start = 0
         while start < len(decoded.records):
             part = prog.alerts // size
             n = min(len(decoded.records) - start, size - prog.alerts % size)
             self._add(prog, decoded, decoded.records[start:start + n], part, member, data)
             start += n
-            if prog.alerts % size == 0 and self.batch.n_alerts >= size:
+            if prog.alerts % size == 0 and self._pending_alerts() >= size:
                 self._flush()
+
+    def _start_survey(self, prog: _ObjectProgress, survey: str) -> None:
+        """Alerts of another survey than the object's previous ones start a new part (indices skipped up to the
+        next boundary: parts stay deterministic), so a part's rows are in one alert table and bronze's recovery of
+        an abandoned commit, which reads one alert table, always sees a whole part."""
+        size = self.settings.chunk_alerts
+        if prog.survey not in (None, survey) and prog.fixed_part is None and prog.alerts % size:
+            prog.alerts += size - prog.alerts % size
+        prog.survey = survey
+
+    def _pending_alerts(self) -> int:
+        return self.batch.n_alerts + sum(t.num_rows for t in self.lsst_alerts)
+
+    # -- Rubin
+
+    def _split_lsst(self, prog: _ObjectProgress, member: str | None, data: bytes) -> None:
+        """Rubin alerts (a container, a Confluent frame, gzip of either): same parts, ledger and quarantine as ZTF;
+        rows for bronze.lsst_alert and the cutout table (survey "lsst")."""
+        try:
+            decoded = lsst.decode_lsst(data, self.limits)
+        except Exception as exc:  # BadInput (unknown_schema_id, truncated...), or fastavro on hostile bytes
+            self._reject(prog, bad_input(exc, "not_lsst_alert"), member, data)
+            return
+        size = self.settings.chunk_alerts
+        self._start_survey(prog, "lsst")
+        start, records = 0, decoded.records
+        while start < len(records):
+            part = prog.fixed_part if prog.fixed_part is not None else prog.alerts // size
+            n = len(records) - start if prog.fixed_part is not None else min(len(records) - start,
+                                                                            size - prog.alerts % size)
+            self._add_lsst(prog, decoded, records[start:start + n], part, member, data)
+            start += n
+            if prog.fixed_part is None and prog.alerts % size == 0 and self._pending_alerts() >= size:
+                self._flush()
+        if decoded.error is not None:
+            self._reject(prog, decoded.error, member, data, kept=len(records))
+
+    def _add_lsst(self, prog: _ObjectProgress, decoded: lsst.LsstDecoded, records: list[dict], part: int,
+                  member: str | None, data: bytes) -> None:
+        src = prog.src
+        meta = {"source_bucket": src.bucket, "source_key": src.key, "source_etag": src.etag,
+                "source_member": member, "part": part, "schema_version": decoded.schema_version,
+                "schema_id": decoded.schema_id, "ingested_at": self.batch.ingested_at}
+        tables = lsst.lsst_tables(records, meta)
+        prog.alerts += len(records)  # rejected records still advance the index: parts stay deterministic
+        key = (src.bucket, src.key, src.etag, part)
+        self.parts[key] = self.parts.get(key, 0) + tables.alerts.num_rows
+        if tables.alerts.num_rows:
+            self.lsst_alerts.append(tables.alerts)
+            self.lsst_cutouts.append(tables.cutouts)
+        if tables.rejected:
+            bad = [err for _, err in tables.rejected]
+            detail = "; ".join(sorted({b.detail for b in bad}))[:500]
+            self._reject(prog, BadInput(bad[0].reason, f"{len(bad)} malformed record(s): {detail}"), member, data,
+                         kept=tables.alerts.num_rows)
 
     def _add(self, prog: _ObjectProgress, decoded: DecodedFile, records: list[dict], part: int,
              member: str | None, data: bytes) -> None:
@@ -432,22 +520,28 @@ class Splitter:
             return
         alerts, cutouts = self.batch.tables()
         self._take_dropped()
+        lsst_alerts = pa.concat_tables(self.lsst_alerts) if self.lsst_alerts else None
+        lsst_cutouts = pa.concat_tables(self.lsst_cutouts) if self.lsst_cutouts else None
         part_keys = sorted(self.parts)
         chunk_id = hashlib.sha1(json.dumps(part_keys).encode()).hexdigest()[:20]
         attempt = uuid.uuid4().hex[:8]
         files: dict[str, list[str]] = {"alert": [], "cutout": []}
+        if lsst_alerts is not None:
+            files["lsst_alert"] = []
         nights: set[str] = set()
-        for table_name, table in (("alert", alerts), ("cutout", cutouts)):
-            if table is None:
+        staged = (("alert", "alert", alerts), ("cutout", "cutout", cutouts),
+                  ("lsst_alert", "lsst_alert", lsst_alerts), ("cutout", "cutout-lsst", lsst_cutouts))
+        for table_name, stem, table in staged:
+            if table is None or table.num_rows == 0:
                 continue
             for night, piece in _by_night(table):
                 nights.add(night)
-                key = f"staging/{chunk_id}/{attempt}/{table_name}-{night}.parquet"
+                key = f"staging/{chunk_id}/{attempt}/{stem}-{night}.parquet"
                 files[table_name].append(self._write_parquet(key, piece, table_name))
         data = {
             "chunk": chunk_id,
-            "alerts": self.batch.n_alerts,
-            "cutouts": 0 if cutouts is None else cutouts.num_rows,
+            "alerts": self.batch.n_alerts + (0 if lsst_alerts is None else lsst_alerts.num_rows),
+            "cutouts": (0 if cutouts is None else cutouts.num_rows) + (0 if lsst_cutouts is None else lsst_cutouts.num_rows),
             "nights": sorted(nights),
             "sources": [{"bucket": b, "key": k, "etag": e, "part": p, "alerts": self.parts[(b, k, e, p)],
                          "arrived_at": self.arrivals.get((b, k, e))} for b, k, e, p in part_keys],
@@ -456,6 +550,7 @@ class Splitter:
         self.emit("dev.ateda.alerts.staged", data, chunk_id)
         self.chunks.append(data)
         self.batch = AlertBatch()
+        self.lsst_alerts, self.lsst_cutouts = [], []
         self.parts = {}
 
     def _write_parquet(self, key: str, table: pa.Table, table_name: str) -> str:

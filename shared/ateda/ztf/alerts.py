@@ -525,6 +525,11 @@ class AlertBatch:
         self._ingested_at = datetime_now()
         self._last_jd = JD_UNIX_EPOCH + self._ingested_at.timestamp() / 86400 + 1  # now + 1 day
 
+    @property
+    def ingested_at(self) -> dt.datetime:
+        """The ``ingested_at`` of every row of this batch."""
+        return self._ingested_at
+
     def add(self, decoded: DecodedFile, records: Iterable[dict], src: Source, part: int,
             member: str | None) -> list[BadInput]:
         """Add alerts of one container (all, or the slice ``records``); returns the malformed records' errors."""
@@ -567,6 +572,7 @@ class AlertBatch:
             cols["stamp_data"].append(cut["stampData"])
             for k in ("source_bucket", "source_key", "source_etag", "part"):
                 cols[k].append(row[k])
+            cols["survey"].append("ztf")
             self.n_cutouts += 1
 
     def _materialise(self) -> None:
@@ -663,6 +669,7 @@ _CUTOUT_COLUMNS = {
     "candid": pa.int64(), "objectId": pa.string(), "night": pa.date32(), "kind": pa.string(),
     "file_name": pa.string(), "stamp_data": pa.binary(),
     "source_bucket": pa.string(), "source_key": pa.string(), "source_etag": pa.string(), "part": pa.int32(),
+    "survey": pa.string(),  # "ztf": the cutout table holds every survey's stamps (rows before it existed: NULL)
 }
 
 
