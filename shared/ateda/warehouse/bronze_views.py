@@ -23,13 +23,15 @@ import pyarrow.parquet as pq
 from pyiceberg.exceptions import NoSuchTableError
 
 from ateda.config import Settings
-from ateda.lake.iceberg import CROSSMATCH, compaction_lineage, ensure_tables, existing_crossmatch_table, load_catalog
+from ateda.lake.iceberg import (CROSSMATCH, LSST_ALERT_TABLE, compaction_lineage, ensure_tables,
+                                existing_crossmatch_table, existing_lsst_table, load_catalog)
+from ateda.lsst.alerts import lsst_alert_schema
 from ateda.warehouse.location import WarehouseError, warehouse_dir
 from ateda.ztf.layout import canonical_field_types
 
 # crossmatch first: a match is committed after its alert, so every match in the planned snapshot has its alert in
 # the alert snapshot planned after it (silver's candid relationship holds even while matches are being appended)
-BRONZE_TABLES = ("crossmatch", "alert", "cutout")
+BRONZE_TABLES = ("crossmatch", "alert", "cutout", LSST_ALERT_TABLE)
 
 
 def bronze_files(settings: Settings, snapshots: dict | None = None) -> dict[str, list[str]]:
@@ -121,7 +123,7 @@ def prepare_bronze(con, settings: Settings,  # noqa: ANN001
                         f"select * exclude (filename) from bronze.{name}_files where {where}")
         else:  # an empty table: typed from the Iceberg schema, so the models still bind
             tables = tables or bronze_tables(settings)
-            schema = CROSSMATCH if tables[name] is None else tables[name].schema().as_arrow()
+            schema = _empty_schema(name) if tables[name] is None else tables[name].schema().as_arrow()
             empty = schema.empty_table()  # noqa: F841 (read by DuckDB by name)
             columns = _select_list(name, [], empty.schema)
             con.execute(f"create table bronze.{name} as select {columns} from empty")
@@ -158,9 +160,16 @@ def _drop_relation(con, name: str) -> None:  # noqa: ANN001
 
 
 def bronze_tables(settings: Settings) -> dict:
-    """The bronze tables the warehouse reads; ``crossmatch`` is None until the crossmatch function created it."""
+    """The bronze tables the warehouse reads; ``crossmatch`` is None until the crossmatch function created it,
+    ``lsst_alert`` until the first Rubin alert landed."""
+    catalog = load_catalog(settings)
+    return {**ensure_tables(catalog, settings), "crossmatch": existing_crossmatch_table(settings),
+            LSST_ALERT_TABLE: existing_lsst_table(catalog, settings)}
 
-    return {**ensure_tables(load_catalog(settings), settings), "crossmatch": existing_crossmatch_table(settings)}
+
+def _empty_schema(name: str) -> pa.Schema:
+    """The schema a bronze table that does not exist yet is read with (the models bind on it)."""
+    return CROSSMATCH if name == "crossmatch" else lsst_alert_schema()
 
 
 def _select_list(name: str, paths: list[str], schema=None) -> str:  # noqa: ANN001

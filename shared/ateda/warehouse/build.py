@@ -34,7 +34,7 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from ateda.config import Settings
 from ateda.errors import ConfigError
-from ateda.lake.iceberg import ensure_crossmatch_table, load_catalog
+from ateda.lake.iceberg import ensure_crossmatch_table, ensure_lsst_table, load_catalog
 from ateda.lake.locks import file_lock
 from ateda.lake.storage import lake_store
 from ateda.warehouse.bronze_views import BRONZE_TABLES, bronze_tables, mark_processed, prepare_bronze, snapshot_info
@@ -373,7 +373,9 @@ def _result(target: str, res, seconds: float, n_new: int) -> RefreshResult:  # n
 
 
 def _refresh_cluster(settings: Settings, full_refresh: bool, test: bool, select: str | None) -> RefreshResult:
-    ensure_crossmatch_table(settings)  # StarRocks binds bronze.crossmatch in the Iceberg catalog: it must exist, even empty
+    # StarRocks binds bronze.crossmatch and bronze.lsst_alert in the Iceberg catalog: they must exist, even empty
+    ensure_crossmatch_table(settings)
+    ensure_lsst_table(load_catalog(settings), settings)
     state_path = warehouse_dir(settings) / "cluster-state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     started = dt.datetime.now(dt.timezone.utc)
