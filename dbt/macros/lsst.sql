@@ -80,3 +80,23 @@
 {% macro starrocks__mjd_to_day_obs(mjd) -%}
     cast(days_add(cast('1970-01-01' as date), cast(floor({{ mjd }} - 40587.0 - 0.5) as int)) as date)
 {%- endmacro %}
+
+{#- A Rubin diaObjectId as gold's objectId: its decimal digits. A ZTF objectId starts with "ZTF", so the two never
+    collide, and the text keeps every digit of the int64 (a JSON reader that would round it gets a string). -#}
+{% macro lsst_object_id(expr) -%} cast({{ expr }} as varchar) {%- endmacro %}
+
+{#- gold's fid for a Rubin band: the band's number within its survey (u 1, g 2, r 3, i 4, z 5, y 6); ZTF keeps its
+    own fid (1 g, 2 r, 3 i). `band` says the band in both. -#}
+{% macro lsst_band_fid(band) -%}
+    case {{ band }} when 'u' then 1 when 'g' then 2 when 'r' then 3 when 'i' then 4 when 'z' then 5 when 'y' then 6 end
+{%- endmacro %}
+
+{#- Rubin objects with new bronze rows: what an incremental run recomputes (gold's objectId form). -#}
+{% macro lsst_touched_objects() -%}
+    (select distinct {{ lsst_object_id('d.diaObjectId') }} from {{ bronze_delta('lsst_alert') }} as d
+     where d.diaObjectId is not null)
+{%- endmacro %}
+
+{% macro where_lsst_touched(column='diaObjectId', keyword='where') -%}
+    {%- if ateda_is_incremental() %} {{ keyword }} {{ lsst_object_id(column) }} in {{ lsst_touched_objects() }}{% endif -%}
+{%- endmacro %}
