@@ -44,7 +44,7 @@ def stage(s: Settings, files: list[Path], group: int, offset: int = 0) -> list[d
     objects = [{"key": f.name, "etag": store.put_bytes(f.name, f.read_bytes())} for f in files]
     objects = objects[offset:] + objects[:offset]
     staged: list[dict] = []
-    emit = (lambda t, d, subject: staged.append(d) if t.endswith("alerts.staged") else None)
+    emit = (lambda t, d, subject, survey=None: staged.append(d) if t.endswith("alerts.staged") else None)
     for i in range(0, len(objects), group):
         Splitter(s, store, lake_store(s), emit).run(s.bucket, objects[i:i + group])
     return staged

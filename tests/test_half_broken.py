@@ -117,7 +117,7 @@ def test_split_stages_the_candidate_and_quarantines_the_history(env_settings):
     objects.append({"key": "nothing.avro", "etag": store.put_bytes("nothing.avro", _no_usable_alert())})
     emitted: list[tuple[str, dict, str]] = []
     before = _rejected("unreadable_history"), _rejected("not_ztf_alert")
-    out = Splitter(s, store, lake_store(s), lambda t, d, subj: emitted.append((t, d, subj))).run(s.bucket, objects)
+    out = Splitter(s, store, lake_store(s), lambda t, d, subj, survey=None: emitted.append((t, d, subj))).run(s.bucket, objects)
 
     staged = {src["key"]: src["alerts"] for c in out["chunks"] for src in c["sources"]}
     assert staged == {names[0]: 1, names[1]: 1, GOOD: 1}

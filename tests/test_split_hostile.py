@@ -143,7 +143,7 @@ class Run:
 
     def _split(self, objects: list[dict]) -> dict:
         s = self.s
-        splitter = Splitter(s, bucket_store(s), lake_store(s), lambda t, d, subj: self.emitted.append((t, d, subj)))
+        splitter = Splitter(s, bucket_store(s), lake_store(s), lambda t, d, subj, survey=None: self.emitted.append((t, d, subj)))
         return splitter.run(s.bucket, objects)
 
     def staged(self, key: str) -> int:

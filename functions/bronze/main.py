@@ -26,11 +26,16 @@ def handle(event: CloudEvent) -> None:
         if result.duplicate:
             instruments().duplicates.labels("bronze").inc()
             return
-        instruments().alerts.labels("bronze").inc(chunk.alerts)
+        for survey in sorted(chunk.surveys):  # one, as split stages them
+            instruments().alerts.labels("bronze", survey).inc(chunk.alerts)
         if chunk.arrived_at:
             instruments().lag.observe(max(0.0, time.time() - chunk.arrived_at))
         if result.chunks and result.chunks[0] == chunk.chunk:  # one event per batch, sent by its first chunk
-            emitter("bronze")("dev.ateda.bronze.committed", _committed(result), str(result.snapshot_ids["alert"]))
+            emit = emitter("bronze")
+            # per survey of the batch (the `survey` attribute, for Triggers that want one survey); a batch without
+            # alerts (only rejected parts) still says it committed, survey-less
+            for survey in result.surveys or [None]:
+                emit("dev.ateda.bronze.committed", _committed(result), str(result.snapshot_ids["alert"]), survey=survey)
 
 
 @functools.cache

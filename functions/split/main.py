@@ -55,5 +55,6 @@ def handle(event: CloudEvent) -> None:
             bucket = _Refusing(err if isinstance(err, UnsafeName) else UnsafeName(str(err)))
         splitter = Splitter(s, bucket, lake_store(s), emitter("split"))
         result = splitter.run(data["bucket"], data["objects"])
-        instruments().alerts.labels("split").inc(result["alerts"])
+        for survey, n in result["by_survey"].items():
+            instruments().alerts.labels("split", survey).inc(n)
         instruments().objects.labels("split").inc(result["objects"])

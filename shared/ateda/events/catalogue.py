@@ -29,8 +29,13 @@ TYPES = (OBJECT_CREATED, ALERTS_STAGED, BRONZE_COMMITTED, INPUT_REJECTED, SILVER
 
 
 
-def make_event(type_: str, source: str, data: dict, subject: str | None = None) -> dict:
-    """A CloudEvent (spec 1.0) as a plain dict in structured JSON form."""
+SURVEY = "survey"  # extension attribute: the survey of the alerts an event is about ("ztf", "lsst"), when one
+
+
+def make_event(type_: str, source: str, data: dict, subject: str | None = None,
+               extensions: dict[str, str] | None = None) -> dict:
+    """A CloudEvent (spec 1.0) as a plain dict in structured JSON form; ``extensions``: extension attributes
+    (lowercase names, e.g. :data:`SURVEY`, so Triggers can filter on them)."""
     event = {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),
@@ -42,6 +47,11 @@ def make_event(type_: str, source: str, data: dict, subject: str | None = None) 
     }
     if subject:
         event["subject"] = subject
+    for name, value in (extensions or {}).items():
+        if not (name.isascii() and name.isalnum() and name.islower()) or name in event:
+            raise ValueError(f"not a CloudEvents extension attribute name: {name!r}")
+        if value is not None:
+            event[name] = value
     return event
 
 

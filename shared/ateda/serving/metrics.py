@@ -18,7 +18,7 @@ def instruments():  # noqa: ANN201
     import time)."""
 
     class _Instruments:
-        alerts = Counter("ateda_alerts_processed_total", "Alerts processed", ["function"])
+        alerts = Counter("ateda_alerts_processed_total", "Alerts processed, by survey (ztf, lsst)", ["function", "survey"])
         objects = Counter("ateda_objects_processed_total", "Bucket objects processed", ["function"])
         rejected = Counter("ateda_rejected_total", "Inputs quarantined, by reason", ["function", "reason"])
         events_in = Counter("ateda_events_received_total", "CloudEvents received", ["function", "type"])

@@ -55,11 +55,12 @@ def serve_metrics() -> None:
 
 
 def emitter(function: str):  # noqa: ANN201
-    """``emit(type, data, subject)`` posting to K_SINK, counted per type."""
+    """``emit(type, data, subject, survey=None)`` posting to K_SINK, counted per type; ``survey`` becomes the
+    event's ``survey`` extension attribute."""
     source = f"/ateda/{function}"
 
-    def emit(type_: str, data: dict, subject: str) -> None:
-        transport.post(settings().sink, events.make_event(type_, source, data, subject))
+    def emit(type_: str, data: dict, subject: str, survey: str | None = None) -> None:
+        transport.post(settings().sink, events.make_event(type_, source, data, subject, {events.SURVEY: survey}))
         instruments().events_out.labels(function, type_).inc()
 
     return emit

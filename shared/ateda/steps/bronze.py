@@ -91,6 +91,11 @@ class Chunk:
         return min(times) if times else None
 
     @property
+    def surveys(self) -> set[str]:
+        """The surveys of the chunk's alerts, told by its staged files (split stages one survey per chunk)."""
+        return {s for s, table in (("ztf", "alert"), ("lsst", LSST_ALERT_TABLE)) if self.files.get(table)}
+
+    @property
     def parts(self) -> list[PartKey]:
         return [(s["bucket"], s["key"], s["etag"], int(s["part"])) for s in self.sources]
 
@@ -104,6 +109,7 @@ class CommitResult:
     chunks: list[str]
     batch_alerts: int
     rejected: dict | None = None  # the quarantine record, when this chunk was refused as bad input
+    surveys: list[str] = field(default_factory=list)  # the surveys of the batch's alerts ("ztf", "lsst")
 
 
 class GroupCommitter:
@@ -262,8 +268,10 @@ class GroupCommitter:
         todo = [c for c in batch if any(p not in done for p in c.parts)]  # the rest was in the ledger already
         instruments().batch_size.observe(sum(c.alerts for c in todo))
         nights = sorted({n for c in todo for n in c.nights})
+        surveys = sorted({s for c in todo for s in c.surveys})
         return [CommitResult(duplicate=c not in todo, snapshot_ids=snapshot_ids, rows=rows, nights=nights,
-                             chunks=[t.chunk for t in todo], batch_alerts=sum(t.alerts for t in todo))
+                             chunks=[t.chunk for t in todo], batch_alerts=sum(t.alerts for t in todo),
+                             surveys=surveys)
                 for c in batch]
 
     def _commit_ledger(self, ledger: Table, tables: dict[str, Table], plans: dict[str, "_TablePlan"],

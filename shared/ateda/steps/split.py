@@ -40,7 +40,7 @@ from ateda.lsst import alerts as lsst
 from ateda.lsst.schemas import is_plausible_id
 from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
 
-Emit = Callable[[str, dict, str], None]  # (event type, data, subject)
+Emit = Callable[..., None]  # (event type, data, subject, survey=None): survey is the event's extension attribute
 TAR_STREAM = "<tar stream>"  # the member name of a failure of the tarball itself (not of one member)
 _BLOCK = 1 << 20
 _SUMMARY_NAMES = 5  # member names a summary record lists
@@ -254,6 +254,7 @@ class Splitter:
     rejected: list[dict] = field(default_factory=list)
     arrivals: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
     progress: dict[tuple[str, str, str], _ObjectProgress] = field(default_factory=dict)
+    by_survey: dict[str, int] = field(default_factory=dict)  # alerts staged per survey (ztf, lsst)
 
     @property
     def limits(self) -> Limits:
@@ -279,7 +280,7 @@ class Splitter:
             self._write_summaries(prog)
         self._write_manifest(done)
         return {"chunks": self.chunks, "rejected": self.rejected,
-                "alerts": sum(p.alerts for p in done), "objects": len(done)}
+                "alerts": sum(p.alerts for p in done), "objects": len(done), "by_survey": dict(self.by_survey)}
 
     # -- one object
 
@@ -365,6 +366,7 @@ class Splitter:
             self._reject(prog, bad_input(exc, "corrupt_avro"), member, data)
             return
         if prog.fixed_part is not None:
+            self._start_survey(prog, "ztf")
             self._add(prog, decoded, decoded.records, prog.fixed_part, member, data)
         else:
             self._split_records(prog, decoded, member, data)
@@ -392,6 +394,14 @@ class Splitter:
         if prog.survey not in (None, survey) and prog.fixed_part is None and prog.alerts % size:
             prog.alerts += size - prog.alerts % size
         prog.survey = survey
+        if self._pending_survey() not in (None, survey):  # a chunk holds one survey: its event says which
+            self._flush()
+
+    def _pending_survey(self) -> str | None:
+        """The survey of the rows staged so far in this chunk (None: none yet)."""
+        if self.lsst_alerts:
+            return "lsst"
+        return "ztf" if self.batch.n_alerts or self.batch.dropped else None
 
     def _pending_alerts(self) -> int:
         return self.batch.n_alerts + sum(t.num_rows for t in self.lsst_alerts)
@@ -430,6 +440,7 @@ class Splitter:
         prog.alerts += len(records)  # rejected records still advance the index: parts stay deterministic
         key = (src.bucket, src.key, src.etag, part)
         self.parts[key] = self.parts.get(key, 0) + tables.alerts.num_rows
+        self.by_survey["lsst"] = self.by_survey.get("lsst", 0) + tables.alerts.num_rows
         if tables.alerts.num_rows:
             self.lsst_alerts.append(tables.alerts)
             self.lsst_cutouts.append(tables.cutouts)
@@ -449,6 +460,7 @@ class Splitter:
         prog.alerts += len(records)  # malformed records still advance the index: parts stay deterministic
         key = (prog.src.bucket, prog.src.key, prog.src.etag, part)
         self.parts[key] = self.parts.get(key, 0) + added
+        self.by_survey["ztf"] = self.by_survey.get("ztf", 0) + added
         if bad:
             detail = "; ".join(sorted({b.detail for b in bad}))[:500]
             self._reject(prog, BadInput(bad[0].reason, f"{len(bad)} malformed record(s): {detail}"), member, data,
@@ -547,7 +559,7 @@ class Splitter:
                          "arrived_at": self.arrivals.get((b, k, e))} for b, k, e, p in part_keys],
             "files": files,
         }
-        self.emit("dev.ateda.alerts.staged", data, chunk_id)
+        self.emit("dev.ateda.alerts.staged", data, chunk_id, survey="lsst" if lsst_alerts is not None else "ztf")
         self.chunks.append(data)
         self.batch = AlertBatch()
         self.lsst_alerts, self.lsst_cutouts = [], []
