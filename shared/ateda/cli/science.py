@@ -227,6 +227,8 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
 
 def format_object(info: dict) -> str:
     o = info["object"]
+    if o.get("survey") == "lsst":
+        return _format_rubin_object(info)
     lines = [
         f"{o['objectId']}",
         f"  position      ra {o['meanra']:.8f}  dec {o['meandec']:+.8f} deg  ({sexagesimal(o['meanra'], o['meandec'])})"
@@ -250,6 +252,8 @@ def format_object(info: dict) -> str:
         s = info["solar_system"][0]
         lines.append(f"  solar system  {s['ss_name']} at {_fmt(s['dist_arcsec'], '.1f')}\" "
                      f"({len(info['solar_system'])} alert(s))")
+    for m in info.get("survey_match", []):
+        lines.append(f"  also Rubin    diaObject {m['other']} at {_fmt(m['dist_arcsec'], '.2f')}\"")
     for c in info["catalogs"]:
         lines.append(f"  catalog       {c['catalog']}: {c['match_id']} at {_fmt(c['dist_arcsec'], '.2f')}\" from the mean "
                      f"position ({c['n_alerts_matched']} alert(s) matched, {c['n_sources']} source(s); "
@@ -264,6 +268,30 @@ def format_object(info: dict) -> str:
     lines += ["  magstats", "  " + header]
     for m in info["magstats"]:
         lines.append("  " + "  ".join(f"{_fmt(m[k], spec):>{12 if k == 'firstmjd' else 10}}" for k, _, spec in cols))
+    return "\n".join(lines) + "\n"
+
+
+def _format_rubin_object(info: dict) -> str:
+    """A Rubin diaObject: position, counts, the ZTF objects at the same place, flux statistics per band (nJy)."""
+    o = info["object"]
+    lines = [
+        f"Rubin diaObject {o['objectId']}",
+        f"  position      ra {o['meanra']:.8f}  dec {o['meandec']:+.8f} deg  ({sexagesimal(o['meanra'], o['meandec'])})",
+        f"  detections    {o['ndet']} in {o['n_alerts']} alert(s); {o['n_forced_photometry']} forced photometry",
+        f"  first / last  MJD {o['firstmjd']:.6f} ({iso_minute(o['firstmjd'])})  ->  MJD {o['lastmjd']:.6f} "
+        f"({iso_minute(o['lastmjd'])}), {o['deltajd']:.2f} d (UTC)",
+        f"  reliability   {_fmt(o['last_rb'])} (latest alert: diaSource {o['last_candid']})",
+    ]
+    for m in info.get("survey_match", []):
+        lines.append(f"  also ZTF      {m['other']} at {_fmt(m['dist_arcsec'], '.2f')}\"")
+    cols = [("band", "band", "s"), ("ndata", "n", "d"), ("weighted_mean", "wmean", ".1f"),
+            ("weighted_mean_err", "wmean_err", ".1f"), ("mean", "mean", ".1f"), ("sigma", "sigma", ".1f"),
+            ("chi2_ndof", "chi2/ndof", ".2f"), ("min_flux", "min", ".1f"), ("max_flux", "max", ".1f"),
+            ("max_slope", "max_slope", ".1f"), ("rubin_psfFluxMean", "rubin_mean", ".1f")]
+    lines += ["", "  flux statistics (nJy; max_slope nJy/day; rubin_mean: Rubin's own psfFluxMean)",
+              "  " + "  ".join(f"{label:>10}" for _, label, _ in cols)]
+    for m in info.get("fluxstats", []):
+        lines.append("  " + "  ".join(f"{_fmt(m[k], spec):>10}" for k, _, spec in cols))
     return "\n".join(lines) + "\n"
 
 

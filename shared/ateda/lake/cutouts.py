@@ -1,5 +1,7 @@
 """An alert's stamps (``bronze.cutout``), read by candid or by object id (its latest alert with stamps), each with its
-format told by its bytes: gzipped FITS (ZTF's own), plain FITS, JPEG or PNG (old 0.x alerts and some test alerts).
+format told by its bytes: gzipped FITS (ZTF's own), plain FITS (Rubin's), JPEG or PNG (old 0.x alerts and some test
+alerts). Both surveys share the table (``survey``): a Rubin object id is its diaObjectId's digits, a Rubin candid its
+diaSourceId.
 
 ``Stamp.file_bytes`` is what ``ateda cutout`` writes (FITS gunzipped, JPEG and PNG as they are) under
 ``Stamp.extension``; ``Stamp.image`` is the 2-D array ``ateda plot`` draws.
@@ -16,7 +18,8 @@ import numpy as np
 from pyiceberg.expressions import EqualTo
 
 from ateda.config import Settings
-from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.errors import BadInput
+from ateda.lake.iceberg import ensure_tables, existing_lsst_table, load_catalog
 
 KINDS = ("science", "template", "difference")  # bronze.cutout's kind, in the order an alert lists them
 # format -> (the leading bytes that tell it, the extension `ateda cutout` writes it under)
@@ -64,7 +67,7 @@ class Stamp:
             with warnings.catch_warnings():  # ZTF stamps' SIMPLE card is not quite standard: harmless
                 warnings.simplefilter("ignore", fits.verify.VerifyWarning)
                 with fits.open(io.BytesIO(self.file_bytes())) as hdul:
-                    return np.asarray(hdul[0].data, dtype=float)
+                    return _image_hdu(hdul)
         if self.format in ("jpeg", "png"):
             from PIL import Image  # optional and heavy (Pillow, matplotlib's): only when a stamp is drawn
 
@@ -75,46 +78,84 @@ class Stamp:
                          f"(starts with {self.data[:8]!r})")
 
 
+def _image_hdu(hdul) -> np.ndarray:  # noqa: ANN001
+    """The first 2-D image of a FITS file: ZTF's primary HDU; in a Rubin cutout with extensions, the image plane
+    (its mask and variance planes are not what is drawn)."""
+    for hdu in hdul:
+        name = str(hdu.header.get("EXTNAME", "")).upper()
+        if hdu.data is not None and np.ndim(hdu.data) == 2 and name not in ("MASK", "VARIANCE"):
+            return np.asarray(hdu.data, dtype=float)
+    raise ValueError("no 2-D image in the FITS stamp")
+
+
 @dataclass
 class AlertStamps:
     candid: int
     object_id: str
     jd: float | None
     stamps: dict[str, Stamp] = field(default_factory=dict)  # kind -> stamp; a kind the alert lacks is absent
+    survey: str = "ztf"
 
     @property
     def mjd(self) -> float | None:
         return None if self.jd is None else self.jd - 2400000.5
 
 
-def stamps_of(settings: Settings, candid: int) -> AlertStamps | None:
-    """The stamps of one alert (candid); None if bronze holds none for it. Copies of one alert ingested from several
-    files carry the same stamps: the copy from the first source key (sorted) is taken."""
-    return _stamps(ensure_tables(load_catalog(settings), settings), candid)
+def stamps_of(settings: Settings, candid: int, survey: str | None = None) -> AlertStamps | None:
+    """The stamps of one alert (candid; a Rubin diaSourceId); None if bronze holds none for it. Copies of one alert
+    ingested from several files carry the same stamps: the copy from the first source key (sorted) is taken. A number
+    that is an alert of both surveys needs ``survey`` (BadInput otherwise)."""
+    return _stamps(settings, ensure_tables(load_catalog(settings), settings), candid, survey)
+
+
+def is_lsst_object(object_id: str) -> bool:
+    """A Rubin object id (a diaObjectId's digits) rather than a ZTF one (ZTF...)."""
+    return object_id.isascii() and object_id.isdigit()
 
 
 def latest_stamps(settings: Settings, object_id: str) -> AlertStamps | None:
-    """The stamps of the object's latest alert (largest jd, then candid) that has any; None if it has none."""
-    tables = ensure_tables(load_catalog(settings), settings)
-    with_stamps = set(tables["cutout"].scan(row_filter=EqualTo("objectId", object_id),
-                                            selected_fields=("candid",)).to_arrow()["candid"].to_pylist())
+    """The stamps of the object's latest alert (largest time, then candid) that has any; None if it has none."""
+    catalog = load_catalog(settings)
+    tables = ensure_tables(catalog, settings)
+    survey = "lsst" if is_lsst_object(object_id) else "ztf"
+    cut = tables["cutout"].scan(row_filter=EqualTo("objectId", object_id),
+                                selected_fields=("candid", "survey")).to_arrow().to_pylist()
+    with_stamps = {r["candid"] for r in cut if (r.get("survey") or "ztf") == survey}
     if not with_stamps:
         return None
-    alerts = tables["alert"].scan(row_filter=EqualTo("objectId", object_id),
-                                  selected_fields=("candid", "jd")).to_arrow().to_pylist()
-    jd = {a["candid"]: a["jd"] for a in alerts if a["candid"] in with_stamps}
-    return _stamps(tables, max(with_stamps, key=lambda c: (jd.get(c) or float("-inf"), c)))
+    times = _alert_times(settings, catalog, tables, survey, object_id=object_id)
+    return _stamps(settings, tables, max(with_stamps, key=lambda c: (times.get(c) or float("-inf"), c)), survey)
 
 
-def _stamps(tables: dict, candid: int) -> AlertStamps | None:
-    rows = tables["cutout"].scan(row_filter=EqualTo("candid", candid),
-                                 selected_fields=("objectId", "kind", "file_name", "stamp_data", "source_key"))
-    rows = sorted(rows.to_arrow().to_pylist(), key=lambda r: (r["source_key"] or "", r["kind"]))
+def _alert_times(settings: Settings, catalog, tables: dict, survey: str, object_id: str | None = None,  # noqa: ANN001
+                 candid: int | None = None) -> dict[int, float]:
+    """candid -> the alert's JD (Rubin: its diaSource's midpointMjdTai as a JD), for one object or one candid."""
+    if survey == "ztf":
+        flt = EqualTo("objectId", object_id) if object_id is not None else EqualTo("candid", candid)
+        rows = tables["alert"].scan(row_filter=flt, selected_fields=("candid", "jd")).to_arrow().to_pylist()
+        return {r["candid"]: r["jd"] for r in rows if r["jd"] is not None}
+    lsst = existing_lsst_table(catalog, settings)
+    if lsst is None:
+        return {}
+    flt = EqualTo("diaObjectId", int(object_id)) if object_id is not None else EqualTo("diaSourceId", candid)
+    rows = lsst.scan(row_filter=flt, selected_fields=("diaSourceId", "midpointMjdTai")).to_arrow().to_pylist()
+    return {r["diaSourceId"]: r["midpointMjdTai"] + 2400000.5 for r in rows if r["midpointMjdTai"] is not None}
+
+
+def _stamps(settings: Settings, tables: dict, candid: int, survey: str | None) -> AlertStamps | None:
+    rows = tables["cutout"].scan(row_filter=EqualTo("candid", candid), selected_fields=(
+        "objectId", "kind", "file_name", "stamp_data", "source_key", "survey")).to_arrow().to_pylist()
+    for r in rows:
+        r["survey"] = r.get("survey") or "ztf"  # rows written before the column existed: ZTF's
+    found = {r["survey"] for r in rows}
+    if survey is None and len(found) > 1:
+        raise BadInput("ambiguous_candid", f"{candid} is an alert of both surveys ({', '.join(sorted(found))}): "
+                                           "say which with --survey")
+    rows = sorted((r for r in rows if survey in (None, r["survey"])), key=lambda r: (r["source_key"] or "", r["kind"]))
     if not rows:
         return None
-    alerts = tables["alert"].scan(row_filter=EqualTo("candid", candid), selected_fields=("jd",)).to_arrow()
-    jds = [j for j in alerts["jd"].to_pylist() if j is not None]
-    out = AlertStamps(candid, rows[0]["objectId"], jds[0] if jds else None)
+    jd = _alert_times(settings, load_catalog(settings), tables, rows[0]["survey"], candid=candid).get(candid)
+    out = AlertStamps(candid, rows[0]["objectId"], jd, survey=rows[0]["survey"])
     for r in rows:
         if r["kind"] not in out.stamps and r["stamp_data"] is not None:
             out.stamps[r["kind"]] = Stamp(r["kind"], r["file_name"] or "", r["stamp_data"])

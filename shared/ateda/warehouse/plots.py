@@ -25,6 +25,11 @@ from ateda.warehouse.queries import UnknownObject, connect_science, records, unk
 # fid -> (band, colour, marker): Okabe-Ito blue / vermillion / reddish purple, and three marker shapes, so bands
 # differ by shape too (print in grey, colour-blind readers).
 BANDS = {1: ("g", "#0072B2", "o"), 2: ("r", "#D55E00", "s"), 3: ("i", "#CC79A7", "D")}
+# Rubin's fid (gold.lightcurve: the band's number, u 1 .. y 6) -> (band, colour, marker): six Okabe-Ito colours (not
+# the yellow of saturated pixels) and six shapes
+LSST_BANDS = {1: ("u", "#CC79A7", "v"), 2: ("g", "#009E73", "o"), 3: ("r", "#D55E00", "s"),
+              4: ("i", "#E69F00", "D"), 5: ("z", "#0072B2", "^"), 6: ("y", "#000000", "P")}
+LSST_PIXEL_ARCSEC = 0.2
 NEUTRAL = "0.35"
 SATURATED = "#F0E442"  # Okabe-Ito yellow: saturated (flat-topped) or blank pixels, on the grey and the red-blue maps
 RETICLE = "#009E73"  # Okabe-Ito bluish green: the marks around the candidate
@@ -87,7 +92,10 @@ def _figure(obj: dict, points: list[dict], stamps: AlertStamps | None):  # noqa:
         "xtick.direction": "in", "ytick.direction": "in", "xtick.top": False, "ytick.right": True,
         "axes.linewidth": 0.9, "savefig.bbox": "tight", "savefig.pad_inches": 0.12,
     })
-    apparent = [p for p in points if p["point_kind"] == "detection" and p["mag_corr"] is not None]
+    if obj.get("survey") == "lsst":
+        apparent = [p for p in points if p["mag"] is not None and p["point_kind"] == "detection"]
+    else:
+        apparent = [p for p in points if p["point_kind"] == "detection" and p["mag_corr"] is not None]
     fig = plt.figure(figsize=(14.0, 7.4 if apparent else 6.8), layout="constrained")
     outer = fig.add_gridspec(1, 2, width_ratios=[3.0, 1.15])
     if apparent:
@@ -96,11 +104,14 @@ def _figure(obj: dict, points: list[dict], stamps: AlertStamps | None):  # noqa:
         ax_app = fig.add_subplot(left[1], sharex=ax)
     else:
         ax, ax_app = fig.add_subplot(outer[0, 0]), None
-    legend = _Legend()
-    _draw_lightcurve(ax, points, legend)
+    legend = _Legend("Rubin" if obj.get("survey") == "lsst" else "ZTF")
+    if obj.get("survey") == "lsst":
+        _draw_flux(ax, points, legend)
+    else:
+        _draw_lightcurve(ax, points, legend)
     _title(fig, ax, obj)
     if ax_app is not None:
-        _draw_apparent(ax_app, apparent, legend)
+        (_draw_ab if obj.get("survey") == "lsst" else _draw_apparent)(ax_app, apparent, legend)
         ax.tick_params(labelbottom=False)
         ax.set_xlabel("")
     right = outer[0, 1].subgridspec(3, 1)
@@ -115,7 +126,8 @@ def _figure(obj: dict, points: list[dict], stamps: AlertStamps | None):  # noqa:
                    else "no stamps in bronze\nfor this object")
             _draw_missing(cax, label, why)
         else:
-            _draw_stamp(cax, stamp, label, kind == "difference", orientation=row == 0, legend=legend)
+            _draw_stamp(cax, stamp, label, kind == "difference", orientation=row == 0, legend=legend,
+                        survey=stamps.survey)
         if row == 0:
             cax.set_title(f"latest alert {stamps.candid}\n{iso_minute(stamps.mjd)} UT" if stamps
                           else "latest alert: none with stamps", fontsize=9.5)
@@ -126,15 +138,17 @@ def _figure(obj: dict, points: list[dict], stamps: AlertStamps | None):  # noqa:
 class _Legend:
     """The figure's one legend, filled by what is actually drawn (bands, then kinds of point, then pixel marks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, survey: str = "ZTF") -> None:
+        self.survey = survey
         self.bands: dict[int, object] = {}
         self.kinds: dict[str, object] = {}
 
     def band(self, fid: int) -> None:
         from matplotlib.lines import Line2D  # optional and heavy: loaded only when a plot is drawn
 
-        band, colour, marker = BANDS[fid]
-        self.bands.setdefault(fid, Line2D([], [], ls="", marker=marker, ms=7, color=colour, label=f"ZTF {band}"))
+        band, colour, marker = (LSST_BANDS if self.survey == "Rubin" else BANDS)[fid]
+        self.bands.setdefault(fid, Line2D([], [], ls="", marker=marker, ms=7, color=colour,
+                                          label=f"{self.survey} {band}"))
 
     def kind(self, name: str, handle) -> None:  # noqa: ANN001
         self.kinds.setdefault(name, handle)
@@ -146,7 +160,7 @@ class _Legend:
                        handletextpad=0.3, columnspacing=1.4)
 
 
-KIND_ORDER = ("detection", "negative", "limit", "forced", "corrected", "saturated")
+KIND_ORDER = ("detection", "negative", "limit", "forced", "forced_flux", "corrected", "saturated")
 
 
 def _kind_handle(name: str):  # noqa: ANN202
@@ -161,6 +175,8 @@ def _kind_handle(name: str):  # noqa: ANN202
                                 label="5$\\sigma$ upper limit"),
         "forced": lambda: Line2D([], [], ls="", marker="o", ms=5, color=NEUTRAL, alpha=0.45,
                                  label=f"forced phot. (S/N$\\geq${FORCED_SNR:g}, faint)"),
+        "forced_flux": lambda: Line2D([], [], ls="", marker="o", ms=5, color=NEUTRAL, alpha=0.45,
+                                      label="forced photometry"),
         "corrected": lambda: Line2D([], [], ls="-", lw=0.8, marker="o", ms=5, color=NEUTRAL,
                                     label="apparent mag (lower panel)"),
         "saturated": lambda: Patch(facecolor=SATURATED, edgecolor="0.3", label="saturated / blank pixel"),
@@ -175,9 +191,11 @@ def _title(fig, ax, obj: dict) -> None:  # noqa: ANN001
         flags.append("stellar")
     if obj.get("min_ssdist_arcsec") is not None and obj["min_ssdist_arcsec"] < 5:
         flags.append("near a known solar-system object")
-    fig.suptitle(obj["objectId"], x=0.01, ha="left", fontsize=14, fontweight="bold")
+    rubin = obj.get("survey") == "lsst"
+    fig.suptitle(f"Rubin diaObject {obj['objectId']}" if rubin else obj["objectId"], x=0.01, ha="left", fontsize=14,
+                 fontweight="bold")
     where = f"{sexagesimal(obj['meanra'], obj['meandec'])}  ({obj['meanra']:.5f}, {obj['meandec']:+.5f})"
-    counts = (f"{obj['ndet']} det., {obj['n_non_detections']} limits"
+    counts = (f"{obj['ndet']} det." + ("" if rubin else f", {obj['n_non_detections']} limits")
               + (f", {obj['n_forced_photometry']} forced" if obj["n_forced_photometry"] else "")
               + (f"  [{', '.join(flags)}]" if flags else ""))
     ax.set_title(f"{where}\n{counts}", loc="left", fontsize=10.5, pad=30)
@@ -235,6 +253,55 @@ def _draw_lightcurve(ax, points: list[dict], legend: _Legend) -> None:  # noqa: 
     top.tick_params(direction="in", labelsize=9.5)
 
 
+def _draw_flux(ax, points: list[dict], legend: _Legend) -> None:  # noqa: ANN001
+    """Rubin: difference flux (nJy) per band, detections filled, forced photometry faded; zero marked. Fluxes, not
+    magnitudes: a forced flux near or below zero is a measurement too, and has no magnitude."""
+    for fid, (_, colour, marker) in LSST_BANDS.items():
+        det = [p for p in points if p["fid"] == fid and p["point_kind"] == "detection" and p["flux"] is not None]
+        fp = [p for p in points if p["fid"] == fid and p["point_kind"] == "forced" and p["flux"] is not None]
+        if not (det or fp):
+            continue
+        legend.band(fid)
+        if fp:
+            ax.errorbar([p["mjd"] for p in fp], [p["flux"] for p in fp], yerr=[p["flux_err"] or 0.0 for p in fp],
+                        fmt=marker, ms=4.5, color=colour, alpha=0.45, elinewidth=0.8, capsize=0, zorder=3)
+            legend.kind("forced_flux", _kind_handle("forced_flux"))
+        if det:
+            ax.errorbar([p["mjd"] for p in det], [p["flux"] for p in det], yerr=[p["flux_err"] or 0.0 for p in det],
+                        fmt=marker, ms=6.5, color=colour, mec=colour, ecolor=colour, elinewidth=1.1, capsize=2,
+                        zorder=4)
+            legend.kind("detection", _kind_handle("detection"))
+    ax.axhline(0.0, color="0.5", lw=0.8, zorder=1)
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+    ax.set_xlabel("MJD (UTC)")
+    ax.set_ylabel("Difference flux (nJy)")
+    ax.grid(True, color="0.88", linewidth=0.7, zorder=0)
+    ax.set_axisbelow(True)
+    ax.margins(x=0.04, y=0.12)
+    times = [p["mjd"] for p in points if p["mjd"] is not None]
+    if times and max(times) - min(times) < MIN_SPAN_DAYS:
+        mid = (max(times) + min(times)) / 2
+        ax.set_xlim(mid - MIN_SPAN_DAYS / 2, mid + MIN_SPAN_DAYS / 2)
+
+
+def _draw_ab(ax, detections: list[dict], legend: _Legend) -> None:  # noqa: ANN001
+    """Rubin: AB magnitude (31.4 - 2.5 log10 flux) of the detections with a positive flux."""
+    for fid, (_, colour, marker) in LSST_BANDS.items():
+        sel = [p for p in detections if p["fid"] == fid]
+        if not sel:
+            continue
+        legend.band(fid)
+        ax.errorbar([p["mjd"] for p in sel], [p["mag"] for p in sel], yerr=[p["e_mag"] or 0.0 for p in sel],
+                    fmt=marker, ms=5, color=colour, mec="white", mew=0.5, elinewidth=1.0, capsize=1.5, zorder=3)
+    ax.invert_yaxis()
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+    ax.set_ylabel("AB mag\n(flux > 0)")
+    ax.set_xlabel("MJD (UTC)")
+    ax.grid(True, color="0.88", linewidth=0.7, zorder=0)
+    ax.set_axisbelow(True)
+    ax.margins(y=0.25)
+
+
 def _draw_apparent(ax, detections: list[dict], legend: _Legend) -> None:  # noqa: ANN001
     """Apparent magnitude of the corrected detections (reference flux + difference flux, ALeRCE's correction)."""
     for fid, (_, colour, marker) in BANDS.items():
@@ -276,7 +343,7 @@ def saturated_mask(image: np.ndarray) -> np.ndarray:
 
 
 def _draw_stamp(ax, stamp: Stamp, label: str, diverging: bool, orientation: bool,  # noqa: ANN001
-                legend: _Legend) -> None:
+                legend: _Legend, survey: str = "ztf") -> None:
     from matplotlib import colormaps  # optional and heavy: loaded only when a plot is drawn
 
     ax.set_xticks([])
@@ -307,7 +374,7 @@ def _draw_stamp(ax, stamp: Stamp, label: str, diverging: bool, orientation: bool
     if mask.any():
         legend.kind("saturated", _kind_handle("saturated"))
     bar = ax.figure.colorbar(im, ax=ax, fraction=0.08, pad=0.03)
-    bar.set_label(stamp_unit(stamp), fontsize=8.5)
+    bar.set_label(stamp_unit(stamp, survey), fontsize=8.5)
     bar.ax.tick_params(labelsize=7.5)
     height, width = image.shape
     cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
@@ -316,26 +383,34 @@ def _draw_stamp(ax, stamp: Stamp, label: str, diverging: bool, orientation: bool
             ax.plot([cx + sign * dx * 4, cx + sign * dx * 9], [cy + sign * dy * 4, cy + sign * dy * 9],
                     color=RETICLE, lw=1.6, solid_capstyle="butt")
     if orientation:
-        _orientation(ax, width, height)
+        _orientation(ax, width, height, LSST_PIXEL_ARCSEC if survey == "lsst" else ZTF_PIXEL_ARCSEC,
+                     arrows=survey != "lsst")
 
 
-def stamp_unit(stamp: Stamp) -> str:
-    """The colour bar's label: FITS stamps are in detector units (ZTF: DN); JPEG/PNG are already scaled grey."""
-    return "flux (DN)" if stamp.format in ("fits.gz", "fits") else f"{stamp.format.upper()} grey level (no flux)"
+def stamp_unit(stamp: Stamp, survey: str = "ztf") -> str:
+    """The colour bar's label: FITS stamps are in their survey's pixel unit (ZTF: DN; Rubin: nJy, calibrated);
+    JPEG/PNG are already scaled grey."""
+    if stamp.format not in ("fits.gz", "fits"):
+        return f"{stamp.format.upper()} grey level (no flux)"
+    return "flux (nJy)" if survey == "lsst" else "flux (DN)"
 
 
-def _orientation(ax, width: int, height: int) -> None:  # noqa: ANN001
-    """A 10-arcsec bar (ZTF pixels are 1.01 arcsec) and N/E arrows (the stamps carry no WCS: ZTF stamps are drawn
-    north up, east left, as the survey cuts them)."""
+def _orientation(ax, width: int, height: int, pixel_arcsec: float = ZTF_PIXEL_ARCSEC,  # noqa: ANN001
+                 arrows: bool = True) -> None:
+    """A 10-arcsec bar (shorter if the stamp is narrower; ZTF pixels are 1.01 arcsec, Rubin's 0.2) and N/E arrows (ZTF stamps carry no WCS and are
+    cut north up, east left; Rubin's follow the detector's rotation, so no arrows are drawn for them)."""
     from matplotlib.patheffects import withStroke  # optional and heavy: loaded only when a plot is drawn
 
     outline = [withStroke(linewidth=3, foreground="black")]
-    n = 10 / ZTF_PIXEL_ARCSEC
+    bar_arcsec = next((a for a in (10, 5, 2, 1) if a / pixel_arcsec <= 0.6 * width), 1)
+    n = bar_arcsec / pixel_arcsec
     x0, y0 = 0.06 * width, 0.07 * height
     ax.plot([x0, x0 + n], [y0, y0], color="white", lw=2.2, solid_capstyle="butt",
             path_effects=[withStroke(linewidth=4, foreground="black")])
-    ax.text(x0 + n / 2, y0 + 1.2, "10\u2033", color="white", ha="center", va="bottom", fontsize=8.5,
+    ax.text(x0 + n / 2, y0 + 1.2, f"{bar_arcsec}\u2033", color="white", ha="center", va="bottom", fontsize=8.5,
             fontweight="bold", path_effects=outline)
+    if not arrows:
+        return
     ox, oy, length = 0.9 * width, 0.68 * height, 0.2 * width
     for dx, dy, name in ((0, length, "N"), (-length, 0, "E")):
         ax.annotate("", xy=(ox + dx, oy + dy), xytext=(ox, oy),

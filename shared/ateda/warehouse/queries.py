@@ -16,7 +16,7 @@ from pyiceberg.expressions import EqualTo
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, BadInput
-from ateda.lake.iceberg import ensure_tables, load_catalog
+from ateda.lake.iceberg import ensure_tables, existing_lsst_table, load_catalog
 from ateda.warehouse.build import connect, freshness
 
 SEARCH_PATH = "gold,silver,bronze"
@@ -77,6 +77,15 @@ def object_info(settings: Settings, object_id: str) -> dict:
         if not obj:
             raise UnknownObject(unknown_object_message(settings, object_id))
         info = {"object": obj[0]}
+        info["survey_match"] = records(
+            con, "select case when ztf_objectId = ? then lsst_objectId else ztf_objectId end as other, dist_arcsec "
+                 "from gold.survey_match where ztf_objectId = ? or lsst_objectId = ? order by dist_arcsec",
+            [object_id, object_id, object_id])
+        if obj[0].get("survey") == "lsst":  # Rubin: flux statistics; the ZTF crossmatches do not apply
+            info["fluxstats"] = records(con, "select * from gold.lsst_fluxstats where objectId = ? order by "
+                                             "position(band in 'ugrizy')", [object_id])
+            info.update(magstats=[], ps1=[], gaia=[], solar_system=[], catalogs=[], is_transient_candidate=False)
+            return info
         info["magstats"] = records(con, "select * from gold.magstats where objectId = ? order by fid", [object_id])
         last = obj[0]["last_candid"]
         info["ps1"] = records(con, "select match_rank, ps1_objid, dist_arcsec, sgscore, rmag from "
@@ -94,8 +103,16 @@ def object_info(settings: Settings, object_id: str) -> dict:
 
 
 def bronze_alerts_of(settings: Settings, object_id: str) -> int:
-    """How many alerts of ``object_id`` bronze holds now (an Iceberg scan of one column: the unknown-id path only)."""
-    table = ensure_tables(load_catalog(settings), settings)["alert"]
+    """How many alerts of ``object_id`` bronze holds now (an Iceberg scan of one column: the unknown-id path only);
+    a Rubin id (digits) is looked up in bronze.lsst_alert."""
+    catalog = load_catalog(settings)
+    if object_id.isascii() and object_id.isdigit():
+        lsst = existing_lsst_table(catalog, settings)
+        if lsst is None:
+            return 0
+        return lsst.scan(row_filter=EqualTo("diaObjectId", int(object_id)),
+                         selected_fields=("diaObjectId",)).to_arrow().num_rows
+    table = ensure_tables(catalog, settings)["alert"]
     return table.scan(row_filter=EqualTo("objectId", object_id), selected_fields=("objectId",)).to_arrow().num_rows
 
 
