@@ -712,12 +712,20 @@ def _alert(nt: _Night, obj: _Object, v: _Visit, det: tuple[int, float, float], s
               "diaObject": None, "ssSource": None, "mpc_orbits": None}
     agg = dia_object_aggregates(prv + [source], prv_forced)
     record["diaObject"] = _conform(nt.sid, "diaObject", {
-        "diaObjectId": obj.object_id, "validityStartMjdTai": source["timeProcessedMjdTai"], **agg})
+        "diaObjectId": obj.object_id, "validityStartMjdTai": _processed_mjd(source), **agg})
     if truth is not None:
         t = truth.objects.setdefault(obj.object_id, ObjectTruth(obj.kind, obj.ra, obj.dec))  # type: ignore[arg-type]
         t.n_alerts += 1
         t.n_dia_sources, t.n_forced = agg["nDiaSources"], len(prv_forced)
     return _Pending(v.mjd, det[0], record, obj, v.fwhm)
+
+
+def _processed_mjd(source: dict) -> float:
+    """A diaSource's processing time as MJD (8.0 holds it as a timestamp, ``time_processed``)."""
+    if source.get("timeProcessedMjdTai") is not None:
+        return source["timeProcessedMjdTai"]
+    since = source["time_processed"] - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return MJD_UNIX_EPOCH + since / dt.timedelta(days=1)
 
 
 def _first_mjd(obj: _Object) -> float:
