@@ -132,25 +132,30 @@ def _layout(sid: int, record: str) -> tuple[tuple[str, str, bool], ...]:
     return tuple(out)
 
 
+@functools.cache
+def _conform_plan(sid: int, record: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, bool], ...]]:
+    """(every field, the float fields, the fields needing care: an older name or required) of a record type."""
+    layout = _layout(sid, record)
+    return (tuple(n for n, _, _ in layout), tuple(n for n, k, _ in layout if k == "float"),
+            tuple(f for f in layout if f[0] in _ALIASES or not f[2]))
+
+
 def _conform(sid: int, record: str, values: dict[str, Any]) -> dict[str, Any]:
     """``values`` (11.1 names) as a record of schema ``sid``: its fields in order, older names filled from the 11.1
     ones, floats rounded to float32 (so a value survives Avro unchanged), absent nullable fields null and absent
     required ones zero."""
-    out: dict[str, Any] = {}
-    floats = []
-    for name, kind, nullable in _layout(sid, record):
-        v = values.get(name)
-        if v is None and name in _ALIASES:
-            v = values.get(_ALIASES[name])
-            if v is not None and kind == "timestamp":
-                v = _mjd_datetime(v)
-        if v is None and not nullable:
-            v = _DEFAULTS.get(kind)
-        if kind == "float" and v is not None:
-            floats.append(name)
-        out[name] = v
-    if floats:
-        out.update(zip(floats, np.array([out[k] for k in floats], dtype=np.float32).tolist()))
+    names, floats, special = _conform_plan(sid, record)
+    get = values.get
+    out = {n: get(n) for n in names}
+    for name, kind, nullable in special:
+        if out[name] is None and name in _ALIASES:
+            v = get(_ALIASES[name])
+            out[name] = _mjd_datetime(v) if v is not None and kind == "timestamp" else v
+        if out[name] is None and not nullable:
+            out[name] = _DEFAULTS.get(kind)
+    present = [k for k in floats if out[k] is not None]
+    if present:
+        out.update(zip(present, np.array([out[k] for k in present], dtype=np.float32).tolist()))
     return out
 
 
@@ -618,14 +623,18 @@ def _fixed_cards() -> tuple[str, str]:
     )
 
 
-def _fits(image: np.ndarray, ra: float, dec: float) -> bytes:
-    """One-HDU FITS file (raw, not gzipped) of a float32 image with a TAN WCS centred on ra/dec (deg). The cards
-    are astropy's (fixed ones cached); header and data are padded to 2880-byte blocks as FITS requires."""
+def _fits_header(ra: float, dec: float) -> bytes:
+    """The header block of a stamp with a TAN WCS centred on ra/dec (deg): astropy's cards (the fixed ones
+    cached), padded to 2880 bytes as FITS requires."""
     before, after = _fixed_cards()
-    header = (before + fits.Card("CRVAL1", ra, "deg").image + fits.Card("CRVAL2", dec, "deg").image + after)
-    header += " " * (-len(header) % 2880)
+    header = before + fits.Card("CRVAL1", ra, "deg").image + fits.Card("CRVAL2", dec, "deg").image + after
+    return (header + " " * (-len(header) % 2880)).encode("ascii")
+
+
+def _fits(image: np.ndarray, header: bytes) -> bytes:
+    """One-HDU FITS file (raw, not gzipped): ``header`` then the image as big-endian float32, padded."""
     data = image.astype(">f4").tobytes()
-    return header.encode("ascii") + data + b"\0" * (-len(data) % 2880)
+    return header + data + b"\0" * (-len(data) % 2880)
 
 
 def _cutouts(rng: np.random.Generator, obj: _Object, src: dict, fwhm: float) -> dict[str, bytes]:
@@ -643,9 +652,9 @@ def _cutouts(rng: np.random.Generator, obj: _Object, src: dict, fwhm: float) -> 
     template = static * host + 0.5 * noise * z[0]
     science = static * host + (src["psfFlux"] or 0.0) * _psf(sigma) + noise * z[1]
     difference = science - template
-    ra, dec = src["ra"], src["dec"]
-    return {"cutoutDifference": _fits(difference, ra, dec), "cutoutScience": _fits(science, ra, dec),
-            "cutoutTemplate": _fits(template, ra, dec)}
+    header = _fits_header(src["ra"], src["dec"])
+    return {"cutoutDifference": _fits(difference, header), "cutoutScience": _fits(science, header),
+            "cutoutTemplate": _fits(template, header)}
 
 
 # ---------------------------------------------------------------- planning and the alerts
