@@ -63,8 +63,14 @@ def test_frames_decode_and_equal_the_containers(written: dict[str, Any]) -> None
 
 def test_records_validate_against_the_shipped_schema(written: dict[str, Any]) -> None:
     parsed = schemas.schema(1101).parsed
+    seen: set[int] = set()  # each earlier (forced) source is validated once, in the first alert carrying it
     for rec in written["records"]:
-        assert validate(rec, parsed, raise_errors=True)
+        shell = dict(rec)
+        for key, id_key in (("prvDiaSources", "diaSourceId"), ("prvDiaForcedSources", "diaForcedSourceId")):
+            if rec[key] is not None:
+                shell[key] = [p for p in rec[key] if p[id_key] not in seen]
+                seen.update(p[id_key] for p in rec[key])
+        assert validate(shell, parsed, raise_errors=True)
 
 
 def test_same_seed_same_bytes(tmp_path: Path, written: dict[str, Any]) -> None:
