@@ -3,7 +3,6 @@ deterministic, histories and diaObject aggregates consistent, solar-system-only 
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import math
 from pathlib import Path

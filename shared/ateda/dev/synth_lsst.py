@@ -37,7 +37,7 @@ import numpy as np
 from astropy.io import fits
 
 from ateda.lsst import schemas
-from ateda.lsst.alerts import MJD_UNIX_EPOCH, day_obs
+from ateda.lsst.alerts import MJD_UNIX_EPOCH
 
 __all__ = ["DEFAULT_NIGHT", "DEFAULT_VERSION", "LsstTruth", "ObjectTruth", "dia_object_aggregates", "frame",
            "generate_alerts", "write_containers", "write_frames", "write_visit_burst"]
@@ -433,8 +433,9 @@ def _measure(nt: _Night, obj: _Object, v: _Visit, det: tuple[int, float, float],
         "midpointMjdTai": v.mjd, "exposureTime": EXPOSURE_S,
         "ra": round((ra0 + pos / 3600.0 * z[2] / cosd) % 360.0, 9), "raErr": pos / 3600.0 / cosd,
         "dec": round(dec0 + pos / 3600.0 * z[3], 9), "decErr": pos / 3600.0, "ra_dec_Cov": 0.0,
-        "x": det[1] + pos / PIXEL_ARCSEC * z[2], "xErr": pos / PIXEL_ARCSEC,
-        "y": det[2] + pos / PIXEL_ARCSEC * z[3], "yErr": pos / PIXEL_ARCSEC, "centroid_flag": False,
+        "x": min(max(det[1] + pos / PIXEL_ARCSEC * z[2], 0.0), SENSOR_PX[0] - 0.01), "xErr": pos / PIXEL_ARCSEC,
+        "y": min(max(det[2] + pos / PIXEL_ARCSEC * z[3], 0.0), SENSOR_PX[1] - 0.01), "yErr": pos / PIXEL_ARCSEC,
+        "centroid_flag": False,
         "apFlux": flux * (1.02 + 0.03 * z[4]), "apFluxErr": 1.15 * err, "apFlux_flag": False,
         "apFlux_flag_apertureTruncated": False, "isNegative": flux < 0, "snr": snr,
         "psfFlux": flux, "psfFluxErr": err, "psfLnL": -0.5 * bbox * bbox * (1.0 + 0.1 * u[3]),
