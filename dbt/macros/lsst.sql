@@ -62,7 +62,7 @@
 
 {#- AB magnitude of a flux in nJy, NULL unless the flux is positive (difference fluxes can be negative). -#}
 {% macro njy_to_mag(flux) -%}
-    case when {{ flux }} > 0 then 31.4 - 2.5 * log10({{ flux }}) end
+    31.4 - 2.5 * log10(case when {{ flux }} > 0 then {{ flux }} end)
 {%- endmacro %}
 
 {#- Its error, to first order: 2.5 / ln(10) * err / flux. -#}
