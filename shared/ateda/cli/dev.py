@@ -9,7 +9,7 @@ from pathlib import Path
 from ateda.cli.ingest import print_summary
 from ateda.cli.options import positive_int
 from ateda.config import Settings
-from ateda.dev.bench import run_bench, run_maintenance_bench, run_refresh_bench
+from ateda.dev.bench import run_bench, run_burst_bench, run_maintenance_bench, run_refresh_bench
 from ateda.dev.synth import write_single_files, write_tarball
 from ateda.ingest import run_ingest
 from ateda.warehouse.build import refresh_models
@@ -26,7 +26,10 @@ def register(sub) -> None:  # noqa: ANN001
     demo.add_argument("--json", action="store_true", help="machine-readable summary")
     demo.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="decoding ceiling vs end-to-end ingestion, single files and a tarball")
-    bench.add_argument("-n", type=positive_int, default=20_000, help="synthetic alerts per run (count, default 20000)")
+    bench.add_argument("-n", type=positive_int, default=None,
+                       help="synthetic alerts per run (count; default 20000, a burst 10000)")
+    bench.add_argument("--survey", choices=("ztf", "lsst"), default=None,
+                       help="instead: a visit burst of one survey's alerts as single messages (ztf, lsst)")
     bench.add_argument("--json", action="store_true", help="machine-readable results")
     bench.add_argument("--keep", action="store_true", help="keep the benchmark's ATEDA_HOME")
     bench.add_argument("--refresh", action="store_true",
@@ -80,9 +83,12 @@ def _plot_richest_real_object(settings: Settings) -> Path | None:
 
 
 def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
-    if args.maintenance:
-        result = run_maintenance_bench(args.n)
+    n = args.n or (10_000 if args.survey else 20_000)
+    if args.survey:
+        result = run_burst_bench(args.survey, n, keep=args.keep)
+    elif args.maintenance:
+        result = run_maintenance_bench(n)
     else:
-        result = run_refresh_bench(args.n) if args.refresh else run_bench(args.n, keep=args.keep)
+        result = run_refresh_bench(n) if args.refresh else run_bench(n, keep=args.keep)
     print(json.dumps(result, indent=1) if args.json else result["text"])
     return 0

@@ -9,6 +9,10 @@ For N synthetic alerts, written both as N single-alert files and as one nightly 
 Reported: alerts/s, ratio to the ceiling, Iceberg commits per 1 000 alerts, p50/p95 latency from a file's
 arrival in the bucket to its commit (from the ingest ledger), and peak memory summed over all processes
 (RSS, and PSS which counts pages shared by forked workers once).
+
+``ateda bench --survey ztf|lsst`` (:func:`run_burst_bench`): a visit burst, N alerts of one survey dropped at once as
+single messages (ZTF: single-alert files; Rubin: one visit's Confluent frames across its 189 detectors), the same
+figures, beside the single-process decoding ceiling of the same files.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from pathlib import Path
 import fastavro
 
 from ateda.config import Settings, child_env
+from ateda.dev import synth_lsst
 from ateda.dev.synth import write_single_files, write_tarball
+from ateda.lsst import schemas as lsst_schemas
 from ateda.ingest import iceberg_commits, run_ingest
 from ateda.lake.iceberg import ensure_tables, load_catalog
 from ateda.local.runtime import Runtime, ingestion_functions
@@ -47,6 +53,19 @@ def _ceiling_files(files: list[Path]) -> float:
             for _ in fastavro.reader(fh):
                 n += 1
     return n / (time.perf_counter() - start)
+
+
+def _ceiling_frames(files: list[Path]) -> float:
+    """Bare decoding of Confluent frames: the schema looked up by id once, then ``schemaless_reader`` per frame."""
+    start = time.perf_counter()
+    parsed: dict[int, object] = {}
+    for f in files:
+        data = f.read_bytes()
+        sid = int.from_bytes(data[1:5], "big")
+        if sid not in parsed:
+            parsed[sid] = lsst_schemas.schema(sid).parsed  # type: ignore[union-attr]
+        fastavro.schemaless_reader(io.BytesIO(data[5:]), parsed[sid], None)
+    return len(files) / (time.perf_counter() - start)
 
 
 def _ceiling_tar(path: Path) -> float:
@@ -258,6 +277,46 @@ def run_bench(n: int = 20_000, keep: bool = False, seed: int = 7) -> dict:
             shutil.rmtree(work, ignore_errors=True)
     result["workdir"] = str(work) if keep else None
     result["text"] = _text(result)
+    return result
+
+
+def run_burst_bench(survey: str, n: int = 10_000, keep: bool = False, seed: int = 7) -> dict:
+    """A visit burst of ``n`` alerts of ``survey`` dropped at once as single messages, end to end, beside the
+    single-process decoding ceiling of the same files (see the module doc)."""
+    if survey not in ("ztf", "lsst"):
+        raise ValueError(f"survey {survey!r}: ztf or lsst")
+    work = Path(tempfile.mkdtemp(prefix=f"ateda-burst-{survey}-"))
+    try:
+        t0 = time.perf_counter()
+        burst = work / "burst"
+        if survey == "lsst":
+            synth_lsst.write_visit_burst(burst, n, seed)
+        else:
+            write_single_files(burst, n, seed=seed, unique_cutouts=False)
+        files = sorted(p for p in burst.iterdir() if p.is_file())
+        gen_s = time.perf_counter() - t0
+        ceiling = _ceiling_frames(files) if survey == "lsst" else _ceiling_files(files)
+        e2e = _end_to_end(work / "home", [burst])
+        result = {
+            "survey": survey, "n_alerts": n, "cpus": os.cpu_count(), "generate_s": round(gen_s, 1),
+            "split_workers": ingestion_functions()[0].workers,
+            "burst_mb": round(sum(f.stat().st_size for f in files) / 2**20, 1),
+            "ceiling_alerts_per_s": round(ceiling, 1),
+            "burst": {**e2e, "ratio_to_ceiling": round(e2e["alerts_per_s"] / ceiling, 2)},
+        }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["workdir"] = str(work) if keep else None
+    b = result["burst"]
+    result["text"] = "\n".join([
+        f"ateda bench --survey {survey}: a burst of {n} alerts as single messages ({result['burst_mb']} MB), "
+        f"{result['cpus']} CPUs, {result['split_workers']} split workers",
+        f"  ceiling (bare decode, 1 process): {result['ceiling_alerts_per_s']:.0f} alerts/s",
+        f"  burst: {b['seconds']} s from first arrival to last bronze commit, {b['alerts_per_s']:.0f} alerts/s "
+        f"({b['ratio_to_ceiling']:.2f}x ceiling), p50 {b['latency_p50_s']} s  p95 {b['latency_p95_s']} s "
+        f"arrival to bronze, {b['commits_per_1000_alerts']:.2f} commits/1000, peak RSS {b['peak_rss_mb']:.0f} MB",
+        "  CPU s: " + ", ".join(f"{k} {v}" for k, v in b["cpu_s"].items())])
     return result
 
 
