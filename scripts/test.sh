@@ -2,7 +2,7 @@
 # Installs what the tests need, then runs the whole suite on three workers (arguments go to pytest, e.g. -m "not slow"):
 # - as root on Debian, the real servers the tests start themselves when missing: Prometheus
 #   (tests/test_prometheus_scrape.py) and Ceph's monitor, OSD and RADOS gateway (tests/ceph.py, a real S3 with
-#   bucket notifications); policy-rc.d keeps the packages from starting services, apt's output goes to a log;
+#   bucket notifications) and Chromium (tests/test_explorer_browser.py); policy-rc.d keeps the packages from starting services, apt's output goes to a log;
 # - ATEDA with its test dependencies, pinned, in .venv (scripts/env.sh);
 # - helm, helmfile, task and the linters, pinned, in .tools/ (scripts/tools.sh).
 ROOT="$(cd "$(dirname "$0")/.." && pwd)" || exit 1
@@ -12,6 +12,12 @@ if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null && [ "$(i
   [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; }
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
     >>"$APT_LOG" 2>&1 || echo "scripts/test.sh: could not install prometheus (see $APT_LOG)" >&2
+fi
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "scripts/test.sh: installing Chromium (Debian package, for the explorer's browser tests; log: $APT_LOG)" >&2
+  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; }
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+    >>"$APT_LOG" 2>&1 || echo "scripts/test.sh: could not install chromium (see $APT_LOG)" >&2
 fi
 if ! command -v radosgw >/dev/null; then
   echo "scripts/test.sh: installing Ceph RGW (Debian packages; log: $APT_LOG)" >&2
