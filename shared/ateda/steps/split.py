@@ -247,8 +247,8 @@ class Splitter:
     emit: Emit
     function: str = "split"
     batch: AlertBatch = field(default_factory=AlertBatch)
-    lsst_alerts: list[pa.Table] = field(default_factory=list)  # Rubin alert and cutout rows of the pending chunk
-    lsst_cutouts: list[pa.Table] = field(default_factory=list)
+    # Rubin rows of the pending chunk, checked, converted to Arrow at the flush: (progress, alert row, cutout rows)
+    lsst_pending: list[tuple[_ObjectProgress, dict, list[dict]]] = field(default_factory=list)
     parts: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
     chunks: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -399,12 +399,12 @@ class Splitter:
 
     def _pending_survey(self) -> str | None:
         """The survey of the rows staged so far in this chunk (None: none yet)."""
-        if self.lsst_alerts:
+        if self.lsst_pending:
             return "lsst"
         return "ztf" if self.batch.n_alerts or self.batch.dropped else None
 
     def _pending_alerts(self) -> int:
-        return self.batch.n_alerts + sum(t.num_rows for t in self.lsst_alerts)
+        return self.batch.n_alerts + len(self.lsst_pending)
 
     # -- Rubin
 
@@ -436,19 +436,17 @@ class Splitter:
         meta = {"source_bucket": src.bucket, "source_key": src.key, "source_etag": src.etag,
                 "source_member": member, "part": part, "schema_version": decoded.schema_version,
                 "schema_id": decoded.schema_id, "ingested_at": self.batch.ingested_at}
-        tables = lsst.lsst_tables(records, meta)
+        rows, rejected = lsst.lsst_rows(records, meta)  # checked now, converted with the whole chunk at the flush
         prog.alerts += len(records)  # rejected records still advance the index: parts stay deterministic
         key = (src.bucket, src.key, src.etag, part)
-        self.parts[key] = self.parts.get(key, 0) + tables.alerts.num_rows
-        self.by_survey["lsst"] = self.by_survey.get("lsst", 0) + tables.alerts.num_rows
-        if tables.alerts.num_rows:
-            self.lsst_alerts.append(tables.alerts)
-            self.lsst_cutouts.append(tables.cutouts)
-        if tables.rejected:
-            bad = [err for _, err in tables.rejected]
+        self.parts[key] = self.parts.get(key, 0) + len(rows)
+        self.by_survey["lsst"] = self.by_survey.get("lsst", 0) + len(rows)
+        self.lsst_pending.extend((prog, row, cuts) for _, row, cuts in rows)
+        if rejected:
+            bad = [err for _, err in rejected]
             detail = "; ".join(sorted({b.detail for b in bad}))[:500]
             self._reject(prog, BadInput(bad[0].reason, f"{len(bad)} malformed record(s): {detail}"), member, data,
-                         kept=tables.alerts.num_rows)
+                         kept=len(rows))
 
     def _add(self, prog: _ObjectProgress, decoded: DecodedFile, records: list[dict], part: int,
              member: str | None, data: bytes) -> None:
@@ -532,8 +530,7 @@ class Splitter:
             return
         alerts, cutouts = self.batch.tables()
         self._take_dropped()
-        lsst_alerts = pa.concat_tables(self.lsst_alerts) if self.lsst_alerts else None
-        lsst_cutouts = pa.concat_tables(self.lsst_cutouts) if self.lsst_cutouts else None
+        lsst_alerts, lsst_cutouts = self._lsst_tables()
         part_keys = sorted(self.parts)
         chunk_id = hashlib.sha1(json.dumps(part_keys).encode()).hexdigest()[:20]
         attempt = uuid.uuid4().hex[:8]
@@ -562,8 +559,22 @@ class Splitter:
         self.emit("dev.ateda.alerts.staged", data, chunk_id, survey="lsst" if lsst_alerts is not None else "ztf")
         self.chunks.append(data)
         self.batch = AlertBatch()
-        self.lsst_alerts, self.lsst_cutouts = [], []
+        self.lsst_pending = []
         self.parts = {}
+
+    def _lsst_tables(self) -> tuple[pa.Table | None, pa.Table | None]:
+        """The pending Rubin rows as Arrow tables, converted at once; a row Arrow cannot hold is quarantined and
+        taken out of its part (as :meth:`_take_dropped` does for ZTF)."""
+        if not self.lsst_pending:
+            return None, None
+        alerts, cutouts, dropped = lsst.rows_to_tables([(0, row, cuts) for _, row, cuts in self.lsst_pending])
+        for j, err in dropped:
+            prog, row, _ = self.lsst_pending[j]
+            key = (row["source_bucket"], row["source_key"], row["source_etag"], row["part"])
+            self.parts[key] = self.parts.get(key, 1) - 1
+            self.by_survey["lsst"] -= 1
+            self._reject(prog, err, row["source_member"], None)
+        return alerts, cutouts
 
     def _write_parquet(self, key: str, table: pa.Table, table_name: str) -> str:
         sink = io.BytesIO()
