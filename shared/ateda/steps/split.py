@@ -8,7 +8,7 @@ Failures stay with the smallest unit they belong to: a part of one alert (an unr
 ``unreadable_history`` while the alert's candidate and cutouts go on), one alert, one tar member, one object.
 Anything that goes wrong while decoding is bad input for that unit (quarantined with a reason; the rest goes on);
 only a failure of the store itself (:class:`TransientError`, an ``OSError`` writing the lake) fails the request, for the broker to retry.
-Reading is bounded (:class:`~ateda.ztf.alerts.Limits`: bytes per member or object, members per tarball, alerts per
+Reading is bounded (:class:`~ateda.avro.Limits`: bytes per member or object, members per tarball, alerts per
 container), and so is quarantine: past ``quarantine_records_per_object`` records an object's further rejections are
 counted into one summary record per reason.
 """
@@ -38,7 +38,8 @@ from ateda.lake.storage import ObjectStore
 from ateda.serving.metrics import instruments
 from ateda.lsst import alerts as lsst
 from ateda.lsst.schemas import is_plausible_id
-from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
+from ateda.avro import Limits, bad_input
+from ateda.ztf.alerts import AlertBatch, DecodedFile, Source, check_header, decode_container
 
 Emit = Callable[..., None]  # (event type, data, subject, survey=None): survey is the event's extension attribute
 TAR_STREAM = "<tar stream>"  # the member name of a failure of the tarball itself (not of one member)
