@@ -41,7 +41,8 @@ def render(page: str, data: dict[str, str] | None = None) -> str:
     (escaped), the one way a value reaches a page other than through the API."""
     title, script = PAGES[page]
     attrs = "".join(f' data-{key}="{html.escape(value, quote=True)}"' for key, value in (data or {}).items())
-    nav = "\n".join(f'      <a href="{href}"{" aria-current=\"page\"" if href == _path_of(page) else ""}>{label}</a>'
+    current = ' aria-current="page"'
+    nav = "\n".join(f'      <a href="{href}"{current if href == _path_of(page) else ""}>{label}</a>'
                     for href, label in NAV)
     return _template("base").substitute(
         title=html.escape(title), page=page, attrs=attrs, nav=nav, body=_template(page).template, script=script)

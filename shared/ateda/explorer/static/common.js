@@ -149,9 +149,9 @@ export function formatCell(column, value) {
   if (value === null || value === undefined) return "–";
   if (typeof value === "boolean") return value ? "yes" : "no";
   if (typeof value === "number") {
-    if (Number.isInteger(value) && !/mjd|jd$/i.test(column)) return String(value);
     const rule = DIGITS.find(([pattern]) => pattern.test(column));
-    return value.toFixed(rule ? rule[1] : 4);
+    if (rule) return value.toFixed(rule[1]);
+    return Number.isInteger(value) ? String(value) : value.toFixed(4);
   }
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);

@@ -21,11 +21,13 @@ async function nights() {
     status("nights-status", "No nights in the warehouse yet (run `ateda refresh` after ingesting alerts).");
     return;
   }
-  const labels = [...new Set(rows.map((r) => nightLabel(r.night)))].sort();
+  // the nights with alerts (a history adds nights of detections and limits only: counted, not drawn)
+  const all = new Set(rows.map((r) => nightLabel(r.night)));
+  const labels = [...new Set(rows.filter((r) => r.n_alerts > 0).map((r) => nightLabel(r.night)))].sort();
   const traces = [];
   for (const survey of ["ztf", "lsst"]) {
     for (const [fid, style] of Object.entries(BANDS[survey])) {
-      const own = rows.filter((r) => r.survey === survey && String(r.fid) === fid);
+      const own = rows.filter((r) => r.survey === survey && String(r.fid) === fid && r.n_alerts > 0);
       if (!own.length) continue;
       const byNight = new Map(own.map((r) => [nightLabel(r.night), r]));
       traces.push({
@@ -39,7 +41,8 @@ async function nights() {
         }),
         marker: {
           color: style.colour,
-          pattern: survey === "lsst" ? { shape: "/", fgcolor: "#ffffff", solidity: 0.25 } : undefined,
+          // Rubin hatched, so a band of each survey sharing a colour still differs
+          pattern: survey === "lsst" ? { shape: "/", fillmode: "overlay", fgcolor: "#ffffff", solidity: 0.3 } : undefined,
           line: { color: "#ffffff", width: 0.5 },
         },
         meta: { survey, fid: Number(fid), band: style.band },
@@ -53,14 +56,16 @@ async function nights() {
     font: FONT,
     margin: { l: 60, r: 20, t: 20, b: 80 },
     height: 360,
-    xaxis: { type: "category", title: { text: "night (UTC date of the observing night)" }, tickangle: -45 },
+    xaxis: { type: "category", title: { text: "night (UTC date of the observing night)", standoff: 12 }, tickangle: -45,
+      automargin: true },
     yaxis: { title: { text: "alerts" }, rangemode: "tozero", gridcolor: "#e6e6e6" },
-    legend: { orientation: "h", y: 1.12, x: 0 },
+    legend: { orientation: "h", y: 1.12, x: 0, traceorder: "normal" },
     plot_bgcolor: "#ffffff",
   };
   await Plotly.newPlot($("nights-chart"), traces, layout, PLOT_CONFIG);
   const alerts = rows.reduce((n, r) => n + (r.n_alerts || 0), 0);
-  status("nights-status", `${labels.length} night(s), ${alerts} alert(s).`);
+  status("nights-status", `${alerts} alert(s) on ${labels.length} night(s); ${all.size} night(s) in all with `
+    + "detections or upper limits (from the alerts' histories).");
 }
 
 async function candidates() {

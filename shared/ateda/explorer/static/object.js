@@ -43,8 +43,9 @@ function ztfTraces(points) {
     const forcedAll = band.filter((p) => p.point_kind === "forced");
     const fp = forcedAll.filter((p) => p.isdiffpos && p.e_mag != null && p.e_mag < 1.0857 / FORCED_SNR);
     hiddenForced += forcedAll.length - fp.length;
+    const own = [];
     if (lim.length) {
-      traces.push({
+      own.push({
         type: "scatter", mode: "markers", name: `${style.band} upper limit`, legendgroup: `${fid}-limit`,
         x: lim.map((p) => p.mjd), y: lim.map((p) => p.mag), customdata: custom(lim, "upper_limit"),
         marker: { symbol: "arrow-bar-down", size: 11, color: style.colour, opacity: 0.55, line: { width: 1.5, color: style.colour } },
@@ -53,7 +54,7 @@ function ztfTraces(points) {
       });
     }
     if (fp.length) {
-      traces.push({
+      own.unshift({
         type: "scatter", mode: "markers", name: `${style.band} forced phot.`, legendgroup: `${fid}-forced`,
         x: fp.map((p) => p.mjd), y: fp.map((p) => p.mag), customdata: custom(fp, "forced"),
         error_y: { type: "data", array: fp.map((p) => p.e_mag), color: style.colour, thickness: 0.8, width: 0 },
@@ -63,7 +64,7 @@ function ztfTraces(points) {
       });
     }
     if (det.length) {
-      traces.push({
+      own.unshift({
         type: "scatter", mode: "markers", name: `${style.band} detection`, legendgroup: `${fid}-detection`,
         x: det.map((p) => p.mjd), y: det.map((p) => p.mag), customdata: custom(det, "detection", (p) =>
           (p.isdiffpos === false ? " · negative difference" : "") + stampNote(p)),
@@ -77,6 +78,7 @@ function ztfTraces(points) {
         hovertemplate: hover("detection", "mag"),
       });
     }
+    traces.push(...own); // legend per band: detection, forced photometry, upper limit
   }
   const layout = {
     yaxis: { title: { text: "difference magnitude (AB)" }, autorange: "reversed", gridcolor: "#e6e6e6", zeroline: false },
@@ -94,16 +96,6 @@ function lsstTraces(points) {
     const label = `Rubin ${style.band}`;
     const det = band.filter((p) => p.point_kind === "detection");
     const fp = band.filter((p) => p.point_kind === "forced");
-    if (fp.length) {
-      traces.push({
-        type: "scatter", mode: "markers", name: `${style.band} forced phot.`, legendgroup: `${fid}-forced`,
-        x: fp.map((p) => p.mjd), y: fp.map((p) => p.flux), customdata: custom(fp, "forced"),
-        error_y: { type: "data", array: fp.map((p) => p.flux_err ?? 0), color: style.colour, thickness: 0.8, width: 0 },
-        marker: { symbol: `${style.symbol}-open`, size: 7, color: style.colour, opacity: 0.75, line: { width: 1.4 } },
-        meta: { fid: Number(fid), band: style.band, kind: "forced", panel: "flux", label },
-        hovertemplate: hover("forced", "flux"),
-      });
-    }
     if (det.length) {
       traces.push({
         type: "scatter", mode: "markers", name: `${style.band} detection`, legendgroup: `${fid}-detection`,
@@ -125,6 +117,16 @@ function lsstTraces(points) {
           hovertemplate: hover("detection", "mag"),
         });
       }
+    }
+    if (fp.length) {
+      traces.push({
+        type: "scatter", mode: "markers", name: `${style.band} forced phot.`, legendgroup: `${fid}-forced`,
+        x: fp.map((p) => p.mjd), y: fp.map((p) => p.flux), customdata: custom(fp, "forced"),
+        error_y: { type: "data", array: fp.map((p) => p.flux_err ?? 0), color: style.colour, thickness: 0.8, width: 0 },
+        marker: { symbol: `${style.symbol}-open`, size: 7, color: style.colour, opacity: 0.75, line: { width: 1.4 } },
+        meta: { fid: Number(fid), band: style.band, kind: "forced", panel: "flux", label },
+        hovertemplate: hover("forced", "flux"),
+      });
     }
   }
   const layout = {
@@ -159,11 +161,12 @@ async function drawLightcurve(points) {
     height: state.survey === "lsst" ? 560 : 460,
     margin: { l: 70, r: 20, t: 10, b: 60 },
     hovermode: "closest",
-    legend: { title: { text: "click to hide / show" }, groupclick: "togglegroup" },
+    legend: { groupclick: "togglegroup" },
     plot_bgcolor: "#ffffff",
   }, { ...PLOT_CONFIG, toImageButtonOptions: { filename: `lightcurve-${OBJECT_ID}` } });
   $("lc-hint").textContent = "Drag to zoom, double-click to reset; click a legend entry to hide it. "
-    + "Filled: detection; hollow: forced photometry; ▼ with a bar: upper limit.";
+    + "Filled: detection; hollow: forced photometry"
+    + (state.survey === "lsst" ? "; lower panel: the detections as AB magnitudes." : "; ▼ on a bar: 5σ upper limit; × inside: negative difference.");
   $("lc-note").textContent = notes.join(" ");
   node.on("plotly_click", (event) => {
     const point = event.points.find((p) => p.data.meta && p.data.meta.kind !== "selected");
@@ -274,7 +277,7 @@ function summary(obj, info) {
       ["Forced photometry", obj.n_forced_photometry],
       ["First detection", obj.firstmjd != null ? `MJD ${formatCell("mjd", obj.firstmjd)} (${mjdToIso(obj.firstmjd)} UTC)` : null],
       ["Last detection", obj.lastmjd != null ? `MJD ${formatCell("mjd", obj.lastmjd)} (${mjdToIso(obj.lastmjd)} UTC)` : null],
-      ["Last real-bogus", obj.last_rb != null ? formatCell("rb", obj.last_rb) : null],
+      [survey === "lsst" ? "Last reliability" : "Last real-bogus", obj.last_rb != null ? formatCell("rb", obj.last_rb) : null],
       ["Last deep real-bogus", obj.last_drb != null ? formatCell("drb", obj.last_drb) : null],
     ]),
   );
@@ -308,7 +311,7 @@ function bandStats(info) {
   const rows = [...(info.magstats || []), ...(info.fluxstats || []), ...(info.band_statistics || [])];
   const node = $("bands");
   if (!rows.length) { node.replaceChildren(h("p", { class: "status" }, "None.")); return; }
-  const skip = new Set(["objectId", "survey"]);
+  const skip = new Set(["objectId", "diaObjectId", "survey"]);
   node.replaceChildren(table(rows, Object.keys(rows[0]).filter((c) => !skip.has(c))));
 }
 

@@ -1,5 +1,5 @@
 // SQL console: one read-only statement through /api/v1/sql; the statement and the row limit are the URL's query
-// (a query is a link), and the same query as CSV is a plain link (format=csv).
+// (?sql=&limit=, the API's own names: a query is a link), and the same query as CSV is a plain link (format=csv).
 import { $, api, apiUrl, h, rowsOf, status, table } from "./common.js";
 
 function rowsAsObjects(body) {
@@ -13,11 +13,11 @@ function rowsAsObjects(body) {
 async function run() {
   const query = new URLSearchParams(location.search);
   const form = $("sql-form");
-  if (query.get("q")) form.elements.q.value = query.get("q");
+  const sql = query.get("sql");
+  if (sql) form.elements.sql.value = sql;
   if (query.get("limit")) form.elements.limit.value = query.get("limit");
-  const q = query.get("q");
-  if (!q) return;
-  const params = { q, limit: form.elements.limit.value };
+  if (!sql) return;
+  const params = { sql, limit: form.elements.limit.value };
   const csv = $("csv");
   csv.href = apiUrl("sql", { ...params, format: "csv" }, true);
   csv.hidden = false;
@@ -27,7 +27,7 @@ async function run() {
     const body = await api("sql", params);
     const { columns, rows } = rowsAsObjects(body);
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
-    const capped = body && (body.truncated || body.limited) ? ` (stopped at the row limit)` : "";
+    const capped = body && body.truncated ? " (stopped at the row limit: more rows match)" : "";
     status("status", `${rows.length} row(s) in ${seconds} s${capped}.`);
     $("results").replaceChildren(rows.length ? table(rows, columns) : h("p", {}, "No rows."));
   } catch (exc) {
@@ -39,12 +39,12 @@ async function run() {
 $("sql-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const data = new FormData(event.target);
-  const query = new URLSearchParams({ q: data.get("q").trim() });
+  const query = new URLSearchParams({ sql: data.get("sql").trim() });
   if (data.get("limit")) query.set("limit", data.get("limit"));
   history.pushState(null, "", `/sql?${query}`);
   run();
 });
-$("q").addEventListener("keydown", (event) => { // Ctrl/Cmd+Enter runs the statement
+$("sql").addEventListener("keydown", (event) => { // Ctrl/Cmd+Enter runs the statement
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("sql-form").requestSubmit();
 });
 window.addEventListener("popstate", run);
