@@ -255,6 +255,18 @@ def test_object_light_curve_matches_gold_and_a_click_shows_that_alerts_stamps(pa
     n_det = _gold(home, "select count(*) from gold.lightcurve where objectId = ? and point_kind = 'detection'",
                   [oid])[0][0]
     assert sum(n for (kind, _), n in plotted.items() if kind == "detection") == n_det
+    symbols = page.evaluate("""() => document.getElementById('lightcurve')._fullData
+        .filter(t => t.meta && t.meta.kind === 'upper_limit').map(t => t.marker.symbol)""")
+    assert symbols and set(symbols) == {"arrow-bar-down"}, "upper limits are drawn as arrows"
+    # a legend entry hides its trace, a second click shows it again
+    legend = page.locator("#lightcurve .legend .traces").first
+    name = legend.locator(".legendtext").text_content()
+    legend.click()
+    page.wait_for_function("name => document.getElementById('lightcurve').data.find(t => t.name === name)"
+                           ".visible === 'legendonly'", arg=name)
+    legend.click()
+    page.wait_for_function("name => document.getElementById('lightcurve').data.find(t => t.name === name)"
+                           ".visible !== 'legendonly'", arg=name)
 
     # the page opens on the latest alert's stamps; click the detection of another alert that has stamps
     with_stamps = page.locator("#alert-list button.alert").evaluate_all("bs => bs.map(b => b.dataset.alertId)")
@@ -299,6 +311,13 @@ def test_rubin_object_keeps_its_64_bit_id_and_shows_flux_and_magnitude(page, hom
                                 "point_kind = 'detection' and mag is not null group by fid", [oid]))
     assert dict(flux) == gold_flux and sum(flux.values()) == n_det
     assert dict(mags) == gold_mag
+    # forced photometry: every forced flux, hollow markers, legend entries of their own
+    forced = [t for t in page.evaluate("() => document.getElementById('lightcurve')._fullData.map(t => ({"
+                                       "meta: t.meta, n: t.x.length, symbol: t.marker.symbol, legend: t.showlegend}))")
+              if (t["meta"] or {}).get("kind") == "forced"]
+    assert sum(t["n"] for t in forced) == _gold(home, "select count(*) from gold.lightcurve where objectId = ? and "
+                                                      "point_kind = 'forced' and flux is not null", [oid])[0][0] > 0
+    assert all(t["symbol"].endswith("-open") and t["legend"] for t in forced)
     page.wait_for_function(STAMPS_LOADED_JS)  # the latest alert's stamps (raw FITS cutouts, drawn as PNG)
     ids = {c[0] for t in traces if (t["meta"] or {}).get("kind") == "detection" for c in t["customdata"]}
     assert ids == {str(r[0]) for r in _gold(home, "select point_id from gold.lightcurve where objectId = ? "
