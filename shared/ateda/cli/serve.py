@@ -37,8 +37,8 @@ def cmd_serve(args, settings: Settings) -> int:  # noqa: ANN001
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: must be within 1..65535")
     if not is_loopback(host) and not settings.explorer.token:
-        raise ConfigError(f"refusing to listen on {host} without a token: set ATEDA_EXPLORER_TOKEN, or listen on "
-                          "127.0.0.1")
+        raise ConfigError(f"refusing to listen on {host} without ATEDA_EXPLORER_TOKEN (anyone there could read "
+                          "the warehouse); give the explorer a token, or listen on 127.0.0.1")
     settings = replace(settings, explorer=replace(settings.explorer, host=host, port=port))
     print(f"ateda explorer on http://{host}:{port}/ (API /api/v1, spec /openapi.json, cone search /scs)", flush=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -68,7 +68,10 @@ def votable_bytes(columns: list[str], types: list[str], rows: list[tuple], name:
                   ucds: dict[str, str] | None = None, units: dict[str, str] | None = None,
                   description: str = "") -> bytes:
     """A VOTable (TABLEDATA) of the rows: integers as long, floats as double, NULLs masked."""
-    from astropy.io.votable.tree import Field, Resource, Table, VOTableFile  # heavy (astropy): on a VOTable only
+    from astropy.io.votable import tree  # heavy (astropy): on a VOTable only
+
+    Field, Resource, VOTableFile = tree.Field, tree.Resource, tree.VOTableFile
+    Table = getattr(tree, "TableElement", None) or tree.Table  # astropy >= 6 names it TableElement
 
     vot = VOTableFile()
     resource = Resource()
@@ -103,8 +106,10 @@ def error_votable(message: str) -> bytes:
     vot = VOTableFile()
     resource = Resource()
     vot.resources.append(resource)
-    resource.infos.append(Info(name="QUERY_STATUS", value="ERROR", content=message))
-    resource.infos.append(Info(name="Error", value=message))
+    for name, value in (("QUERY_STATUS", "ERROR"), ("Error", message)):
+        info = Info(name=name, value=value)
+        info.content = message
+        resource.infos.append(info)
     out = io.BytesIO()
     vot.to_xml(out)
     return out.getvalue()
