@@ -111,6 +111,8 @@ class AtedaQueryForm(GenericQueryForm):
 
     def clean(self) -> dict:
         data = super().clean()
+        if self.errors:  # a field already said what is wrong with it
+            return data
         data["object_id"] = (data.get("object_id") or "").strip()
         cone = [data.get(k) is not None for k in ("ra", "dec")]
         if data["object_id"] and any(cone):
