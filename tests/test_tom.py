@@ -169,11 +169,10 @@ def picked(home) -> dict:
 def seen(tom, tom_python, api, picked) -> dict:
     """One run of the driver in the TOM (the broker's methods, then the TOM's pages)."""
     o = picked["objects"]
-    centre = o[picked["ztf"]]
-    cones = [{"ra": centre["meanra"], "dec": centre["meandec"], "radius_arcsec": 3600.0},
-             {"ra": o[picked["lsst"]]["meanra"], "dec": o[picked["lsst"]]["meandec"], "radius_arcsec": 2.0},
-             {"ra": centre["meanra"], "dec": centre["meandec"], "radius_arcsec": 3600.0,
-              "since": centre["lastmjd"] + 1}]
+    rubin, ztf = o[picked["lsst"]], o[picked["ztf"]]
+    cones = [{"ra": rubin["meanra"], "dec": rubin["meandec"], "radius_arcsec": 3600.0},
+             {"ra": ztf["meanra"], "dec": ztf["meandec"], "radius_arcsec": 2.0},
+             {"ra": rubin["meanra"], "dec": rubin["meandec"], "radius_arcsec": 3600.0, "since": rubin["lastmjd"] + 1}]
     page = o[picked["page"]]
     plan = {
         "forms": {"object": {"object_id": picked["ztf"]}, "cone": {"ra": 10, "dec": 20, "radius_arcsec": 5},
@@ -209,9 +208,10 @@ def test_cone_query_returns_what_the_api_returns(seen, api):
         assert [g["id"] for g in got] == [str(w["objectId"]) for w in want], cone
         assert [(g["ra"], g["dec"], g["dist_arcsec"]) for g in got] == \
             [(w["meanra"], w["meandec"], w["dist_arcsec"]) for w in want]
-    assert len(seen["cones"][0]) > 1, "the wide cone holds neighbours"
-    assert seen["cones"][1] and seen["cones"][1][0]["id"] == seen["plan"]["imports"][1], "a Rubin object by cone"
-    assert seen["plan"]["imports"][0] not in {g["id"] for g in seen["cones"][2]}, "not detected since"
+    ztf, lsst = seen["plan"]["imports"]
+    assert len(seen["cones"][0]) > 1 and seen["cones"][0][0]["id"] == lsst, "a degree around a Rubin object"
+    assert seen["cones"][1] and seen["cones"][1][0]["id"] == ztf, "2 arcsec around a ZTF object"
+    assert lsst not in {g["id"] for g in seen["cones"][2]}, "a time window after its last detection"
 
 
 @pytest.mark.slow
