@@ -228,10 +228,71 @@ def with_candidate_field(avro_type: object, value: object, name: str = REAL_402,
 SLOW_MODULES = {"test_hostile_e2e", "test_bronze_safety", "test_maintenance", "test_e2e", "test_e2e_s3_postgres",
                 "test_dbt", "test_refresh_memory", "test_refresh_crossmatch", "test_prometheus_scrape", "test_demo",
                 "test_runtime_safety", "test_freshness", "test_copy_conflicts", "test_one_shot", "test_runtime_lock",
-                "test_ceph_e2e", "test_rest_catalog", "test_newcomer", "test_rubin_bronze", "test_rubin_warehouse"}
+                "test_ceph_e2e", "test_rest_catalog", "test_newcomer", "test_rubin_bronze", "test_rubin_warehouse",
+                "test_explorer_api", "test_explorer_schemathesis"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.module is not None and item.module.__name__ in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+# ---- the explorer: a warehouse of real ZTF alerts and a generated Rubin night, served by real uvicorn -----------
+
+EXPLORER_PORTS = range(18100, 18200)  # the ports this machine lets the explorer tests use
+STAR_ALERT = "918339430315010127"  # ZTF18aauqcsv's alert: an object with stamps, limits and forced photometry
+
+
+def free_port() -> int:
+    import socket
+
+    for port in EXPLORER_PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {EXPLORER_PORTS}")
+
+
+@contextmanager
+def explorer_server(s: Settings):  # noqa: ANN201
+    """The explorer app over ``s`` on real uvicorn in a thread; yields (app, base URL)."""
+    import uvicorn
+
+    from ateda.explorer.app import create_app
+
+    app_ = create_app(s)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app_, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # uvicorn says when it listens
+        assert thread.is_alive() and time.monotonic() < deadline, "the explorer did not start"
+        time.sleep(0.02)
+    try:
+        yield app_, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="session")
+def explorer_home(tmp_path_factory):  # noqa: ANN201
+    """A published warehouse of 80 real ZTF alerts (ZTF18aauqcsv's among them) and 30 generated Rubin alerts, built
+    once per session (bronze, then one dbt run)."""
+    from ateda.dev import synth_lsst
+    from ateda.ingest import run_ingest
+    from ateda.warehouse import build
+
+    root = tmp_path_factory.mktemp("explorer")
+    files = [f for f in alert_files() if f.name not in HALF_BROKEN]
+    chosen = files[:80] + [f for f in files if STAR_ALERT in f.name and f not in files[:80]]
+    synth_lsst.write_containers(root / "rubin", 30, seed=7, per_file=30)
+    s = Settings.from_env({"ATEDA_HOME": str(root / "home")})
+    run_ingest(s, [*chosen, root / "rubin"], quiet=True, bronze_only=True)
+    build.refresh_models(s)
+    return s

@@ -177,7 +177,18 @@ FORBIDDEN = {  # layer -> the layers it must not import (docs/architecture.md, "
     "ateda.serving": ("ateda.steps", "ateda.warehouse", "ateda.local", "ateda.cli", "ateda.dev"),
     "ateda.warehouse": ("ateda.steps", "ateda.local", "ateda.cli", "ateda.dev", "ateda.serving"),
     "ateda.local": ("ateda.steps", "ateda.warehouse", "ateda.cli", "ateda.dev"),
+    # the explorer reads the warehouse and the lake; only the CLI imports it
+    "ateda.explorer": ("ateda.steps", "ateda.local", "ateda.cli", "ateda.dev", "ateda.serving", "ateda.events",
+                       "ateda.ingest", "ateda.status", "ateda.backfill"),
 }
+
+
+def test_nothing_but_the_cli_imports_the_explorer():
+    graph = _graph()
+    offenders = sorted(f"{m} -> {d}" for m, deps in graph.items()
+                       if not m.startswith(("ateda.cli", "ateda.explorer"))
+                       for d in deps if d == "ateda.explorer" or d.startswith("ateda.explorer."))
+    assert offenders == []
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))

@@ -54,6 +54,11 @@ SERVICES = {
     "ateda-maintenance": ("maintenance", "cloudevent", True),  # reconciliation re-announces lost objects
 }
 IMAGE_TAG = "0.1.0"
+# Knative Services that are apps, not functions (no functions-framework, no Trigger): name -> the env they need
+APPS = {
+    "ateda-explorer": {"ATEDA_EXPLORER_TOKEN", "ATEDA_LAKE", "ATEDA_WAREHOUSE", "ATEDA_CATALOG_URI",
+                       "ATEDA_S3_ENDPOINT", "ATEDA_STARROCKS_HOST"},
+}
 
 # Trigger -> (subscriber Service, event type)
 TRIGGERS = {
@@ -94,6 +99,9 @@ ENV_NAMES = {
     "ATEDA_SNAPSHOT_RETAIN_HOURS",
     "ATEDA_ORPHAN_GRACE_HOURS",
     "ATEDA_MAINTENANCE_BUDGET_S",
+    "ATEDA_EXPLORER_TOKEN",
+    "ATEDA_EXPLORER_SQL_TIMEOUT_S",
+    "ATEDA_STARROCKS_HOST",
 }
 # Set by Knative (PORT, K_SERVICE, ...) or by the SinkBinding (K_SINK, K_CE_OVERRIDES): never by hand.
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION", "K_SINK", "K_CE_OVERRIDES"}
@@ -101,6 +109,7 @@ SECRET_ENV = {
     "AWS_ACCESS_KEY_ID": ("ateda-s3", "AWS_ACCESS_KEY_ID"),
     "AWS_SECRET_ACCESS_KEY": ("ateda-s3", "AWS_SECRET_ACCESS_KEY"),
     "ATEDA_BRIDGE_TOKEN": ("ateda-bridge-token", "token"),
+    "ATEDA_EXPLORER_TOKEN": ("ateda-explorer-token", "token"),
 }
 FIXED_ENV = {
     "ATEDA_BUCKET": "alerts",
@@ -552,7 +561,33 @@ def test_delivery_check_rejects_missing_fields():
 
 
 def test_expected_services_exist():
-    assert set(knative_services()) == set(SERVICES)
+    assert set(knative_services()) == set(SERVICES) | set(APPS)
+
+
+def test_the_explorer_service():
+    """The explorer (docs/explorer.md): `ateda serve` on port 8080, always up, its token from a Secret (it listens
+    beyond loopback), the lake and StarRocks settings, pinned image, bounded resources, no Trigger."""
+    svc = knative_services()["ateda-explorer"]
+    c = container(svc)
+    assert c["image"] == f"kind.local/ateda-explorer:{IMAGE_TAG}"
+    assert c["command"][:2] == ["ateda", "serve"] and "--host" in c["command"]
+    assert [p["containerPort"] for p in c.get("ports", [])] == [8080] and "8080" in c["command"]
+    assert scale(svc, "min-scale") >= 1 and scale(svc, "min-scale") <= scale(svc, "max-scale")
+    env = env_of(svc)
+    assert APPS["ateda-explorer"] <= set(env), sorted(APPS["ateda-explorer"] - set(env))
+    problems = [p for name in env for p in env_name_problems(name)]
+    assert not problems, problems
+    for name, entry in env.items():
+        if name in SECRET_ENV:
+            ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
+            assert "value" not in entry and (ref.get("name"), ref.get("key")) == SECRET_ENV[name], name
+        elif name in FIXED_ENV:
+            assert entry["value"] == FIXED_ENV[name], name
+    resources = c.get("resources", {})
+    for resource in ("cpu", "memory"):
+        assert quantity(resources["requests"][resource]) <= quantity(resources["limits"][resource])
+    assert "ateda-explorer" not in {t["spec"]["subscriber"]["ref"]["name"] for t in triggers().values()}
+    assert svc["metadata"].get("labels", {}).get(EMITS_LABEL) != "true"
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

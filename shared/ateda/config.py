@@ -6,7 +6,7 @@ Unset values fall back to the embedded default: a bucket folder, a SQLite catalo
 :data:`VARIABLES` is the one table of variables (name, type, default, section, description): :meth:`Settings.from_env`
 parses with it, :meth:`Settings.as_env` writes it back for a child process, ``ateda config`` prints it and
 ``docs/settings.md`` is generated from it (:func:`settings_doc`). A malformed value raises :class:`ConfigError`
-naming the variable. Sections (``refresh``, ``maintenance``, ``metrics``, ``paths``, ``dbt``) are frozen
+naming the variable. Sections (``refresh``, ``maintenance``, ``metrics``, ``paths``, ``dbt``, ``explorer``) are frozen
 dataclasses on :class:`Settings`, passed to the code that uses them; the local runtime's own knobs
 (:class:`LocalSettings`) are the deployment's, as Knative's PingSource and ports are, and are read when a runtime
 starts.
@@ -86,6 +86,16 @@ class DbtSettings:
     starrocks_password: str = ""
     starrocks_version: str = "3.4.0"
     iceberg_catalog: str = "iceberg"
+
+
+@dataclass(frozen=True)
+class ExplorerSettings:
+    """The explorer (``ateda serve``, docs/explorer.md): where it listens, its optional token, the SQL time limit."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""  # empty: no token asked (then `ateda serve` listens on loopback only)
+    sql_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +239,14 @@ VARIABLES: tuple[Var, ...] = (
        "ask the server)."),
     _v("ATEDA_ICEBERG_CATALOG", "str", "iceberg", "dbt", "iceberg_catalog", "StarRocks external catalog holding "
        "the bronze Iceberg tables (read by dbt/models/sources.yml)."),
+    # the explorer
+    _v("ATEDA_EXPLORER_HOST", "str", "127.0.0.1", "explorer", "host", "Address `ateda serve` listens on (beyond "
+       "loopback only with a token)."),
+    _v("ATEDA_EXPLORER_PORT", "int", 8080, "explorer", "port", "Port `ateda serve` listens on."),
+    _v("ATEDA_EXPLORER_TOKEN", "str", "", "explorer", "token", "When set, every explorer request must carry it "
+       "(`Authorization: Bearer <token>` or `?token=`).", secret=True),
+    _v("ATEDA_EXPLORER_SQL_TIMEOUT_S", "float", 10.0, "explorer", "sql_timeout_s", "A statement of the explorer's "
+       "SQL endpoint is interrupted after this long (s): HTTP 408."),
     # the local runtime
     _v("ATEDA_MAINTENANCE_EVERY_S", "float", 3600.0, "local", "maintenance_every_s", "The local runtime pings the "
        "maintenance function this often (s; 0: never)."),
@@ -238,7 +256,7 @@ VARIABLES: tuple[Var, ...] = (
 
 SECTIONS: dict[str, type] = {"refresh": RefreshSettings, "maintenance": MaintenanceSettings,
                              "metrics": MetricsSettings, "paths": PathSettings, "dbt": DbtSettings,
-                             "local": LocalSettings}
+                             "explorer": ExplorerSettings, "local": LocalSettings}
 _PATTERN_PREFIX = "ATEDA_METRICS_PORT_"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -355,6 +373,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     paths: PathSettings = field(default_factory=PathSettings)
     dbt: DbtSettings = field(default_factory=DbtSettings)
+    explorer: ExplorerSettings = field(default_factory=ExplorerSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -450,6 +469,7 @@ def settings() -> Settings:
 _SECTION_TITLES = {"": "General", "refresh": "Refresh (the dbt refresh function)",
                    "maintenance": "Maintenance (compaction, expiry, orphans)", "metrics": "Metrics",
                    "paths": "Paths", "dbt": "dbt cluster target (StarRocks)",
+                   "explorer": "Explorer (`ateda serve`)",
                    "local": "Local runtime (`ateda up`)"}
 
 

@@ -17,7 +17,7 @@ import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 
-from ateda.cli import catalogs, dev, ingest, lake, local, maintenance, science, settings, stamps
+from ateda.cli import catalogs, dev, ingest, lake, local, maintenance, science, serve, settings, stamps
 from ateda.config import Settings
 from ateda.errors import AtedaError, BadInput, ConfigError
 from ateda.redact import mask
@@ -100,6 +100,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ateda {_version()}")
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (allowed anywhere)")
     sub = p.add_subparsers(required=True, metavar="COMMAND", dest="command")
-    for group in (local, ingest, lake, stamps, dev, settings, science, catalogs, maintenance):  # the order of --help
+    for group in (local, ingest, lake, stamps, dev, settings, science, serve, catalogs, maintenance):  # the order of --help
         group.register(sub)
     return p

@@ -127,6 +127,20 @@ def latest_stamps(settings: Settings, object_id: str) -> AlertStamps | None:
     return _stamps(settings, tables, max(with_stamps, key=lambda c: (times.get(c) or float("-inf"), c)), survey)
 
 
+def alerts_with_stamps(settings: Settings, object_id: str) -> list[tuple[int, set[str]]]:
+    """(candid, the kinds of stamp bronze holds for it) of each of the object's alerts that has any, by candid: a
+    scan of bronze.cutout's ids and kinds, never of the stamps' bytes."""
+    survey = "lsst" if is_lsst_object(object_id) else "ztf"
+    tables = ensure_tables(load_catalog(settings), settings)
+    rows = tables["cutout"].scan(row_filter=EqualTo("objectId", object_id),
+                                 selected_fields=("candid", "kind", "survey")).to_arrow().to_pylist()
+    out: dict[int, set[str]] = {}
+    for r in rows:
+        if (r.get("survey") or "ztf") == survey:
+            out.setdefault(r["candid"], set()).add(r["kind"])
+    return sorted(out.items())
+
+
 def _alert_times(settings: Settings, catalog, tables: dict, survey: str, object_id: str | None = None,  # noqa: ANN001
                  candid: int | None = None) -> dict[int, float]:
     """candid -> the alert's JD (Rubin: its diaSource's midpointMjdTai as a JD), for one object or one candid."""

@@ -9,6 +9,7 @@ missing stamp is a labelled empty panel; the legend lists only what is drawn. St
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -418,3 +419,28 @@ def _orientation(ax, width: int, height: int, pixel_arcsec: float = ZTF_PIXEL_AR
                                     path_effects=outline))
         ax.text(ox + dx * 1.28, oy + dy * 1.2, name, color="white", ha="center", va="center", fontsize=8.5,
                 fontweight="bold", path_effects=outline)
+
+
+def stamp_png(stamp: Stamp, stretch: str = "zscale", cmap: str = "gray") -> bytes:
+    """One stamp as a PNG of its own pixels (one PNG pixel per stamp pixel, north up as FITS stores it): ``zscale``
+    (linear between IRAF's zscale limits) or ``asinh`` (over the 0.5-99.5 percentile range); ``cmap`` a matplotlib
+    colour map name (KeyError if there is none), saturated or blank pixels in :data:`SATURATED`. ValueError if the
+    bytes are no image (:meth:`Stamp.image`)."""
+    from astropy.visualization import AsinhStretch, PercentileInterval  # heavy: loaded only when a stamp is drawn
+    from matplotlib import colormaps  # optional and heavy: loaded only when a stamp is drawn
+    from PIL import Image  # optional and heavy (Pillow, matplotlib's): loaded only when a stamp is drawn
+
+    colours = colormaps[cmap]  # KeyError: no such map
+    image = stamp.image()
+    mask = saturated_mask(image)
+    good = image[~mask] if (~mask).any() else np.zeros(1)
+    if stretch == "asinh":
+        norm = ImageNormalize(good, interval=PercentileInterval(99.0), stretch=AsinhStretch(), clip=True)
+    else:
+        norm = ImageNormalize(good, interval=ZScaleInterval(), stretch=LinearStretch(), clip=True)
+    scaled = np.ma.filled(norm(np.where(mask, np.median(good), image)), 0.0)
+    rgba = colours(np.clip(scaled, 0.0, 1.0), bytes=True)
+    rgba[mask] = [int(SATURATED[i:i + 2], 16) for i in (1, 3, 5)] + [255]
+    out = io.BytesIO()
+    Image.fromarray(rgba[::-1], mode="RGBA").save(out, format="PNG")  # row 0 at the top in a PNG
+    return out.getvalue()

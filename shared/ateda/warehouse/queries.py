@@ -71,34 +71,41 @@ def records(con, sql: str, params: list) -> list[dict]:  # noqa: ANN001
 def object_info(settings: Settings, object_id: str) -> dict:
     """gold.object's row, gold.magstats per band, the nearest PS1/Gaia matches, the user catalogs' nearest sources
     and the transient verdict."""
-    object_id = normalise_object_id(object_id)
     with connect_science(settings) as con:
-        obj = records(con, "select * from gold.object where objectId = ?", [object_id])
-        if not obj:
-            raise UnknownObject(unknown_object_message(settings, object_id))
-        info = {"object": obj[0]}
-        info["survey_match"] = records(
-            con, "select case when ztf_objectId = ? then lsst_objectId else ztf_objectId end as other, dist_arcsec "
-                 "from gold.survey_match where ztf_objectId = ? or lsst_objectId = ? order by dist_arcsec",
-            [object_id, object_id, object_id])
-        if obj[0].get("survey") == "lsst":  # Rubin: flux statistics; the ZTF crossmatches do not apply
-            info["fluxstats"] = records(con, "select * from gold.lsst_fluxstats where objectId = ? order by "
-                                             "position(band in 'ugrizy')", [object_id])
-            info.update(magstats=[], ps1=[], gaia=[], solar_system=[], catalogs=[], is_transient_candidate=False)
-            return info
-        info["magstats"] = records(con, "select * from gold.magstats where objectId = ? order by fid", [object_id])
-        last = obj[0]["last_candid"]
-        info["ps1"] = records(con, "select match_rank, ps1_objid, dist_arcsec, sgscore, rmag from "
-                                    "silver.crossmatch_ps1 where candid = ? order by match_rank", [last])
-        info["gaia"] = records(con, "select match_kind, dist_arcsec, gaia_mag from silver.crossmatch_gaia "
-                                     "where candid = ? order by match_kind desc", [last])
-        info["solar_system"] = records(con, "select candid, ss_name, dist_arcsec, ss_mag from silver.crossmatch_ss "
-                                             "where objectId = ? order by candid", [object_id])
-        info["catalogs"] = records(con, "select catalog, catalog_version, match_id, dist_arcsec, n_sources, "
-                                         "n_alerts_matched from gold.object_catalog_match where objectId = ? "
-                                         "order by catalog", [object_id])
-        info["is_transient_candidate"] = bool(con.execute(
-            "select count(*) from gold.transient_candidates where objectId = ?", [object_id]).fetchone()[0])
+        return object_info_on(con, settings, object_id)
+
+
+def object_info_on(con, settings: Settings, object_id: str) -> dict:  # noqa: ANN001
+    """:func:`object_info` on an open connection to the warehouse (the explorer's, :mod:`ateda.explorer.store`).
+    Every statement names its schema and is plain SQL (no DuckDB-only function): the explorer runs them as they
+    are."""
+    object_id = normalise_object_id(object_id)
+    obj = records(con, "select * from gold.object where objectId = ?", [object_id])
+    if not obj:
+        raise UnknownObject(unknown_object_message(settings, object_id))
+    info = {"object": obj[0]}
+    info["survey_match"] = records(
+        con, "select case when ztf_objectId = ? then lsst_objectId else ztf_objectId end as other, dist_arcsec "
+             "from gold.survey_match where ztf_objectId = ? or lsst_objectId = ? order by dist_arcsec",
+        [object_id, object_id, object_id])
+    if obj[0].get("survey") == "lsst":  # Rubin: flux statistics; the ZTF crossmatches do not apply
+        info["fluxstats"] = records(con, "select * from gold.lsst_fluxstats where objectId = ? order by "
+                                         "position(band in 'ugrizy')", [object_id])
+        info.update(magstats=[], ps1=[], gaia=[], solar_system=[], catalogs=[], is_transient_candidate=False)
+        return info
+    info["magstats"] = records(con, "select * from gold.magstats where objectId = ? order by fid", [object_id])
+    last = obj[0]["last_candid"]
+    info["ps1"] = records(con, "select match_rank, ps1_objid, dist_arcsec, sgscore, rmag from "
+                                "silver.crossmatch_ps1 where candid = ? order by match_rank", [last])
+    info["gaia"] = records(con, "select match_kind, dist_arcsec, gaia_mag from silver.crossmatch_gaia "
+                                 "where candid = ? order by match_kind desc", [last])
+    info["solar_system"] = records(con, "select candid, ss_name, dist_arcsec, ss_mag from silver.crossmatch_ss "
+                                         "where objectId = ? order by candid", [object_id])
+    info["catalogs"] = records(con, "select catalog, catalog_version, match_id, dist_arcsec, n_sources, "
+                                     "n_alerts_matched from gold.object_catalog_match where objectId = ? "
+                                     "order by catalog", [object_id])
+    info["is_transient_candidate"] = bool(con.execute(
+        "select count(*) from gold.transient_candidates where objectId = ?", [object_id]).fetchone()[0])
     return info
 
 
