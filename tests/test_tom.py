@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,30 +24,14 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-import uvicorn
 
 from ateda.config import Settings
-from ateda.dev import synth_lsst
-from ateda.explorer.app import create_app
-from ateda.ingest import run_ingest
-from ateda.warehouse import build as warehouse
 from ateda.warehouse import location
-from conftest import HALF_BROKEN, REPO, alert_files
+from conftest import REPO, explorer_server
 
-PORTS = range(18300, 18400)
+PORTS = range(18300, 18400)  # this module's ports (the explorer's own tests use 18100-18199)
 MJD_EPOCH = datetime(1858, 11, 17, tzinfo=timezone.utc)
 KINDS = ("detection", "upper_limit", "forced")
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS}")
 
 
 @pytest.fixture(scope="module")
@@ -62,32 +43,17 @@ def tom_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Settings:
-    """A warehouse of real ZTF alerts (detections, upper limits, forced photometry) and a generated Rubin night
-    (detections and forced fluxes in nJy)."""
-    root = tmp_path_factory.mktemp("tom-wh")
-    ztf = [f for f in alert_files() if f.name not in HALF_BROKEN][:60]
-    synth_lsst.write_containers(root / "rubin", 40, seed=5, per_file=40)
-    s = Settings.from_env({"ATEDA_HOME": str(root / "home")})
-    run_ingest(s, [*ztf, root / "rubin"], quiet=True, bronze_only=True)
-    warehouse.refresh_models(s)
-    return s
+def home(explorer_home) -> Settings:
+    """The explorer tests' warehouse: real ZTF alerts (ZTF18aauqcsv's, with upper limits and forced photometry,
+    among them) and a generated Rubin night (detections and forced fluxes in nJy)."""
+    return explorer_home
 
 
 @pytest.fixture(scope="module")
 def api(home):  # noqa: ANN201
-    """The explorer app on uvicorn, in this process, on a free port of 18300-18399: its base URL."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(home), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the explorer app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    """The explorer app on uvicorn, in this process: its base URL."""
+    with explorer_server(home, ports=PORTS) as (_, base):
+        yield base
 
 
 @pytest.fixture(scope="module")
