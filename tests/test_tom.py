@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from ateda.warehouse import location
 from conftest import REPO, explorer_server
 
 PORTS = range(18300, 18400)  # this module's ports (the explorer's own tests use 18100-18199)
+TOKEN = "tom-test-token"
+TIMES: dict[str, float] = {}  # seconds: making the TOM, driving it (in the last test's message)
 MJD_EPOCH = datetime(1858, 11, 17, tzinfo=timezone.utc)
 KINDS = ("detection", "upper_limit", "forced")
 
@@ -51,8 +54,8 @@ def home(explorer_home) -> Settings:
 
 @pytest.fixture(scope="module")
 def api(home):  # noqa: ANN201
-    """The explorer app on uvicorn, in this process: its base URL."""
-    with explorer_server(home, ports=PORTS) as (_, base):
+    """The explorer app on uvicorn, in this process, behind a token (the broker sends it): its base URL."""
+    with explorer_server(replace(home, explorer=replace(home.explorer, token=TOKEN)), ports=PORTS) as (_, base):
         yield base
 
 
@@ -61,6 +64,7 @@ def tom(tmp_path_factory, tom_python, api) -> Path:
     """A TOM made as tomtoolkit's documentation says: startproject, 'tom_setup' in INSTALLED_APPS, `manage.py
     tom_setup` (its prompts answered: custom code app, sidereal targets, no hints; it writes the TOM's settings.py),
     the ATEDA broker added to those settings, `manage.py migrate` (SQLite)."""
+    started = time.monotonic()
     root = tmp_path_factory.mktemp("tom")
     env = {**os.environ, "PYTHONPATH": str(REPO / "shared")}  # ateda.tom on the TOM's path, as if installed
     run = dict(capture_output=True, text=True, timeout=300, env=env)
@@ -78,7 +82,7 @@ def tom(tmp_path_factory, tom_python, api) -> Path:
         fh.write(f"\n# ATEDA (docs/explorer.md, 'TOM Toolkit')\n"
                  f"INSTALLED_APPS += ['tom_alerts']\n"
                  f"TOM_ALERT_CLASSES = ['ateda.tom.broker.AtedaBroker']\n"
-                 f"BROKERS = {{'ATEDA': {{'url': {api!r}, 'token': ''}}}}\n"
+                 f"BROKERS = {{'ATEDA': {{'url': {api!r}, 'token': {TOKEN!r}}}}}\n"
                  f"CACHES = {{'default': {{'BACKEND': 'django.core.cache.backends.locmem.LocMemCache'}}}}\n")
     urls_py = project / "atom" / "urls.py"
     text = urls_py.read_text()
@@ -88,6 +92,7 @@ def tom(tmp_path_factory, tom_python, api) -> Path:
                                     "    path('', include('tom_common.urls')),\n", 1))
     out = subprocess.run([str(tom_python), "manage.py", "migrate", "--no-input"], cwd=project, **run)
     assert out.returncode == 0, out.stdout + out.stderr
+    TIMES["tom_created_s"] = time.monotonic() - started
     return project
 
 
@@ -152,7 +157,8 @@ def seen(tom, tom_python, api, picked) -> dict:
     }
     started = time.monotonic()
     out = _drive(tom_python, tom, plan)
-    out["plan"], out["seconds"] = plan, time.monotonic() - started
+    out["plan"] = plan
+    TIMES["driver_s"] = time.monotonic() - started
     return out
 
 
@@ -166,10 +172,17 @@ def test_the_tom_loads_our_broker_and_its_form_checks_input(seen):
 
 
 @pytest.mark.slow
+def test_misconfigured_broker_says_so(seen):
+    """A wrong token is the API's 401 as requests' HTTPError (the TOM's query page shows it); no URL is the
+    AttributeError the TOM turns into "not properly configured"."""
+    assert seen["misconfigured"] == {"wrong_token": ["HTTPError", 401], "no_url": ["NotConfigured", None]}
+
+
+@pytest.mark.slow
 def test_cone_query_returns_what_the_api_returns(seen, api):
     """Each cone: the objects (ids exact, in the API's order), positions, distances, as GET /api/v1/cone gives."""
     for cone, got in zip(seen["plan"]["cones"], seen["cones"]):
-        want = httpx.get(f"{api}/api/v1/cone", params=cone).json()
+        want = httpx.get(f"{api}/api/v1/cone", params=cone, headers={"authorization": f"Bearer {TOKEN}"}).json()
         want = want["rows"] if isinstance(want, dict) else want
         assert [g["id"] for g in got] == [str(w["objectId"]) for w in want], cone
         assert [(g["ra"], g["dec"], g["dist_arcsec"]) for g in got] == \
@@ -250,5 +263,6 @@ def test_the_toms_own_pages_query_list_and_create_a_target(seen, picked, home):
 
 @pytest.mark.slow
 def test_the_tom_side_is_quick(seen):
-    """Django's start, the queries, two imports and the pages: well under a minute."""
-    assert seen["seconds"] < 60, seen["seconds"]
+    """The driver (Django's start, the queries, two imports, the pages) takes well under a minute and a half on two
+    busy cores; making the TOM (startproject, tom_setup, migrate: most of it) is reported, not bounded."""
+    assert TIMES["driver_s"] < 90, TIMES

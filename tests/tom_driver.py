@@ -18,9 +18,10 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", sys.argv[1] if len(sys.argv) > 1 else "atom.settings")
 django.setup()
 
-from django.contrib.auth.models import User  # noqa: E402 - after django.setup()
+from django.conf import settings  # noqa: E402 - after django.setup()
+from django.contrib.auth.models import User  # noqa: E402
 from django.test import Client  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
+from django.test.utils import override_settings, setup_test_environment  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from tom_alerts.alerts import get_service_class  # noqa: E402
 from tom_alerts.models import BrokerQuery  # noqa: E402
@@ -69,6 +70,17 @@ def main() -> None:
         again = broker.process_reduced_data(target, alert)  # a second import updates, never duplicates
         out["imports"][oid] = {"target": target_dict(target), "saved_first": len(first), "saved_again": len(again),
                                "datums": datums(target)}
+
+    # misconfigured: a wrong token, no URL
+    out["misconfigured"] = {}
+    for name, conf in (("wrong_token", {**settings.BROKERS["ATEDA"], "token": "wrong"}), ("no_url", {})):
+        with override_settings(BROKERS={"ATEDA": conf}):
+            try:
+                broker.fetch_alerts({"object_id": plan["objects"][0]})
+                out["misconfigured"][name] = None
+            except Exception as e:  # noqa: BLE001 - what the TOM would get is the point
+                status = getattr(getattr(e, "response", None), "status_code", None)
+                out["misconfigured"][name] = [type(e).__name__, status]
 
     # the TOM's own pages: save a cone query, run it, create a target from one of its results
     setup_test_environment()
