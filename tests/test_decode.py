@@ -119,7 +119,7 @@ def test_fields_of_several_types_are_kept_as_text():
 
 @pytest.mark.parametrize("codec", ["deflate", "bzip2", "xz"])
 def test_other_codecs_decode_bounded_and_checked(codec):
-    from ateda.ztf.alerts import Limits
+    from ateda.avro import Limits
 
     multi = ALERTS / "astrolabsoftware_fink-client_avro_multi_alerts.avro"
     with open(multi, "rb") as fh:

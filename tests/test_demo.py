@@ -51,14 +51,15 @@ def test_demo_ingests_real_alerts_and_plots_the_richest_candidate(tmp_path, monk
     monkeypatch.setenv("ATEDA_METRICS_PORT", "0")
     settings.cache_clear()
     try:
-        assert main(["demo", "-n", "40", "--real", str(real), "--json"]) == 0
+        assert main(["demo", "-n", "40", "--lsst", "30", "--real", str(real), "--json"]) == 0
         s = settings()
     finally:
         settings.cache_clear()
     out = capsys.readouterr().out
     docs = json.loads("[" + out.replace("}\n{", "},\n{") + "]")
-    synthetic, real_run, final = docs
+    synthetic, rubin, real_run, final = docs
     assert synthetic["alerts"] == 40 and not synthetic["rejected"]
+    assert rubin["alerts"] == 30 and not rubin["rejected"] and rubin["by_survey"] == {"lsst": 30}
     assert real_run["files"] == len(picked)
     # a folder's files are keyed by the folder's name and their path in it, under the demo's prefix
     assert sorted(r["key"] for r in real_run["rejected"]) == sorted(
@@ -72,6 +73,8 @@ def test_demo_ingests_real_alerts_and_plots_the_richest_candidate(tmp_path, monk
             [DEMO_REAL_PREFIX]).fetchall())
         n_real = con.execute("select count(*) from silver.ztf_alert where starts_with(src_key, ?)",
                              [DEMO_REAL_PREFIX]).fetchone()[0]
+        surveys = dict(con.execute("select survey, count(*) from gold.object group by survey").fetchall())
+        matched = con.execute("select count(*) from gold.survey_match").fetchone()[0]
     assert candidates, "the real alerts hold transient candidates"
     expected_oid = min(candidates, key=lambda o: (-candidates[o], o))
     png = s.home / "demo-output" / f"{expected_oid}.png"
@@ -79,3 +82,6 @@ def test_demo_ingests_real_alerts_and_plots_the_richest_candidate(tmp_path, monk
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
     assert candidates[expected_oid] == len(detections[expected_oid]), "gold's ndet against the Avro files"
     assert n_real > 0 and final["refresh"]["rows"]["gold.object"] > 0
+    # the Rubin night sits beside the ZTF one, some of its objects on real ZTF objects' positions
+    assert surveys.get("lsst", 0) > 0 and surveys.get("ztf", 0) > 0
+    assert matched >= 1

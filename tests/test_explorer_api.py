@@ -383,6 +383,16 @@ def test_token_required_on_every_route_when_set(explorer_home):
             assert client.get(path, headers={"authorization": "Bearer wrong"}).status_code == 401, path
         assert _ok(client.get("/api/v1/health", headers={"authorization": "Bearer s3cret-token"}))
         assert _ok(client.get("/api/v1/health", params={"token": "s3cret-token"}))
+        # a browser opens /?token=... once; the session cookie it gets lets the page load its scripts and stamps
+        client.cookies.clear()
+        page = _ok(client.get("/", params={"token": "s3cret-token"}))
+        cookie = page.headers["set-cookie"]
+        assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower() and "s3cret-token" not in cookie
+        assert _ok(client.get("/static/common.js")) and _ok(client.get("/api/v1/health"))
+        client.cookies.clear()
+        assert client.get("/static/common.js").status_code == 401
+        client.cookies.set("ateda_session", "forged")
+        assert client.get("/static/common.js").status_code == 401
 
 
 def test_no_warehouse_yet_is_503_saying_what_to_do(tmp_path, explorer_home):

@@ -20,7 +20,7 @@ from ateda.errors import BadInput
 from ateda.lsst import alerts as lsst
 from ateda.lsst import schemas
 from ateda.ztf.alerts import _CUTOUT_COLUMNS as ZTF_CUTOUT_COLUMNS
-from ateda.ztf.alerts import Limits
+from ateda.avro import Limits
 from conftest import ALERTS, REAL_402
 
 # Rubin's own samples for 3.0 .. 7.4 carry Unix seconds (1480360995.0, 2016-11-28) in midPointTai/midpointMjdTai;

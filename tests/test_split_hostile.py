@@ -29,7 +29,8 @@ from ateda.errors import BadInput, TransientError
 from ateda.events import catalogue as events
 from ateda.lake.storage import bucket_store, lake_store
 from ateda.steps.split import Splitter, iter_containers
-from ateda.ztf.alerts import Limits, decode_container
+from ateda.avro import Limits
+from ateda.ztf.alerts import decode_container
 from conftest import ALERTS, DAMAGED_TAIL, HALF_BROKEN, alert_files, expected_alerts, with_candidate_field
 
 MULTI_SNAPPY = "astrolabsoftware_fink-client_part-00002-0f70696a-f8dd-40ab-89e7-e7f64c104e25-c000.avro"  # 56 alerts
@@ -307,7 +308,7 @@ def test_a_too_deep_schema_is_refused_before_decoding(depth):
 
 
 def test_the_schema_depth_walk_is_iterative():
-    from ateda.ztf.alerts import schema_depth
+    from ateda.avro import schema_depth
 
     t: object = "long"
     for i in range(50_000):  # far past the interpreter's recursion limit

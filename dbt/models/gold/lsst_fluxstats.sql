@@ -61,30 +61,12 @@ stats as (
 select
     st.*,
     o.diaObjectId is not null as has_rubin_state,
+    {%- for field in ['psfFluxMean', 'psfFluxMeanErr', 'psfFluxSigma', 'psfFluxNdata', 'psfFluxMaxSlope'] %}
     case st.band
         {%- for b in lsst_bands() %}
-        when '{{ b }}' then o.{{ b }}_psfFluxMean
+        when '{{ b }}' then o.{{ b }}_{{ field }}
         {%- endfor %}
-    end as rubin_psfFluxMean,
-    case st.band
-        {%- for b in lsst_bands() %}
-        when '{{ b }}' then o.{{ b }}_psfFluxMeanErr
-        {%- endfor %}
-    end as rubin_psfFluxMeanErr,
-    case st.band
-        {%- for b in lsst_bands() %}
-        when '{{ b }}' then o.{{ b }}_psfFluxSigma
-        {%- endfor %}
-    end as rubin_psfFluxSigma,
-    case st.band
-        {%- for b in lsst_bands() %}
-        when '{{ b }}' then o.{{ b }}_psfFluxNdata
-        {%- endfor %}
-    end as rubin_psfFluxNdata,
-    case st.band
-        {%- for b in lsst_bands() %}
-        when '{{ b }}' then o.{{ b }}_psfFluxMaxSlope
-        {%- endfor %}
-    end as rubin_psfFluxMaxSlope
+    end as rubin_{{ field }}{{ ',' if not loop.last }}
+    {%- endfor %}
 from stats as st
 left join {{ ref('lsst_dia_object') }} as o on o.diaObjectId = st.diaObjectId

@@ -7,14 +7,16 @@ import sys
 from pathlib import Path
 
 from ateda.cli.ingest import print_summary
-from ateda.cli.options import positive_int
+from ateda.cli.options import non_negative_int, positive_int
 from ateda.config import Settings
 from ateda.dev.bench import run_bench, run_burst_bench, run_maintenance_bench, run_refresh_bench
 from ateda.dev.synth import write_single_files, write_tarball
+from ateda.dev.synth_lsst import write_containers
 from ateda.ingest import run_ingest
 from ateda.warehouse.build import refresh_models
 from ateda.warehouse.plots import plot_object
 from ateda.warehouse.queries import richest_object
+from ateda.ztf.alerts import decode_container
 
 
 def register(sub) -> None:  # noqa: ANN001
@@ -22,6 +24,8 @@ def register(sub) -> None:  # noqa: ANN001
     demo.add_argument("-n", type=positive_int, default=2000, help="synthetic alerts to generate (count, default 2000)")
     demo.add_argument("--real", type=Path, action="append", default=[],
                       help="also ingest these real alert files/folders and plot their richest object (repeatable)")
+    demo.add_argument("--lsst", type=non_negative_int, default=500,
+                      help="synthetic Rubin alerts of the same night, beside the ZTF ones (count, default 500; 0: none)")
     demo.add_argument("--seed", type=int, default=1, help="random seed of the synthetic night (integer, default 1)")
     demo.add_argument("--json", action="store_true", help="machine-readable summary")
     demo.set_defaults(func=cmd_demo)
@@ -52,6 +56,16 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
     summary = run_ingest(settings, [src / "singles", src / "ztf_public_20261120.tar.gz"], quiet=args.json)
     print_summary(summary, args.json)
     real = list(args.real)
+    if args.lsst:
+        # a Rubin night of the same sky: a few of its objects sit on real ZTF transients given with --real, so
+        # gold.survey_match pairs them (docs/rubin.md)
+        also_at = _real_positions(real, limit=min(3, args.lsst))
+        if not args.json:
+            print(f"\ngenerating a synthetic Rubin night: {args.lsst} alerts in Avro containers"
+                  + (f", {len(also_at)} of its objects at real ZTF objects' positions" if also_at else ""),
+                  file=sys.stderr)
+        write_containers(src / "lsst", args.lsst, seed=args.seed, per_file=250, also_at=also_at)
+        print_summary(run_ingest(settings, [src / "lsst"], quiet=args.json), args.json)
     if real:
         if not args.json:
             print(f"\nreal ZTF alerts from {', '.join(map(str, real))} (bucket prefix {DEMO_REAL_PREFIX}):")
@@ -71,6 +85,25 @@ def cmd_demo(args, settings: Settings) -> int:  # noqa: ANN001
 
 
 DEMO_REAL_PREFIX = "ztf-real/"
+
+
+def _real_positions(paths: list[Path], limit: int) -> list[tuple[float, float]]:
+    """(ra, dec) of up to ``limit`` distinct ZTF objects among the alert files under ``paths`` (unreadable files
+    skipped: the ingest quarantines them)."""
+    found: dict[str, tuple[float, float]] = {}
+    files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    for f in files:
+        try:
+            records = decode_container(f.read_bytes()).records
+        except Exception:  # noqa: BLE001 - bad input rides along in the demo; the ingest says why
+            continue
+        for rec in records:
+            cand = rec.get("candidate") or {}
+            if rec.get("objectId") and cand.get("ra") is not None and cand.get("dec") is not None:
+                found.setdefault(rec["objectId"], (float(cand["ra"]), float(cand["dec"])))
+        if len(found) >= limit:
+            break
+    return list(found.values())[:limit]
 
 
 def _plot_richest_real_object(settings: Settings) -> Path | None:

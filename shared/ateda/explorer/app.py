@@ -3,7 +3,9 @@ the pages (``/``) and their static files (``/static``, plotly.js from the plotly
 
 Errors are one line, ``{"detail": "..."}``: 422 names the malformed parameter, 503 says to run `ateda refresh` when
 nothing is published yet. With ``ATEDA_EXPLORER_TOKEN`` set every request (pages, static files and the OpenAPI spec
-included) needs ``Authorization: Bearer <token>`` or ``?token=<token>``.
+included) needs ``Authorization: Bearer <token>`` or ``?token=<token>``; an answer to a request that showed the token
+sets an HttpOnly, SameSite=Strict session cookie (a keyed hash of the token, never the token), so a browser that opened
+``/?token=...`` once loads the pages' scripts, style sheet and stamp images, which cannot carry a header.
 """
 
 from __future__ import annotations
@@ -68,11 +70,24 @@ def create_app(settings: Settings) -> FastAPI:
     if token:
         @app.middleware("http")
         async def require_token(request: Request, call_next):  # noqa: ANN001, ANN202
-            if not _token_ok(request, token):
-                return JSONResponse({"detail": "this explorer needs its token: Authorization: Bearer <token>"},
-                                    status_code=401, headers={"www-authenticate": "Bearer"})
-            return await call_next(request)
+            session = _session_value(token)
+            if _token_ok(request, token):
+                response = await call_next(request)
+                response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", path="/")
+                return response
+            if hmac.compare_digest(request.cookies.get(SESSION_COOKIE, "").encode(), session.encode()):
+                return await call_next(request)
+            return JSONResponse({"detail": "this explorer needs its token: Authorization: Bearer <token>"},
+                                status_code=401, headers={"www-authenticate": "Bearer"})
     return app
+
+
+SESSION_COOKIE = "ateda_session"
+
+
+def _session_value(token: str) -> str:
+    """The session cookie's value: a keyed hash of the token (the cookie never holds the token itself)."""
+    return hmac.new(token.encode(), b"ateda-explorer-session", "sha256").hexdigest()
 
 
 def _token_ok(request: Request, token: str) -> bool:

@@ -50,6 +50,7 @@ from ateda.keys import segment
 from ateda.lake.iceberg import (LEDGER, LSST_ALERT_TABLE, ensure_lsst_table, ensure_tables, existing_lsst_table,
                                 load_catalog)
 from ateda.lake.storage import arrow_filesystem, lake_store
+from ateda.lake.commits import lean_transaction
 from ateda.serving.metrics import instruments
 from ateda.steps.batching import MicroBatcher
 
@@ -302,7 +303,7 @@ class GroupCommitter:
                 props[COVERED_KEY.format(name)] = f"{tables[name].metadata.table_uuid}:{seq}"
         if not new_rows and not props:
             return ledger, 0
-        tx = _cas(ledger).transaction()
+        tx = lean_transaction(_cas(ledger))
         if props:
             tx.set_properties(props)
         if new_rows:
@@ -353,15 +354,16 @@ class _TablePlan:
         self.rewrite = [t for t in rewrite if t.num_rows]
         if not self.files and not self.rewrite:
             return
-        self.schema = _unified([_read_schema(f, settings) for f in self.files] + [t.schema for t in self.rewrite])
+        footers = [_read_footer(f, settings) for f in self.files]  # one read per file: schema and row count
+        self.schema = _unified([m.schema.to_arrow_schema() for m in footers] + [t.schema for t in self.rewrite])
         self.evolve = _needs_union(table, self.name, self.schema)
-        self.rows = sum(_num_rows(f, settings) for f in self.files) + sum(t.num_rows for t in self.rewrite)
+        self.rows = sum(m.num_rows for m in footers) + sum(t.num_rows for t in self.rewrite)
 
     def commit(self, table: Table) -> tuple[Table, int]:
         if not self.files and not self.rewrite:
             return table, 0
         props = {SUMMARY_KEY: ",".join(self.todo)}
-        tx = _cas(table).transaction()
+        tx = lean_transaction(_cas(table))
         if self.evolve:
             with tx.update_schema() as upd:
                 upd.union_by_name(self.schema)
@@ -568,11 +570,6 @@ def _fs_path(uri: str, settings: Settings):  # noqa: ANN202
     return arrow_filesystem(uri.removeprefix("file://"), settings)
 
 
-def _read_schema(uri: str, settings: Settings) -> pa.Schema:
-    fs, path = _fs_path(uri, settings)
-    return pq.read_schema(path, filesystem=fs)
-
-
 def _read_columns(uri: str, columns: tuple[str, ...], settings: Settings) -> pa.Table:
     fs, path = _fs_path(uri, settings)
     return pq.read_table(path, filesystem=fs, columns=list(columns))
@@ -584,9 +581,9 @@ def _read_capped(uri: str, settings: Settings) -> bytes:
         return fh.read(settings.quarantine_copy_bytes)
 
 
-def _num_rows(uri: str, settings: Settings) -> int:
+def _read_footer(uri: str, settings: Settings) -> pq.FileMetaData:
     fs, path = _fs_path(uri, settings)
-    return pq.read_metadata(path, filesystem=fs).num_rows
+    return pq.read_metadata(path, filesystem=fs)
 
 
 def _read_filtered(uri: str, keep: set[PartKey], settings: Settings) -> pa.Table:

@@ -8,7 +8,7 @@ Failures stay with the smallest unit they belong to: a part of one alert (an unr
 ``unreadable_history`` while the alert's candidate and cutouts go on), one alert, one tar member, one object.
 Anything that goes wrong while decoding is bad input for that unit (quarantined with a reason; the rest goes on);
 only a failure of the store itself (:class:`TransientError`, an ``OSError`` writing the lake) fails the request, for the broker to retry.
-Reading is bounded (:class:`~ateda.ztf.alerts.Limits`: bytes per member or object, members per tarball, alerts per
+Reading is bounded (:class:`~ateda.avro.Limits`: bytes per member or object, members per tarball, alerts per
 container), and so is quarantine: past ``quarantine_records_per_object`` records an object's further rejections are
 counted into one summary record per reason.
 """
@@ -38,7 +38,8 @@ from ateda.lake.storage import ObjectStore
 from ateda.serving.metrics import instruments
 from ateda.lsst import alerts as lsst
 from ateda.lsst.schemas import is_plausible_id
-from ateda.ztf.alerts import AlertBatch, DecodedFile, Limits, Source, bad_input, check_header, decode_container
+from ateda.avro import Limits, bad_input
+from ateda.ztf.alerts import AlertBatch, DecodedFile, Source, check_header, decode_container
 
 Emit = Callable[..., None]  # (event type, data, subject, survey=None): survey is the event's extension attribute
 TAR_STREAM = "<tar stream>"  # the member name of a failure of the tarball itself (not of one member)
@@ -247,8 +248,8 @@ class Splitter:
     emit: Emit
     function: str = "split"
     batch: AlertBatch = field(default_factory=AlertBatch)
-    lsst_alerts: list[pa.Table] = field(default_factory=list)  # Rubin alert and cutout rows of the pending chunk
-    lsst_cutouts: list[pa.Table] = field(default_factory=list)
+    # Rubin rows of the pending chunk, checked, converted to Arrow at the flush: (progress, alert row, cutout rows)
+    lsst_pending: list[tuple[_ObjectProgress, dict, list[dict]]] = field(default_factory=list)
     parts: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
     chunks: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -399,12 +400,12 @@ class Splitter:
 
     def _pending_survey(self) -> str | None:
         """The survey of the rows staged so far in this chunk (None: none yet)."""
-        if self.lsst_alerts:
+        if self.lsst_pending:
             return "lsst"
         return "ztf" if self.batch.n_alerts or self.batch.dropped else None
 
     def _pending_alerts(self) -> int:
-        return self.batch.n_alerts + sum(t.num_rows for t in self.lsst_alerts)
+        return self.batch.n_alerts + len(self.lsst_pending)
 
     # -- Rubin
 
@@ -436,19 +437,17 @@ class Splitter:
         meta = {"source_bucket": src.bucket, "source_key": src.key, "source_etag": src.etag,
                 "source_member": member, "part": part, "schema_version": decoded.schema_version,
                 "schema_id": decoded.schema_id, "ingested_at": self.batch.ingested_at}
-        tables = lsst.lsst_tables(records, meta)
+        rows, rejected = lsst.lsst_rows(records, meta)  # checked now, converted with the whole chunk at the flush
         prog.alerts += len(records)  # rejected records still advance the index: parts stay deterministic
         key = (src.bucket, src.key, src.etag, part)
-        self.parts[key] = self.parts.get(key, 0) + tables.alerts.num_rows
-        self.by_survey["lsst"] = self.by_survey.get("lsst", 0) + tables.alerts.num_rows
-        if tables.alerts.num_rows:
-            self.lsst_alerts.append(tables.alerts)
-            self.lsst_cutouts.append(tables.cutouts)
-        if tables.rejected:
-            bad = [err for _, err in tables.rejected]
+        self.parts[key] = self.parts.get(key, 0) + len(rows)
+        self.by_survey["lsst"] = self.by_survey.get("lsst", 0) + len(rows)
+        self.lsst_pending.extend((prog, row, cuts) for _, row, cuts in rows)
+        if rejected:
+            bad = [err for _, err in rejected]
             detail = "; ".join(sorted({b.detail for b in bad}))[:500]
             self._reject(prog, BadInput(bad[0].reason, f"{len(bad)} malformed record(s): {detail}"), member, data,
-                         kept=tables.alerts.num_rows)
+                         kept=len(rows))
 
     def _add(self, prog: _ObjectProgress, decoded: DecodedFile, records: list[dict], part: int,
              member: str | None, data: bytes) -> None:
@@ -532,8 +531,7 @@ class Splitter:
             return
         alerts, cutouts = self.batch.tables()
         self._take_dropped()
-        lsst_alerts = pa.concat_tables(self.lsst_alerts) if self.lsst_alerts else None
-        lsst_cutouts = pa.concat_tables(self.lsst_cutouts) if self.lsst_cutouts else None
+        lsst_alerts, lsst_cutouts = self._lsst_tables()
         part_keys = sorted(self.parts)
         chunk_id = hashlib.sha1(json.dumps(part_keys).encode()).hexdigest()[:20]
         attempt = uuid.uuid4().hex[:8]
@@ -562,8 +560,22 @@ class Splitter:
         self.emit("dev.ateda.alerts.staged", data, chunk_id, survey="lsst" if lsst_alerts is not None else "ztf")
         self.chunks.append(data)
         self.batch = AlertBatch()
-        self.lsst_alerts, self.lsst_cutouts = [], []
+        self.lsst_pending = []
         self.parts = {}
+
+    def _lsst_tables(self) -> tuple[pa.Table | None, pa.Table | None]:
+        """The pending Rubin rows as Arrow tables, converted at once; a row Arrow cannot hold is quarantined and
+        taken out of its part (as :meth:`_take_dropped` does for ZTF)."""
+        if not self.lsst_pending:
+            return None, None
+        alerts, cutouts, dropped = lsst.rows_to_tables([(0, row, cuts) for _, row, cuts in self.lsst_pending])
+        for j, err in dropped:
+            prog, row, _ = self.lsst_pending[j]
+            key = (row["source_bucket"], row["source_key"], row["source_etag"], row["part"])
+            self.parts[key] = self.parts.get(key, 1) - 1
+            self.by_survey["lsst"] -= 1
+            self._reject(prog, err, row["source_member"], None)
+        return alerts, cutouts
 
     def _write_parquet(self, key: str, table: pa.Table, table_name: str) -> str:
         sink = io.BytesIO()
@@ -572,6 +584,10 @@ class Splitter:
             others = [c for c in table.column_names if c != "stamp_data"]
             pq.write_table(table, sink, compression={c: "zstd" for c in others} | {"stamp_data": "NONE"},
                            use_dictionary=others, write_statistics=others, row_group_size=50_000)
+        elif table_name == "lsst_alert":
+            # ~1,800 nested leaf columns, mostly unique floats: dictionary pages cost time (~30 % of the write) and
+            # bytes for nothing
+            pq.write_table(table, sink, compression="zstd", use_dictionary=False, row_group_size=50_000)
         else:
             pq.write_table(table, sink, compression="zstd", row_group_size=50_000)
         self.lake.put_bytes(key, sink.getvalue())

@@ -23,23 +23,21 @@ without that history, and the unreadable part is reported (:attr:`AlertBatch.his
 from __future__ import annotations
 
 import base64
-import bz2
 import datetime as dt
 import functools
 import hashlib
 import io
 import json
-import lzma
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import fastavro
 import numpy as np
-from fastavro.read import HEADER_SCHEMA
 import pyarrow as pa
 
-from ateda.errors import BadInput, TransientError
+from ateda.avro import BLOCK_CODECS, Limits, bad_input, header_schema, read_blocks, schema_depth
+from ateda.errors import BadInput
 from ateda.ztf.layout import canonical_field_types, range_problem
 
 CUTOUT_KINDS = (("cutoutScience", "science"), ("cutoutTemplate", "template"), ("cutoutDifference", "difference"))
@@ -49,42 +47,7 @@ NESTED = {"candidate": "candidate", "prv_candidates": "prv_candidate", "fp_hists
 _PRIMITIVE = {"int": pa.int64(), "long": pa.int64(), "float": pa.float64(), "double": pa.float64(),
               "string": pa.string(), "boolean": pa.bool_(), "bytes": pa.binary()}
 JD_UNIX_EPOCH = 2440587.5
-_COMPLEX = frozenset({"record", "error", "array", "map"})  # the Avro types that nest (one level each)
 
-
-@dataclass(frozen=True)
-class Limits:
-    """What decoding one input may cost; past a limit the input is bad (quarantined with the reason in brackets).
-
-    Defaults are :class:`~ateda.config.Settings`' defaults; :meth:`of` takes a function's settings.
-    """
-
-    max_bytes: int = 128 << 20  # decompressed bytes of one member / plain object / container's blocks (too_large)
-    max_alerts: int = 200_000  # records of one container (too_many_alerts: the records before the limit go on)
-    max_schema_depth: int = 32  # nesting of record/array/map types in a writer schema (schema_too_deep)
-    max_members: int = 2_000_000  # members of one tarball (too_many_members: the members before go on)
-
-    @classmethod
-    def of(cls, s) -> "Limits":  # noqa: ANN001 (Settings: not imported here to keep this module I/O-free)
-        return cls(s.max_member_bytes, s.max_container_alerts, s.max_schema_depth, s.max_tar_members)
-
-
-def bad_input(exc: BaseException, default: str) -> BadInput:
-    """What an unexpected exception while decoding one input means: out-of-range numbers are ``bad_value``, a
-    short read ``truncated_avro``, anything else ``default``. A store failure is never bad input: re-raised."""
-    if isinstance(exc, BadInput):
-        return exc
-    if isinstance(exc, TransientError):
-        raise exc
-    if isinstance(exc, (ArithmeticError, ValueError)) and not isinstance(exc, UnicodeError):
-        reason = "bad_value"
-    elif isinstance(exc, (EOFError, IndexError)):
-        reason = "truncated_avro"
-    elif isinstance(exc, RecursionError):
-        reason = "schema_too_deep"
-    else:
-        reason = default
-    return BadInput(reason, f"{type(exc).__name__}: {exc}"[:1000])
 
 
 def night_of(jd: float) -> dt.date:
@@ -129,8 +92,8 @@ def decode_container(data: bytes, limits: Limits | None = None) -> DecodedFile:
     records: list[dict] = []
     error = None
     try:
-        if codec in _BLOCK_CODECS:
-            _read_blocks(data, end, header["sync"], _BLOCK_CODECS[codec], parsed, records, limits)
+        if codec in BLOCK_CODECS:
+            read_blocks(data, end, header["sync"], BLOCK_CODECS[codec], parsed, records, limits)
         else:
             for rec in fastavro.reader(io.BytesIO(data)):
                 if len(records) == limits.max_alerts:
@@ -162,7 +125,7 @@ def _header(data: bytes, limits: Limits) -> tuple[dict, int, str, str, Any]:
         raise BadInput("not_avro", f"no Avro magic (starts with {data[:8]!r})")
     buf = io.BytesIO(data)
     try:
-        header = fastavro.schemaless_reader(buf, _HEADER, None)
+        header = fastavro.schemaless_reader(buf, header_schema(), None)
         schema_json = header["meta"]["avro.schema"].decode()
     except Exception as exc:  # fastavro raises many types for a bad header
         raise BadInput("truncated_avro", f"unreadable header: {type(exc).__name__}: {exc}") from exc
@@ -175,117 +138,6 @@ def _header(data: bytes, limits: Limits) -> tuple[dict, int, str, str, Any]:
     except Exception as exc:
         raise BadInput("not_avro", f"the writer schema is not valid Avro: {type(exc).__name__}: {exc}") from exc
     return header, buf.tell(), schema_id, schema_json, parsed
-
-
-_HEADER = fastavro.parse_schema(HEADER_SCHEMA)
-
-
-def _snappy(block: bytes, limit: int) -> bytes:
-    """Avro's snappy block: raw snappy, then the 4-byte big-endian CRC32 of the uncompressed data (verified)."""
-    import cramjam  # only for snappy-coded blocks: files in the other codecs never load it
-
-    body, crc = block[:-4], block[-4:]
-    if len(crc) != 4:
-        raise BadInput("checksum_mismatch", "snappy block shorter than its CRC")
-    try:
-        size = cramjam.snappy.decompress_raw_len(body)
-    except Exception as exc:  # cramjam.DecompressionError
-        raise BadInput("checksum_mismatch", f"snappy block does not decompress: {exc}") from exc
-    if size > limit:
-        raise BadInput("too_large", f"snappy block declares {size} bytes, over the {limit} left of the limit")
-    try:
-        out = bytes(cramjam.snappy.decompress_raw(body))
-    except Exception as exc:
-        raise BadInput("checksum_mismatch", f"snappy block does not decompress: {exc}") from exc
-    if zlib.crc32(out) != int.from_bytes(crc, "big"):
-        raise BadInput("checksum_mismatch", "snappy block CRC32 differs from its data's")
-    return out
-
-
-def _bounded(make, name: str):  # noqa: ANN001, ANN202
-    """A block decompressor that stops at ``limit`` output bytes (a bomb is ``too_large``: at most ``limit`` + 1 MiB
-    is ever inflated, in 1 MiB steps) and checks that the compressed stream is complete and well-formed (else
-    ``checksum_mismatch``). ``make`` builds a zlib/bz2/lzma decompressor object."""
-
-    def decompress(block: bytes, limit: int) -> bytes:
-        d, out, pending = make(), io.BytesIO(), block
-        try:
-            while True:
-                piece = d.decompress(pending, _STEP)
-                out.write(piece)
-                if out.tell() > limit:
-                    raise BadInput("too_large", f"{name} block inflates past the {limit} bytes left of the limit")
-                if d.eof:
-                    return out.getvalue()
-                # zlib hands back the input it has not used yet; bz2 and lzma keep it and want b"" to go on
-                pending = d.unconsumed_tail if hasattr(d, "unconsumed_tail") else b""
-                if not piece and not pending and getattr(d, "needs_input", True):
-                    raise BadInput("checksum_mismatch", f"{name} block ends before its compressed stream does")
-        except (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError) as exc:
-            raise BadInput("checksum_mismatch", f"{name} block is corrupt: {exc}") from exc
-
-    return decompress
-
-
-_STEP = 1 << 20
-
-
-_BLOCK_CODECS = {
-    "null": lambda b, limit: b,
-    "deflate": _bounded(lambda: zlib.decompressobj(-15), "deflate"),
-    "snappy": _snappy,
-    "bzip2": _bounded(bz2.BZ2Decompressor, "bzip2"),
-    "xz": _bounded(lzma.LZMADecompressor, "xz"),
-}
-
-
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    n, shift, pos = b & 0x7F, 7, pos + 1
-    while b & 0x80:
-        b = buf[pos]
-        n |= (b & 0x7F) << shift
-        shift, pos = shift + 7, pos + 1
-        if shift > 70:
-            raise BadInput("bad_value", f"a block header varint longer than 10 bytes at offset {pos}")
-    return (n >> 1) ^ -(n & 1), pos
-
-
-def _read_blocks(data: bytes, pos: int, sync: bytes, decompress, parsed, out: list[dict],  # noqa: ANN001
-                 limits: Limits) -> None:
-    """Avro object container blocks: count, size, (compressed) records, sync marker. The records before a failure
-    are kept; a block whose records do not use exactly its bytes (a wrong count, a corrupted length inside: the
-    null codec has no checksum, this is the check it allows) keeps none of its records."""
-    end, inflated = len(data), 0
-    while pos < end:
-        count, pos = _read_long(data, pos)
-        size, pos = _read_long(data, pos)
-        if count < 0 or size < 0:
-            raise BadInput("bad_value", f"block at offset {pos} declares {count} records of {size} bytes")
-        if pos + size + 16 > end:
-            raise EOFError(f"block of {size} bytes at offset {pos} runs past the end ({end} bytes)")
-        raw = decompress(data[pos:pos + size], limits.max_bytes - inflated)
-        inflated += len(raw)
-        if inflated > limits.max_bytes:
-            raise BadInput("too_large", f"blocks inflate past {limits.max_bytes} bytes")
-        pos += size
-        if data[pos:pos + 16] != sync:
-            raise ValueError(f"sync marker mismatch at offset {pos}")
-        pos += 16
-        room = limits.max_alerts - len(out)
-        block, records = io.BytesIO(raw), []
-        try:
-            for _ in range(min(count, room)):
-                records.append(fastavro.schemaless_reader(block, parsed, None))
-        except Exception:
-            out.extend(records)  # the records before the damage are kept, as a damaged tail's are
-            raise
-        if count <= room and block.tell() != len(raw):  # the count or a length inside is wrong: no record is sure
-            raise ValueError(f"block at offset {pos - size - 16} has {len(raw) - block.tell()} bytes past its "
-                             f"{count} records")
-        out.extend(records)
-        if count > room:
-            raise BadInput("too_many_alerts", f"more than {limits.max_alerts} records: the rest not read")
 
 
 @functools.lru_cache(maxsize=256)
@@ -317,30 +169,6 @@ def _schema_problem(schema_id: str, schema_json: str, max_depth: int) -> tuple[s
     except Exception as exc:  # a record without a field list, a field without a name...: not an Avro schema
         return "not_avro", f"the writer schema is malformed: {type(exc).__name__}: {exc}"
     return ("not_ztf_alert", problem) if problem else None
-
-
-def schema_depth(schema: Any) -> int:
-    """How many record/array/map types nest in an Avro schema (parsed JSON) at most; walked without recursion.
-    A ZTF alert is 3 deep (alert > prv_candidates array > prv_candidate record)."""
-    deepest, stack = 0, [(schema, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, list):  # a union: no level of its own
-            stack.extend((x, depth) for x in node)
-        elif isinstance(node, dict):
-            kind = node.get("type")
-            if isinstance(kind, str) and kind in _COMPLEX:
-                depth += 1
-                deepest = max(deepest, depth)
-            elif isinstance(kind, (dict, list)):
-                stack.append((kind, depth))
-            fields = node.get("fields")
-            if isinstance(fields, list):
-                stack.extend((f.get("type"), depth) for f in fields if isinstance(f, dict))
-            for key in ("items", "values"):
-                if key in node:
-                    stack.append((node[key], depth))
-    return deepest
 
 
 def _shape_problem(schema: dict) -> str | None:
