@@ -4,7 +4,8 @@
 #   (tests/test_prometheus_scrape.py) and Ceph's monitor, OSD and RADOS gateway (tests/ceph.py, a real S3 with
 #   bucket notifications) and Chromium (tests/test_explorer_browser.py); policy-rc.d keeps the packages from starting services, apt's output goes to a log;
 # - ATEDA with its test dependencies, pinned, in .venv (scripts/env.sh);
-# - helm, helmfile, task and the linters, pinned, in .tools/ (scripts/tools.sh).
+# - helm, helmfile, task and the linters, pinned, in .tools/ (scripts/tools.sh);
+# - the TOM Toolkit, pinned, in its own venv .tools/tomvenv (scripts/tomvenv.sh; its pins exclude ATEDA's).
 ROOT="$(cd "$(dirname "$0")/.." && pwd)" || exit 1
 APT_LOG="${TMPDIR:-/tmp}/ateda-test-apt.log"
 if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -27,6 +28,7 @@ fi
 ATEDA_EXTRAS="test" source "$(dirname "$0")/env.sh" || exit 1
 cd "$ROOT" || exit 1
 bash scripts/tools.sh || exit 1  # helm, helmfile, task and the linters, pinned, into .tools/bin
+bash scripts/tomvenv.sh >/dev/null || exit 1  # tomtoolkit for tests/test_tom.py, into .tools/tomvenv
 # Three workers, one module each at a time (--dist loadfile keeps a module's fixtures in one process): most slow
 # tests wait on servers and subprocesses, so three share two cores well. `-n 0` after it runs them in one process.
 python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile "$@"
