@@ -2,7 +2,7 @@
 # Installs the Superset that tests/test_superset.py imports the dashboards of deploy/superset/ into: a virtualenv of
 # its own in .tools/superset (Superset's dependencies must not meet the project's), every package pinned by
 # scripts/superset-requirements.txt and installed with --no-deps, from PyPI only. Idempotent: a stamp holding the
-# requirements' sha256 skips the install when nothing changed. scripts/tools.sh runs it; the test runs it when the
+# requirements' sha256 skips the install when nothing changed. scripts/test.sh runs it; the test runs it when the
 # stamp is missing or stale. Prints the virtualenv's python.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

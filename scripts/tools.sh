@@ -147,6 +147,3 @@ if [ ! -f "$TOOLS/.stamp-lakana-$LAKANA_VERSION" ]; then
   echo "scripts/tools.sh: installed lakana[server] $LAKANA_VERSION (in .tools/lakana)"
 fi
 
-# Superset with the StarRocks dialect and duckdb-engine (tests/test_superset.py imports the dashboards into it), in
-# its own virtualenv .tools/superset, every package pinned (scripts/superset-requirements.txt).
-bash "$ROOT/scripts/superset-env.sh" >/dev/null
