@@ -27,9 +27,10 @@ from conftest import REPO
 IMAGES = REPO / "deploy" / "scripts" / "images.sh"
 PACKAGE = REPO / "shared"
 HEAVY = {"dbt-core", "duckdb", "matplotlib", "sqlglot", "dbt-duckdb"}  # what split and bronze must never carry
-# Loaded when present but not needed: jsonschema's optional format checkers (it imports them if installed) and
-# setuptools' start-up hook of every virtualenv.
-OPPORTUNISTIC = {"jsonpointer", "rfc3339_validator", "_distutils_hack"}
+# Loaded when present but not needed: jsonschema's optional format checkers (it imports them if installed),
+# astropy's optional sorted containers (its table indexing uses them if installed: the test extra brings them with
+# hypothesis) and setuptools' start-up hook of every virtualenv.
+OPPORTUNISTIC = {"jsonpointer", "rfc3339_validator", "_distutils_hack", "sortedcontainers"}
 
 
 def image_extras() -> dict[str, tuple[str, ...]]:

@@ -6,6 +6,7 @@
 # (git-ignored, mode 600) so re-runs keep the same credentials:
 #   ATEDA_S3_ACCESS_KEY / ATEDA_S3_SECRET_KEY   S3 keys (MinIO root; functions, Nessie, StarRocks)
 #   ATEDA_BRIDGE_TOKEN                           bearer token MinIO sends to the bridge
+#   ATEDA_EXPLORER_TOKEN                         bearer token of the explorer (docs/explorer.md)
 #   ATEDA_PG_PASSWORD                            PostgreSQL password of user `nessie`
 #   ATEDA_STARROCKS_PASSWORD                     StarRocks root password
 #   ATEDA_GRAFANA_PASSWORD                       Grafana admin password (user admin)
@@ -37,6 +38,7 @@ keep() {  # keep NAME DEFAULT: environment value, else the saved one, else DEFAU
 keep ATEDA_S3_ACCESS_KEY "ateda$(gen 6 | tr -dc 'a-zA-Z0-9' | head -c 8)"
 keep ATEDA_S3_SECRET_KEY "$(gen 30)"
 keep ATEDA_BRIDGE_TOKEN "$(gen 32)"
+keep ATEDA_EXPLORER_TOKEN "$(gen 32)"
 keep ATEDA_PG_PASSWORD "$(gen 24)"
 keep ATEDA_STARROCKS_PASSWORD "$(gen 24)"
 keep ATEDA_GRAFANA_PASSWORD "$(gen 18)"
@@ -63,6 +65,7 @@ s3=(--from-literal=AWS_ACCESS_KEY_ID="$ATEDA_S3_ACCESS_KEY" --from-literal=AWS_S
 secret ateda ateda-s3 "${s3[@]}"
 secret starrocks ateda-s3 "${s3[@]}"
 secret ateda ateda-bridge-token --from-literal=token="$ATEDA_BRIDGE_TOKEN"
+secret ateda ateda-explorer-token --from-literal=token="$ATEDA_EXPLORER_TOKEN"
 secret ateda ateda-postgres --type=kubernetes.io/basic-auth \
   --from-literal=username=nessie --from-literal=password="$ATEDA_PG_PASSWORD"
 secret starrocks starrocks-root --from-literal=password="$ATEDA_STARROCKS_PASSWORD"

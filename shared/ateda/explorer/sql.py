@@ -52,7 +52,7 @@ def check(text: str) -> exp.Expression:
         raise SqlRefused(f"the statement is longer than {MAX_SQL_CHARS} characters")
     try:
         trees = [t for t in sqlglot.parse(text, read="duckdb") if t is not None]
-    except sqlglot.errors.ParseError as exc:
+    except sqlglot.errors.SqlglotError as exc:  # a parse or a tokenizer error
         raise SqlRefused(f"not SQL this endpoint reads: {_first_line(exc)}") from None
     if len(trees) != 1:
         raise SqlRefused(f"exactly one statement, please (got {len(trees)})")
