@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Iterator
 
@@ -202,6 +204,7 @@ class Store:
     def _open(self, identity: tuple[int, int, int], mtime: float) -> _Generation:
         import duckdb  # heavy (the warehouse extra): loaded when the first warehouse is opened
 
+        settle_optional_imports()
         db = duckdb.connect(":memory:", config={"threads": self.settings.duckdb_threads,
                                                 "memory_limit": self.settings.duckdb_memory_limit})
         try:
@@ -218,6 +221,16 @@ class Store:
         ids, ra, dec = (list(c) for c in zip(*rows)) if rows else ([], [], [])
         return _Generation(identity, dt.datetime.fromtimestamp(mtime, dt.timezone.utc), db,
                            ConeIndex.build(ids, ra, dec))
+
+
+def settle_optional_imports() -> None:
+    """Mark pandas absent once, where it is not installed. DuckDB's Python client tries ``import pandas`` on every
+    ``execute`` (twice) to see whether a parameter or a scan could be a DataFrame; a failed import is not cached by
+    Python, so each try walks ``sys.path`` (a stat per entry) under the import lock, which every request thread takes
+    in turn: under 8 concurrent clients it was a quarter of the server's time (docs/performance.md, "Explorer
+    latency"). A ``None`` in ``sys.modules`` makes that import fail at once; ``find_spec`` still answers None."""
+    if "pandas" not in sys.modules and find_spec("pandas") is None:
+        sys.modules["pandas"] = None  # type: ignore[assignment]
 
 
 def _sql_string(text: str) -> str:
