@@ -140,7 +140,8 @@ def objects(request: Request,
     cond = (" where " + " and ".join(where)) if where else ""
     column = sort.value
     with store_of(request).connect() as con:
-        total = con.execute(f"select count(*) from gold.object o{cond}", params).fetchone()[0]
+        total = con.memo(("objects", cond, tuple(params)),  # the published file is immutable: count it once
+                         lambda: con.execute(f"select count(*) from gold.object o{cond}", params).fetchone()[0])
         columns, types, rows = con.records(
             f"select {', '.join('o.' + c for c in LISTING)} from gold.object o{cond} "
             f"order by o.{column} {order.value}{' nulls last' if order is Order.desc else ''}, o.objectId "
@@ -306,7 +307,9 @@ def _sql(request: Request, text: str, limit: int, fmt: TableFormat) -> Response:
 
 
 def _known(con, store: Store, object_id: str) -> None:  # noqa: ANN001
-    """404 (with why) unless gold.object has the object."""
+    """404 (with why) unless gold.object has the object (the generation's id set answers, else the warehouse)."""
+    if con.has_object(object_id):
+        return
     if not con.execute("select count(*) from gold.object where objectId = ?", [object_id]).fetchone()[0]:
         raise HTTPException(404, unknown_object_message(store.settings, object_id))
 
