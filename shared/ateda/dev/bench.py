@@ -622,9 +622,9 @@ def _load(base: str, paths: list[str], clients: int) -> dict:
 
     try:
         with ThreadPoolExecutor(clients) as pool:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             results = list(pool.map(one, paths))
-            wall = time.perf_counter() - t0
+            wall, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         for c in made:
             c.close()
@@ -636,6 +636,7 @@ def _load(base: str, paths: list[str], clients: int) -> dict:
     return {"requests": len(paths), "p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99),
             "max_ms": round(1000 * lat[-1], 1), "mean_ms": round(1000 * statistics.fmean(lat), 1),
             "requests_per_s": round(len(paths) / wall, 1), "status": codes,
+            "client_cpu_share": round(client_cpu / wall, 2),  # cores the clients themselves kept busy
             "mean_bytes": round(statistics.fmean(r[2] for r in results))}
 
 
@@ -689,10 +690,11 @@ def _serve_text(r: dict) -> str:
     lines = [f"ateda bench --serve: gold.object {g['object']} rows, gold.lightcurve {g['lightcurve']}, "
              f"{g['transient_candidates']} candidates; {r['clients']} clients, {r['requests_per_endpoint']} requests "
              f"per endpoint after {r['warmup']} warm-up; {r['cpus']} CPUs, load {r['load_avg_1_5_15']}",
-             f"  {'endpoint':<30} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8}  status"]
+             f"  {'endpoint':<30} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} "
+             f"{'client CPU':>10}  status"]
     for name, e in r["endpoints"].items():
         lines.append(f"  {SERVE_LABELS[name]:<30} {e['p50_ms']:>8} {e['p95_ms']:>8} {e['p99_ms']:>8} "
-                     f"{e['max_ms']:>8} {e['requests_per_s']:>8}  "
+                     f"{e['max_ms']:>8} {e['requests_per_s']:>8} {e['client_cpu_share']:>10}  "
                      + ", ".join(f"{k}: {v}" for k, v in sorted(e["status"].items())))
     lines.append(f"  server peak RSS (VmHWM) {r['server_peak_rss_mib']} MiB ({r['server_rss_mib_at_start']} MiB "
                  "when it first answered)")

@@ -134,9 +134,10 @@ def objects(request: Request,
     if until is not None:
         where.append("o.firstmjd <= ?")
         params.append(until)
-    if candidate is not None:
-        where.append(("" if candidate else "not ") + "exists (select 1 from gold.transient_candidates t "
-                                                       "where t.objectId = o.objectId)")
+    if candidate:  # a semi join DuckDB plans ~30 % cheaper than the equivalent exists (docs/performance.md)
+        where.append("o.objectId in (select t.objectId from gold.transient_candidates t)")
+    elif candidate is not None:  # not exists, never not in: a NULL on the right would empty a not in
+        where.append("not exists (select 1 from gold.transient_candidates t where t.objectId = o.objectId)")
     cond = (" where " + " and ".join(where)) if where else ""
     column = sort.value
     with store_of(request).connect() as con:
