@@ -1,5 +1,6 @@
 """The explorer's access to the published warehouse: a read-only DuckDB per published file, one connection (a
-cursor of it) per request, and a HEALPix index of gold.object's positions for cone searches.
+cursor of it, set up once and pooled with its file) per request, the set of gold.object's ids, and a HEALPix index
+of their positions for cone searches.
 
 A refresh publishes a new warehouse by an atomic rename (:mod:`ateda.warehouse.build`). The store notices it by the
 file's identity (inode, size, mtime) at the start of each request and opens the new file; requests still running
