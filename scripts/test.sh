@@ -4,9 +4,15 @@
 #   (tests/test_prometheus_scrape.py) and Ceph's monitor, OSD and RADOS gateway (tests/ceph.py, a real S3 with
 #   bucket notifications) and Chromium (tests/test_explorer_browser.py); policy-rc.d keeps the packages from starting services, apt's output goes to a log;
 # - ATEDA with its test dependencies, pinned, in .venv (scripts/env.sh);
-# - helm, helmfile, task and the linters, pinned, in .tools/ (scripts/tools.sh).
+# - helm, helmfile, task and the linters, pinned, in .tools/ (scripts/tools.sh);
+# - Superset and the TOM Toolkit, pinned, each in its own venv (.tools/superset, .tools/tomvenv: scripts/superset-env.sh,
+#   scripts/tomvenv.sh), in the background meanwhile.
 ROOT="$(cd "$(dirname "$0")/.." && pwd)" || exit 1
 APT_LOG="${TMPDIR:-/tmp}/ateda-test-apt.log"
+# The two side virtualenvs (Superset, the TOM Toolkit: their pins exclude ATEDA's) install in the background while
+# the Debian packages and ATEDA install: each is minutes of downloads on a fresh machine, idle on a second run.
+bash "$ROOT/scripts/superset-env.sh" >/dev/null & side_superset=$!
+bash "$ROOT/scripts/tomvenv.sh" >/dev/null & side_tom=$!
 if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   echo "scripts/test.sh: installing Prometheus (Debian package; log: $APT_LOG)" >&2
   [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; }
@@ -27,6 +33,8 @@ fi
 ATEDA_EXTRAS="test" source "$(dirname "$0")/env.sh" || exit 1
 cd "$ROOT" || exit 1
 bash scripts/tools.sh || exit 1  # helm, helmfile, task and the linters, pinned, into .tools/bin
+wait "$side_superset" || { echo "scripts/test.sh: could not install Superset (scripts/superset-env.sh)" >&2; exit 1; }
+wait "$side_tom" || { echo "scripts/test.sh: could not install the TOM Toolkit (scripts/tomvenv.sh)" >&2; exit 1; }
 # Three workers, one module each at a time (--dist loadfile keeps a module's fixtures in one process): most slow
 # tests wait on servers and subprocesses, so three share two cores well. `-n 0` after it runs them in one process.
 python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile "$@"

@@ -146,3 +146,4 @@ if [ ! -f "$TOOLS/.stamp-lakana-$LAKANA_VERSION" ]; then
   touch "$TOOLS/.stamp-lakana-$LAKANA_VERSION"
   echo "scripts/tools.sh: installed lakana[server] $LAKANA_VERSION (in .tools/lakana)"
 fi
+

@@ -229,7 +229,7 @@ SLOW_MODULES = {"test_hostile_e2e", "test_bronze_safety", "test_maintenance", "t
                 "test_dbt", "test_refresh_memory", "test_refresh_crossmatch", "test_prometheus_scrape", "test_demo",
                 "test_runtime_safety", "test_freshness", "test_copy_conflicts", "test_one_shot", "test_runtime_lock",
                 "test_ceph_e2e", "test_rest_catalog", "test_newcomer", "test_rubin_bronze", "test_rubin_warehouse",
-                "test_explorer_api", "test_explorer_schemathesis", "test_explorer_browser"}
+                "test_explorer_api", "test_explorer_schemathesis", "test_explorer_browser", "test_tom"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -244,28 +244,28 @@ EXPLORER_PORTS = range(18100, 18200)  # the ports this machine lets the explorer
 STAR_ALERT = "918339430315010127"  # ZTF18aauqcsv's alert: an object with stamps, limits and forced photometry
 
 
-def free_port() -> int:
+def free_port(ports: range = EXPLORER_PORTS) -> int:
     import socket
 
-    for port in EXPLORER_PORTS:
+    for port in ports:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port in {EXPLORER_PORTS}")
+    raise RuntimeError(f"no free port in {ports}")
 
 
 @contextmanager
-def explorer_server(s: Settings):  # noqa: ANN201
-    """The explorer app over ``s`` on real uvicorn in a thread; yields (app, base URL)."""
+def explorer_server(s: Settings, ports: range = EXPLORER_PORTS):  # noqa: ANN201
+    """The explorer app over ``s`` on real uvicorn in a thread, on a free port of ``ports``; yields (app, base URL)."""
     import uvicorn
 
     from ateda.explorer.app import create_app
 
     app_ = create_app(s)
-    port = free_port()
+    port = free_port(ports)
     server = uvicorn.Server(uvicorn.Config(app_, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -5,6 +5,7 @@ dependency loaded only where it is needed). docs/architecture.md gives the layer
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,42 @@ def test_tests_share_helpers_through_conftest_only():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
     assert not offenders, offenders
+
+
+# ateda.tom runs inside a TOM's Django process (docs/explorer.md, "TOM Toolkit"), with tomtoolkit's dependencies,
+# not ATEDA's: it imports the standard library and what tomtoolkit brings, never the rest of the package, and nothing
+# in the package imports it (its Django imports would fail there).
+TOM = "ateda.tom"
+TOM_MAY_IMPORT = {"requests", "django", "crispy_forms", "tom_alerts", "tom_dataproducts", "tom_targets"}
+
+
+def _in_tom(module: str) -> bool:
+    return module == TOM or module.startswith(TOM + ".")
+
+
+def test_nothing_in_the_package_imports_the_tom_module():
+    importers = []
+    for module, (_, tree) in SOURCES.items():
+        if _in_tom(module):
+            continue
+        top, nested = _imports(tree)
+        importers += [f"{module}: {ast.unparse(node)}" for node in top + [n for n, _ in nested]
+                      if any(_in_tom(t) for t in _targets(module, node))]
+    assert importers == []
+
+
+def test_the_tom_module_imports_only_what_a_tom_has():
+    modules = [m for m in SOURCES if _in_tom(m)]
+    assert "ateda.tom.broker" in modules
+    for module in modules:
+        top, nested = _imports(SOURCES[module][1])
+        roots = set()
+        for node in top + [n for n, _ in nested]:
+            if isinstance(node, ast.Import):
+                roots |= {a.name.split(".")[0] for a in node.names}
+            elif not node.level:
+                roots.add((node.module or "").split(".")[0])
+            else:
+                assert _in_tom(_absolute(module, node)), f"{module}: {ast.unparse(node)} leaves ateda.tom"
+        foreign = roots - set(sys.stdlib_module_names) - TOM_MAY_IMPORT
+        assert foreign == set(), f"{module} imports {sorted(foreign)}, which a TOM does not have"

@@ -490,7 +490,7 @@ def test_custom_resources_need_their_crd_release_and_skip_validation_on_install(
 @pytest.mark.parametrize("env_name", ENVIRONMENTS)
 def test_environment_values_render(env_name):
     values = env_values(env_name)
-    for key in ("images", "knative", "s3", "postgres", "nessie", "starrocks", "monitoring"):
+    for key in ("images", "knative", "s3", "postgres", "nessie", "starrocks", "superset", "monitoring"):
         assert key in values, f"{env_name}: environment values lack {key!r}"
 
 
@@ -564,7 +564,8 @@ def test_helmfile_template_renders_the_local_releases_as_helm_does(env_name):
 # Remote charts: no chart repository is reachable here, so helm never renders them; their values (written by helmfile)
 # are checked against the keys their pinned chart versions document by the wiring tests below.
 REMOTE_NOT_RENDERED = {"monitoring/kube-prometheus-stack", "knative-operator/knative-operator", "cnpg-system/cnpg",
-                       "ateda/nessie", "starrocks/starrocks-operator", "starrocks/starrocks"}
+                       "ateda/nessie", "starrocks/starrocks-operator", "starrocks/starrocks",
+                       "superset/superset"}  # Superset's values and bundle: tests/test_superset.py
 
 
 def test_the_remote_charts_are_the_known_ones_whose_values_are_checked_by_key():
@@ -738,9 +739,11 @@ def _secret_refs() -> set[tuple[str, str, str]]:
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     refs.add((doc["metadata"]["namespace"], ref["name"], ref["key"]))
-        if doc["kind"] == "Cluster":  # CloudNativePG bootstrap owner credentials (basic-auth)
-            name = doc["spec"]["bootstrap"]["initdb"]["secret"]["name"]
-            refs |= {(doc["metadata"]["namespace"], name, "username"), (doc["metadata"]["namespace"], name, "password")}
+        if doc["kind"] == "Cluster":  # CloudNativePG bootstrap owner and managed roles' credentials (basic-auth)
+            names = [doc["spec"]["bootstrap"]["initdb"]["secret"]["name"]]
+            names += [r["passwordSecret"]["name"] for r in doc["spec"].get("managed", {}).get("roles", [])]
+            for name in names:
+                refs |= {(doc["metadata"]["namespace"], name, "username"), (doc["metadata"]["namespace"], name, "password")}
     for doc in knative_docs():
         for c in containers(doc):
             for e in c.get("env", []):
@@ -758,6 +761,9 @@ def _secret_refs() -> set[tuple[str, str, str]]:
                  ("monitoring", grafana["existingSecret"], grafana["passwordKey"])}
         starrocks = release_values("starrocks/starrocks", env_name)["initPassword"]
         refs.add(("starrocks", starrocks["passwordSecret"], "password"))
+        for e in release_values("superset/superset", env_name)["extraEnvRaw"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            refs.add(("superset", ref["name"], ref["key"]))
     return refs
 
 

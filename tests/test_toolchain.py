@@ -50,7 +50,8 @@ SHELL_SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("scri
 YAML_TARGETS = {"knative": ["knative"], "kind": ["kind"], "helmfile.yaml": ["helmfile.yaml"], ".github": [".github"],
                 "deploy": ["deploy/env/kind.yaml", *sorted(p.relative_to(ROOT).as_posix() for p in [
                     *ROOT.glob("deploy/values/*.yaml"), *ROOT.glob("deploy/charts/*/Chart.yaml"),
-                    *ROOT.glob("deploy/charts/*/values.yaml")])]}
+                    *ROOT.glob("deploy/charts/*/values.yaml")])],
+                "deploy/superset": ["deploy/superset"]}  # Superset's dashboards as code
 
 
 def tool(name: str) -> str:

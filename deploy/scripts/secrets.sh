@@ -9,6 +9,10 @@
 #   ATEDA_PG_PASSWORD                            PostgreSQL password of user `nessie`
 #   ATEDA_STARROCKS_PASSWORD                     StarRocks root password
 #   ATEDA_GRAFANA_PASSWORD                       Grafana admin password (user admin)
+#   ATEDA_SUPERSET_PG_PASSWORD                   PostgreSQL password of user `superset` (Superset's metadata)
+#   ATEDA_SUPERSET_SECRET_KEY                    Superset's Flask SECRET_KEY (sessions, stored credentials)
+#   ATEDA_SUPERSET_ADMIN_PASSWORD                Superset admin password (user admin)
+#   ATEDA_SUPERSET_STARROCKS_PASSWORD            StarRocks password of the read-only user `superset`
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENV_NAME="${1:-kind}"
@@ -36,6 +40,10 @@ keep ATEDA_BRIDGE_TOKEN "$(gen 32)"
 keep ATEDA_PG_PASSWORD "$(gen 24)"
 keep ATEDA_STARROCKS_PASSWORD "$(gen 24)"
 keep ATEDA_GRAFANA_PASSWORD "$(gen 18)"
+keep ATEDA_SUPERSET_PG_PASSWORD "$(gen 24)"
+keep ATEDA_SUPERSET_SECRET_KEY "$(gen 42)"
+keep ATEDA_SUPERSET_ADMIN_PASSWORD "$(gen 18)"
+keep ATEDA_SUPERSET_STARROCKS_PASSWORD "$(gen 24)"
 
 apply() { kubectl apply -f - >/dev/null; }
 ns() { kubectl create namespace "$1" --dry-run=client -o yaml | apply; }
@@ -49,6 +57,7 @@ secret() {  # secret NAMESPACE NAME [--type=...] --from-literal=...
 kubectl apply -f knative/00-namespace.yaml >/dev/null
 ns monitoring
 ns starrocks
+ns superset
 
 s3=(--from-literal=AWS_ACCESS_KEY_ID="$ATEDA_S3_ACCESS_KEY" --from-literal=AWS_SECRET_ACCESS_KEY="$ATEDA_S3_SECRET_KEY")
 secret ateda ateda-s3 "${s3[@]}"
@@ -57,5 +66,12 @@ secret ateda ateda-bridge-token --from-literal=token="$ATEDA_BRIDGE_TOKEN"
 secret ateda ateda-postgres --type=kubernetes.io/basic-auth \
   --from-literal=username=nessie --from-literal=password="$ATEDA_PG_PASSWORD"
 secret starrocks starrocks-root --from-literal=password="$ATEDA_STARROCKS_PASSWORD"
+secret starrocks starrocks-superset --from-literal=password="$ATEDA_SUPERSET_STARROCKS_PASSWORD"
+superset_pg=(--type=kubernetes.io/basic-auth --from-literal=username=superset --from-literal=password="$ATEDA_SUPERSET_PG_PASSWORD")
+secret ateda superset-postgres "${superset_pg[@]}"
+secret superset superset-postgres "${superset_pg[@]}"
+secret superset superset-app --from-literal=secret-key="$ATEDA_SUPERSET_SECRET_KEY" \
+  --from-literal=admin-password="$ATEDA_SUPERSET_ADMIN_PASSWORD"
+secret superset superset-starrocks --from-literal=password="$ATEDA_SUPERSET_STARROCKS_PASSWORD"
 secret monitoring grafana-admin --from-literal=admin-user=admin --from-literal=admin-password="$ATEDA_GRAFANA_PASSWORD"
 echo "credentials kept in $STATE"
