@@ -9,7 +9,7 @@ from pathlib import Path
 from ateda.cli.ingest import print_summary
 from ateda.cli.options import non_negative_int, positive_int
 from ateda.config import Settings
-from ateda.dev.bench import run_bench, run_burst_bench, run_maintenance_bench, run_refresh_bench
+from ateda.dev.bench import run_bench, run_burst_bench, run_maintenance_bench, run_refresh_bench, run_serve_bench
 from ateda.dev.synth import write_single_files, write_tarball
 from ateda.dev.synth_lsst import write_containers
 from ateda.ingest import run_ingest
@@ -31,7 +31,7 @@ def register(sub) -> None:  # noqa: ANN001
     demo.set_defaults(func=cmd_demo)
     bench = sub.add_parser("bench", help="decoding ceiling vs end-to-end ingestion, single files and a tarball")
     bench.add_argument("-n", type=positive_int, default=None,
-                       help="synthetic alerts per run (count; default 20000, a burst 10000)")
+                       help="synthetic alerts per run (count; default 20000, a burst 10000, --serve 100000)")
     bench.add_argument("--survey", choices=("ztf", "lsst"), default=None,
                        help="instead: a visit burst of one survey's alerts as single messages (ztf, lsst)")
     bench.add_argument("--json", action="store_true", help="machine-readable results")
@@ -40,6 +40,14 @@ def register(sub) -> None:  # noqa: ANN001
                        help="instead: dbt refresh cost (full build, nothing new, 200 new alerts)")
     bench.add_argument("--maintenance", action="store_true",
                        help="instead: the lake before and after a compaction pass (docs/maintenance.md)")
+    bench.add_argument("--serve", action="store_true",
+                       help="instead: the explorer (`ateda serve`) under concurrent clients, p50/p95 per endpoint")
+    bench.add_argument("--home", type=Path, default=None,
+                       help="--serve: use (or build once) the lake in this ATEDA_HOME instead of a temporary one")
+    bench.add_argument("--requests", type=positive_int, default=400,
+                       help="--serve: requests per endpoint (count, default 400)")
+    bench.add_argument("--clients", type=positive_int, default=8,
+                       help="--serve: concurrent clients (count, default 8)")
     bench.set_defaults(func=cmd_bench)
 
 
@@ -116,8 +124,10 @@ def _plot_richest_real_object(settings: Settings) -> Path | None:
 
 
 def cmd_bench(args, settings: Settings) -> int:  # noqa: ANN001
-    n = args.n or (10_000 if args.survey else 20_000)
-    if args.survey:
+    n = args.n or (10_000 if args.survey else 100_000 if args.serve else 20_000)
+    if args.serve:
+        result = run_serve_bench(n, home=args.home, requests=args.requests, clients=args.clients, keep=args.keep)
+    elif args.survey:
         result = run_burst_bench(args.survey, n, keep=args.keep)
     elif args.maintenance:
         result = run_maintenance_bench(n)

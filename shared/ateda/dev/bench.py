@@ -20,8 +20,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,9 +31,12 @@ import tarfile
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import fastavro
+import numpy as np
 
 from ateda.config import Settings, child_env
 from ateda.dev import synth_lsst
@@ -43,6 +48,7 @@ from ateda.local.runtime import Runtime, ingestion_functions
 from ateda.steps.maintenance import MaintenanceConfig, lake_tables, run_pass, table_stats
 from ateda.warehouse.bronze_views import prepare_bronze
 from ateda.warehouse.build import refresh_models
+from ateda.warehouse.location import duckdb_path
 
 
 def _ceiling_files(files: list[Path]) -> float:
@@ -467,3 +473,233 @@ def run_maintenance_bench(n: int = 20_000, seed: int = 7) -> dict:
                       f"  pass (compact + stats): {pass_s} s\n  after:  {fmt(after)}\n"
                       f"  incremental refresh after compaction: {refresh_s} s, new files read: {res.new_files}")
     return result
+
+
+# ---------------------------------------------------------------- the explorer under load (ateda bench --serve)
+
+SERVE_PORTS = range(18400, 18500)  # the ports the serve bench may listen on (the first free one)
+SERVE_ENDPOINTS = ("object", "lightcurve", "cone", "cone_window", "candidates")
+
+
+def build_serve_lake(settings: Settings, n: int, seed: int = 7, lsst_fraction: float = 0.1) -> dict:
+    """A published warehouse over a synthetic night: ``n`` ZTF alerts (one tarball) and ``lsst_fraction * n`` Rubin
+    alerts (Avro containers) of the same night, ingested to bronze by the embedded runtime, then one full dbt
+    refresh, as ``ateda demo`` does. Returns the times of each step."""
+    work = Path(tempfile.mkdtemp(prefix="ateda-bench-serve-input-"))
+    try:
+        t0 = time.perf_counter()
+        night = write_tarball(work / "night.tar.gz", n, seed=seed, unique_cutouts=False)
+        lsst_n = int(round(n * lsst_fraction))
+        inputs = [night]
+        if lsst_n:
+            synth_lsst.write_containers(work / "lsst", lsst_n, seed=seed, per_file=1000)
+            inputs.append(work / "lsst")
+        gen_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with Runtime(settings, functions=ingestion_functions()):
+            run_ingest(settings, inputs, quiet=True, bronze_only=True)
+        ingest_s = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    refresh_models(settings, full_refresh=True)
+    return {"ztf_alerts": n, "lsst_alerts": lsst_n, "generate_s": round(gen_s, 1), "ingest_s": round(ingest_s, 1),
+            "refresh_s": round(time.perf_counter() - t0, 1)}
+
+
+def free_serve_port(ports: range = SERVE_PORTS) -> int:
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}..{ports.stop - 1}")
+
+
+class ServedExplorer:
+    """``ateda serve`` over ``settings``' warehouse in a child process (uvicorn, as a user runs it) on a free port;
+    ``pid`` is the server's own process (VmHWM is read from it)."""
+
+    def __init__(self, settings: Settings, port: int | None = None, start_timeout_s: float = 90.0) -> None:
+        self.settings, self.port, self.start_timeout_s = settings, port or free_serve_port(), start_timeout_s
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self._log = tempfile.TemporaryFile()
+
+    def __enter__(self) -> "ServedExplorer":
+        import httpx  # the explorer extra: only the serve bench is a client of it
+
+        cmd = [sys.executable, "-c", "from ateda.console import run; run()", "serve", "--host", "127.0.0.1",
+               "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=child_env(self.settings), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"`ateda serve` exited ({self.proc.returncode}): {self.output()[-2000:]}")
+            try:
+                if httpx.get(self.base + "/api/v1/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"`ateda serve` did not answer within {self.start_timeout_s} s: "
+                                   f"{self.output()[-2000:]}")
+            time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def serve_bench_requests(settings: Settings, per_endpoint: int, seed: int = 7) -> dict[str, list[str]]:
+    """The requests of each endpoint (paths with their query), drawn from gold.object with a fixed seed: random
+    objects (object, light curve), cones of 60 arcsec around random objects' positions (without a time window,
+    and with one of the five nights up to the object's last detection), and candidate lists (candidate=true, a
+    random sort column and order, 50 rows, a random page of the first ten)."""
+    import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
+
+    with duckdb.connect(str(duckdb_path(settings)), read_only=True) as con:
+        rows = con.execute("select objectId, meanra, meandec, lastmjd from gold.object "
+                           "where meanra is not null and meandec is not null order by objectId").fetchall()
+        n_candidates = con.execute("select count(*) from gold.transient_candidates").fetchone()[0]
+    if not rows:
+        raise RuntimeError("gold.object is empty: nothing to ask the explorer for")
+    rng = np.random.default_rng(seed)
+    pick = lambda: rows[int(rng.integers(len(rows)))]  # noqa: E731
+    out: dict[str, list[str]] = {k: [] for k in SERVE_ENDPOINTS}
+    sorts = ("lastmjd", "firstmjd", "ndet", "last_drb", "last_rb", "objectId")
+    pages = max(1, min(10, -(-n_candidates // 50)))
+    for _ in range(per_endpoint):
+        oid = quote(pick()[0], safe="")
+        out["object"].append(f"/api/v1/objects/{oid}")
+        out["lightcurve"].append(f"/api/v1/objects/{quote(pick()[0], safe='')}/lightcurve")
+        _, ra, dec, _ = pick()
+        out["cone"].append("/api/v1/cone?" + urlencode({"ra": ra, "dec": dec, "radius_arcsec": 60}))
+        _, ra, dec, last = pick()
+        window = {"since": round(last - 5.0, 5), "until": round(last, 5)} if last is not None else {}
+        out["cone_window"].append("/api/v1/cone?" + urlencode({"ra": ra, "dec": dec, "radius_arcsec": 60, **window}))
+        out["candidates"].append("/api/v1/objects?" + urlencode({
+            "candidate": "true", "sort": sorts[int(rng.integers(len(sorts)))],
+            "order": ("asc", "desc")[int(rng.integers(2))], "limit": 50, "offset": 50 * int(rng.integers(pages))}))
+    return out
+
+
+def _load(base: str, paths: list[str], clients: int) -> dict:
+    """``paths`` requested by ``clients`` threads at once (each its own keep-alive httpx client): per-request
+    latency (from sending to the whole body read), status codes, requests/s over the run's wall time."""
+    import httpx  # the explorer extra: only the serve bench is a client of it
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would drown the table
+    local = threading.local()
+    made: list = []
+
+    def one(path: str) -> tuple[float, int, int]:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(base_url=base, timeout=120)
+            made.append(client)
+        t0 = time.perf_counter()
+        r = client.get(path)
+        body = r.content
+        return time.perf_counter() - t0, r.status_code, len(body)
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            results = list(pool.map(one, paths))
+            wall, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        for c in made:
+            c.close()
+    lat = sorted(r[0] for r in results)
+    codes: dict[str, int] = {}
+    for r in results:
+        codes[str(r[1])] = codes.get(str(r[1]), 0) + 1
+    q = lambda p: round(1000 * lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))], 1)  # noqa: E731
+    return {"requests": len(paths), "p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99),
+            "max_ms": round(1000 * lat[-1], 1), "mean_ms": round(1000 * statistics.fmean(lat), 1),
+            "requests_per_s": round(len(paths) / wall, 1), "status": codes,
+            "client_cpu_share": round(client_cpu / wall, 2),  # cores the clients themselves kept busy
+            "mean_bytes": round(statistics.fmean(r[2] for r in results))}
+
+
+def run_serve_bench(n: int = 100_000, home: Path | None = None, requests: int = 400, clients: int = 8,
+                    warmup: int = 40, seed: int = 7, port: int | None = None, keep: bool = False) -> dict:
+    """The explorer under load: ``ateda serve`` (uvicorn, a child process) over a lake of ``n`` synthetic ZTF alerts
+    and a Rubin night of ``n / 10`` (built unless ``home`` already holds a published warehouse), each endpoint hit
+    ``requests`` times by ``clients`` concurrent clients after ``warmup`` requests; p50/p95 latency, requests/s,
+    status codes per endpoint and the peak RSS (VmHWM) of the server process."""
+    work = None
+    if home is None:
+        work = Path(tempfile.mkdtemp(prefix="ateda-bench-serve-"))
+        home = work / "home"
+    settings = Settings(home=Path(home)).resolved()
+    import duckdb  # heavy, and only the warehouse's users need it (not the functions that import this module)
+
+    built = None
+    try:
+        if not duckdb_path(settings).exists():
+            built = build_serve_lake(settings, n, seed=seed)
+        paths = serve_bench_requests(settings, requests, seed=seed)
+        endpoints: dict[str, dict] = {}
+        with ServedExplorer(settings, port=port) as server:
+            start_rss = vm_hwm(server.pid)
+            for name in SERVE_ENDPOINTS:
+                _load(server.base, paths[name][:warmup], clients)  # warm-up: the warehouse opened, caches filled
+                endpoints[name] = _load(server.base, paths[name], clients)
+            peak = vm_hwm(server.pid)
+        with duckdb.connect(str(duckdb_path(settings)), read_only=True) as con:
+            sizes = {t: con.execute(f"select count(*) from gold.{t}").fetchone()[0]
+                     for t in ("object", "lightcurve", "transient_candidates")}
+    finally:
+        if work is not None and not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {"n_alerts": n if built else None, "home": str(home) if (keep or work is None) else None,
+              "built": built, "gold_rows": sizes, "cpus": os.cpu_count(), "clients": clients,
+              "requests_per_endpoint": requests, "warmup": warmup, "seed": seed,
+              "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+              "server_rss_mib_at_start": round(start_rss / 2**20, 1), "server_peak_rss_mib": round(peak / 2**20, 1),
+              "endpoints": endpoints}
+    result["text"] = _serve_text(result)
+    return result
+
+
+SERVE_LABELS = {"object": "/objects/{id}", "lightcurve": "/objects/{id}/lightcurve", "cone": "/cone 60\"",
+                "cone_window": "/cone 60\" + since/until", "candidates": "/objects?candidate=true (50)"}
+
+
+def _serve_text(r: dict) -> str:
+    g = r["gold_rows"]
+    lines = [f"ateda bench --serve: gold.object {g['object']} rows, gold.lightcurve {g['lightcurve']}, "
+             f"{g['transient_candidates']} candidates; {r['clients']} clients, {r['requests_per_endpoint']} requests "
+             f"per endpoint after {r['warmup']} warm-up; {r['cpus']} CPUs, load {r['load_avg_1_5_15']}",
+             f"  {'endpoint':<30} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} "
+             f"{'client CPU':>10}  status"]
+    for name, e in r["endpoints"].items():
+        lines.append(f"  {SERVE_LABELS[name]:<30} {e['p50_ms']:>8} {e['p95_ms']:>8} {e['p99_ms']:>8} "
+                     f"{e['max_ms']:>8} {e['requests_per_s']:>8} {e['client_cpu_share']:>10}  "
+                     + ", ".join(f"{k}: {v}" for k, v in sorted(e["status"].items())))
+    lines.append(f"  server peak RSS (VmHWM) {r['server_peak_rss_mib']} MiB ({r['server_rss_mib_at_start']} MiB "
+                 "when it first answered)")
+    if r["built"]:
+        b = r["built"]
+        lines.append(f"  lake: {b['ztf_alerts']} ZTF + {b['lsst_alerts']} Rubin alerts; generate {b['generate_s']} s, "
+                     f"ingest {b['ingest_s']} s, refresh {b['refresh_s']} s")
+    return "\n".join(lines)

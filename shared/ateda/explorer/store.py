@@ -1,5 +1,6 @@
 """The explorer's access to the published warehouse: a read-only DuckDB per published file, one connection (a
-cursor of it) per request, and a HEALPix index of gold.object's positions for cone searches.
+cursor of it, set up once and pooled with its file) per request, the set of gold.object's ids, and a HEALPix index
+of their positions for cone searches.
 
 A refresh publishes a new warehouse by an atomic rename (:mod:`ateda.warehouse.build`). The store notices it by the
 file's identity (inode, size, mtime) at the start of each request and opens the new file; requests still running
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Iterator
 
@@ -98,16 +101,23 @@ def great_circle_arcsec(ra1: float, dec1: float, ra2: np.ndarray, dec2: np.ndarr
 
 
 class Connection:
-    """One request's connection: ``execute`` as DuckDB's, every statement's text recorded in ``issued``."""
+    """One request's connection: ``execute`` as DuckDB's, every statement's text recorded in ``issued``.
 
-    def __init__(self, cursor, issued: set[str]) -> None:  # noqa: ANN001
+    ``has_object`` answers from the generation's set of gold.object ids, and ``memo`` keeps a value (a count) for
+    the life of the generation: the published file never changes under it, so neither can go stale."""
+
+    def __init__(self, cursor, issued: set[str], gen: "_Generation | None" = None) -> None:  # noqa: ANN001
         self.cursor = cursor
         self._issued = issued
+        self._gen = gen
+        self.reusable = True  # the cursor may serve another request (only the explorer's own statements ran)
 
     def execute(self, sql: str, params: list | None = None, record: bool = True):  # noqa: ANN201
         """DuckDB's execute; ``record=False`` for a statement that is not the explorer's own (the SQL endpoint's)."""
         if record:
             self._issued.add(sql)
+        else:
+            self.reusable = False
         return self.cursor.execute(sql, params or [])
 
     def records(self, sql: str, params: list | None = None) -> tuple[list[str], list[str], list[tuple]]:
@@ -116,7 +126,27 @@ class Connection:
         return [d[0] for d in rel.description], [str(d[1]) for d in rel.description], rel.fetchall()
 
     def interrupt(self) -> None:
+        self.reusable = False
         self.cursor.interrupt()
+
+    def has_object(self, object_id: str) -> bool | None:
+        """Whether gold.object has ``object_id`` (None: not known here, ask the warehouse)."""
+        return None if self._gen is None else object_id in self._gen.object_ids
+
+    def memo(self, key: tuple, compute):  # noqa: ANN001, ANN201
+        """``compute()``, once per generation and ``key`` (at most :data:`MEMO_ENTRIES` kept)."""
+        if self._gen is None:
+            return compute()
+        memo = self._gen.memo
+        if key not in memo:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[key] = compute()
+        return memo[key]
+
+
+MEMO_ENTRIES = 1024
+POOLED_CURSORS = 16  # idle cursors kept per generation (uvicorn's thread pool runs up to 40 requests at once)
 
 
 @dataclass
@@ -127,12 +157,18 @@ class _Generation:
     published_at: dt.datetime
     db: object  # the parent duckdb connection
     index: ConeIndex
+    object_ids: frozenset = frozenset()  # every gold.object id (positions or not)
     users: int = 0
     retired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    pool: list = field(default_factory=list)  # idle cursors, each already set up (catalog, search path, macro)
+    memo: dict = field(default_factory=dict)
 
     def close_if_unused(self) -> None:
         if self.retired and self.users == 0:
+            for cursor in self.pool:
+                cursor.close()
+            self.pool.clear()
             self.db.close()
 
 
@@ -159,16 +195,28 @@ class Store:
     def connect(self) -> Iterator[Connection]:
         """A connection to the published warehouse for one request (NoWarehouse if there is none)."""
         gen = self._generation()
-        cursor = gen.db.cursor()
+        with self._lock:
+            cursor = gen.pool.pop() if gen.pool else None
+        con = None
         try:
-            cursor.execute(f"use {self.catalog}")
-            cursor.execute("set search_path = '" + ",".join(f"{self.catalog}.{schema}".replace("'", "''")
-                                                          for schema in ("gold", "silver", "bronze")) + "'")
-            cursor.execute(GREAT_CIRCLE_MACRO)
-            yield Connection(cursor, self.issued)
+            if cursor is None:  # a new cursor, set up once: three statements every request used to pay
+                cursor = gen.db.cursor()
+                cursor.execute(f"use {self.catalog}")
+                cursor.execute("set search_path = '" + ",".join(f"{self.catalog}.{schema}".replace("'", "''")
+                                                              for schema in ("gold", "silver", "bronze")) + "'")
+                cursor.execute(GREAT_CIRCLE_MACRO)
+            con = Connection(cursor, self.issued, gen)
+            yield con
+        except BaseException:
+            con = None  # a request that failed inside: its cursor is not reused
+            raise
         finally:
-            cursor.close()
             with self._lock:
+                if cursor is not None:
+                    if con is not None and con.reusable and not gen.retired and len(gen.pool) < POOLED_CURSORS:
+                        gen.pool.append(cursor)
+                    else:
+                        cursor.close()
                 gen.users -= 1
                 gen.close_if_unused()
 
@@ -202,22 +250,33 @@ class Store:
     def _open(self, identity: tuple[int, int, int], mtime: float) -> _Generation:
         import duckdb  # heavy (the warehouse extra): loaded when the first warehouse is opened
 
+        settle_optional_imports()
         db = duckdb.connect(":memory:", config={"threads": self.settings.duckdb_threads,
                                                 "memory_limit": self.settings.duckdb_memory_limit})
         try:
             db.execute(f"attach '{_sql_string(str(self.path))}' as {self.catalog} (read_only)")
             db.execute("set enable_external_access = false")
             db.execute("set lock_configuration = true")
-            rows = db.execute(f"select objectId, meanra, meandec from {self.catalog}.gold.object "
-                              "where meanra is not null and meandec is not null").fetchall()
+            rows = db.execute(f"select objectId, meanra, meandec from {self.catalog}.gold.object").fetchall()
         except duckdb.Error as exc:
             db.close()
             if "does not exist" in str(exc):  # published, but gold not built yet
                 raise NoWarehouse(f"the warehouse at {self.path} has no gold.object: run `ateda refresh`") from exc
             raise
-        ids, ra, dec = (list(c) for c in zip(*rows)) if rows else ([], [], [])
+        placed = [r for r in rows if r[1] is not None and r[2] is not None]
+        ids, ra, dec = (list(c) for c in zip(*placed)) if placed else ([], [], [])
         return _Generation(identity, dt.datetime.fromtimestamp(mtime, dt.timezone.utc), db,
-                           ConeIndex.build(ids, ra, dec))
+                           ConeIndex.build(ids, ra, dec), frozenset(r[0] for r in rows))
+
+
+def settle_optional_imports() -> None:
+    """Mark pandas absent once, where it is not installed. DuckDB's Python client tries ``import pandas`` on every
+    ``execute`` (twice) to see whether a parameter or a scan could be a DataFrame; a failed import is not cached by
+    Python, so each try walks ``sys.path`` (a stat per entry) under the import lock, which every request thread takes
+    in turn: under 8 concurrent clients it was a quarter of the server's time (docs/performance.md, "Explorer
+    latency"). A ``None`` in ``sys.modules`` makes that import fail at once; ``find_spec`` still answers None."""
+    if "pandas" not in sys.modules and find_spec("pandas") is None:
+        sys.modules["pandas"] = None  # type: ignore[assignment]
 
 
 def _sql_string(text: str) -> str:
