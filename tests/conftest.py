@@ -21,6 +21,7 @@ from cloudevents.http import CloudEvent
 from functions_framework import create_app
 
 from ateda.config import Settings, settings
+from ateda.dev.bench import free_serve_port
 from ateda.events import catalogue as events, transport
 from ateda.lake.iceberg import ensure_tables, load_catalog
 
@@ -245,16 +246,7 @@ STAR_ALERT = "918339430315010127"  # ZTF18aauqcsv's alert: an object with stamps
 
 
 def free_port(ports: range = EXPLORER_PORTS) -> int:
-    import socket
-
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {ports}")
+    return free_serve_port(ports)
 
 
 @contextmanager

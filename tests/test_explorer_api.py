@@ -316,9 +316,9 @@ REFUSED = [
     "select * from glob('/*')",
     "select * from duckdb_settings()",
     "select current_setting('home_directory')",
-    "copy (select 1) to '/tmp/ateda-explorer-copy.csv'",
-    "copy gold.object to '/tmp/ateda-explorer-copy.csv'",
-    "attach '/tmp/ateda-explorer.duckdb' as x",
+    "copy (select 1) to '{out}/copy.csv'",
+    "copy gold.object to '{out}/copy.csv'",
+    "attach '{out}/x.duckdb' as x",
     "install httpfs",
     "load httpfs",
     "pragma version",
@@ -329,7 +329,7 @@ REFUSED = [
     "drop table gold.object",
     "select 1; select 2",
     "select 1; drop table gold.object",
-    "export database '/tmp/ateda-explorer-export'",
+    "export database '{out}/export'",
     "call pragma_version()",
     "select * from query('select 1')",
     "",
@@ -337,24 +337,24 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("statement", REFUSED)
-def test_sql_refuses_files_settings_writes_and_two_statements(served, statement):
+def test_sql_refuses_files_settings_writes_and_two_statements(served, statement, tmp_path):
     _, _, client = served
-    r = client.post("/api/v1/sql", json={"sql": statement})
+    r = client.post("/api/v1/sql", json={"sql": statement.format(out=tmp_path)})
     assert r.status_code in (400, 422), r.text
     assert isinstance(r.json()["detail"], (str, list))
-    assert not os.path.exists("/tmp/ateda-explorer-copy.csv")
+    assert not list(tmp_path.iterdir()), "a refused statement wrote a file"
 
 
-def test_the_connection_refuses_what_slips_past_the_parser(served):
+def test_the_connection_refuses_what_slips_past_the_parser(served, tmp_path):
     """The second wall on its own: the store's connection cannot read files, attach or change settings."""
     _, app, _ = served
     with app.state.store.connect() as con:
-        for statement in ("select * from read_csv('/etc/passwd')", "attach '/tmp/x.duckdb' as x",
-                          "copy (select 1) to '/tmp/ateda-explorer-copy.csv'", "load httpfs",
+        for statement in ("select * from read_csv('/etc/passwd')", f"attach '{tmp_path}/x.duckdb' as x",
+                          f"copy (select 1) to '{tmp_path}/copy.csv'", "load httpfs",
                           "set enable_external_access = true", "set memory_limit = '10GB'"):
             with pytest.raises(duckdb.Error):
                 con.execute(statement, record=False)
-    assert not os.path.exists("/tmp/ateda-explorer-copy.csv")
+    assert not list(tmp_path.iterdir()), "the connection wrote a file"
 
 
 def test_sql_past_its_time_limit_is_408_and_the_server_keeps_answering(served):

@@ -15,7 +15,6 @@ import collections
 import csv
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from ateda.config import Settings
 from ateda.dev import synth_lsst
+from ateda.dev.bench import free_serve_port
 from ateda.ingest import run_ingest
 from ateda.warehouse import build as warehouse
 from ateda.warehouse import location
@@ -84,14 +84,7 @@ def _gold(s: Settings, sql: str, params: list | None = None) -> list[tuple]:
 
 
 def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    return free_serve_port(PORTS)
 
 
 @pytest.fixture(scope="module")

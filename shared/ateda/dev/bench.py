@@ -508,6 +508,7 @@ def build_serve_lake(settings: Settings, n: int, seed: int = 7, lsst_fraction: f
 
 
 def free_serve_port(ports: range = SERVE_PORTS) -> int:
+    """The first port of ``ports`` free on 127.0.0.1 (the bench's and the explorer tests' servers)."""
     for port in ports:
         with socket.socket() as s:
             try:
