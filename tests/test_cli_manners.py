@@ -128,6 +128,37 @@ def test_ctrl_c_during_an_ingest_says_how_to_resume_and_exits_130(tmp_path):
     assert "Traceback" not in err + out.decode(errors="replace"), err[-3000:]
 
 
+FINALIZER_INTERRUPTED = """
+import os, signal, sys, time, weakref
+from ateda.cli import ingest
+signal.signal(signal.SIGINT, ingest._interrupt)
+class Held:
+    pass
+def finalizer():  # the signal arrives while the finalizer runs (Python runs handlers between bytecodes)
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(200_000):
+        pass
+    print("finalizer done", flush=True)
+held = Held()
+weakref.finalize(held, finalizer)
+try:
+    del held
+    time.sleep(5)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted after the finalizer")
+"""
+
+
+def test_a_ctrl_c_inside_a_finalizer_interrupts_after_it_without_a_traceback():
+    """A Ctrl-C that lands inside a weakref finalizer (as one did while the ingest's temporary files were being
+    cleaned up): Python would print "Exception ignored in ..." with a traceback and drop the interrupt. The
+    ingest's handler delivers it again once the finalizer is done."""
+    run = subprocess.run([sys.executable, "-c", FINALIZER_INTERRUPTED], capture_output=True, text=True, timeout=60)
+    assert run.stdout.splitlines() == ["finalizer done", "interrupted after the finalizer"], run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr, run.stderr
+
+
 def test_a_core_only_install_says_which_extra_the_cli_needs(tmp_path):
     """A function image installs the core only: its `ateda` says to install the `local` extra, in one line."""
     code = ("import sys; sys.modules['tqdm'] = None  # as if the extra were not installed\n"

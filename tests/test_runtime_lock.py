@@ -18,7 +18,7 @@ import pytest
 
 from ateda.config import Settings
 from ateda.lake.storage import bucket_store
-from ateda.local.home import RuntimeBusy, group_members, lock_holder
+from ateda.local.home import Lease, RuntimeBusy, group_members, lock_holder
 from ateda.local.runtime import FunctionSpec, Runtime, ingestion_functions
 
 from conftest import ALERTS, REPO, alert_files, expected_alerts
@@ -161,28 +161,38 @@ def _ingest(home: Path, *args: str) -> subprocess.Popen:
 
 
 def test_two_concurrent_ingests_share_one_temporary_runtime(tmp_path):
+    """The first ingest (bronze only) is done before the second (bronze, crossmatch, refresh): the temporary runtime
+    it started must live on until the second is done (it used to be torn down, and the second waited for its
+    timeout). A handshake, not timing: the test holds a lease of its own (as a third ingest would) from before the
+    first starts until the second holds its lease, so the first cannot stop its runtime before the second attached."""
     files = alert_files()
+    first_files, second_files = files[:60], files[300:340]
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
-    # the first (bronze only) is done before the second (bronze, crossmatch, refresh): the runtime it started must
-    # live on until the second is done (it used to be torn down, and the second waited for its timeout); 260 files
-    # keep the first busy while the second starts on a loaded machine (150 were done first under pytest-xdist)
-    for folder, chosen in ((first_dir, files[:260]), (second_dir, files[300:340])):
+    for folder, chosen in ((first_dir, first_files), (second_dir, second_files)):
         folder.mkdir()
         for f in chosen:
             shutil.copy(f, folder / f.name)
     home = tmp_path / "home"
-    first = _ingest(home, str(first_dir), "--bronze-only")
-    _wait_for(home / "runtime.json")  # the first one's temporary runtime answers: the second attaches to it
-    owner = json.loads((home / "runtime.json").read_text())["pid"]
-    assert owner == first.pid
-    second = _ingest(home, str(second_dir))
+    held = Lease(home)
+    try:
+        first = _ingest(home, str(first_dir), "--bronze-only")
+        _wait_for(home / "runtime.json")  # the first one's temporary runtime answers: the second attaches to it
+        owner = json.loads((home / "runtime.json").read_text())["pid"]
+        assert owner == first.pid
+        second = _ingest(home, str(second_dir))
+        deadline = time.monotonic() + 120
+        while not list((home / "leases").glob(f"{second.pid}-*.lease")):  # the second holds its lease
+            assert time.monotonic() < deadline and second.poll() is None, "the second ingest took no lease"
+            time.sleep(0.05)
+    finally:
+        held.release()
     out1, err1 = first.communicate(timeout=450)
     out2, err2 = second.communicate(timeout=450)
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
     assert "Traceback" not in err1 + err2
-    want1 = sum(len(v) for v in expected_alerts(files[:260]).values())
-    want2 = sum(len(v) for v in expected_alerts(files[300:340]).values())
+    want1 = sum(len(v) for v in expected_alerts(first_files).values())
+    want2 = sum(len(v) for v in expected_alerts(second_files).values())
     one, two = json.loads(out1), json.loads(out2)
     assert (one["alerts"], one["new_alerts"]) == (want1, want1)  # each reports its own commits
     assert (two["alerts"], two["new_alerts"]) == (want2, want2)

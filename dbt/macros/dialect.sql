@@ -52,3 +52,16 @@
 {% macro default__int_div(a, b) -%} ({{ a }} // {{ b }}) {%- endmacro %}
 {% macro starrocks__int_div(a, b) -%} ({{ a }} div {{ b }}) {%- endmacro %}
 
+
+{#- A post-hook: the table rewritten in `columns` order, so that a point lookup by its key (the explorer's and
+    `ateda object`'s `where objectId = ?`) reads one row group. DuckDB keeps a min/max per column and row group and
+    skips the groups that cannot hold the value; an incremental run appends its rows at the end, so without this an
+    object's rows would lie across the whole table and every lookup would scan it (docs/performance.md, "Explorer
+    latency"). StarRocks sorts each tablet by its key (`keys`) itself: nothing to do there. -#}
+{% macro order_for_lookups(columns) %}
+    {{- return(adapter.dispatch('order_for_lookups', 'ateda')(columns)) -}}
+{% endmacro %}
+{% macro default__order_for_lookups(columns) -%}{%- endmacro %}
+{% macro duckdb__order_for_lookups(columns) -%}
+    create or replace table {{ this }} as select * from {{ this }} order by {{ columns | join(', ') }}
+{%- endmacro %}

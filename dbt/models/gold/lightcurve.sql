@@ -1,7 +1,8 @@
 {%- set grain = ['objectId', 'point_kind', 'fid', 'point_id'] -%}
 {#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the
     grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in gold.yml. -#}
-{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId'],
+          post_hook="{{ order_for_lookups(['objectId']) }}") }}
 {#- Grain: one row per light-curve point (objectId, point_kind, fid, point_id), both surveys (`survey`). ZTF:
     detections (point_id = candid), upper limits (point_id = mjd_ms, mag = the limiting magnitude) and forced
     photometry (point_id = pid). Rubin: detections (point_id = diaSourceId) and forced photometry (point_id =

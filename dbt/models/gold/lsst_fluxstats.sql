@@ -1,6 +1,7 @@
 {%- set grain = ['objectId', 'band'] -%}
 {#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the grain. -#}
-{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId'],
+          post_hook="{{ order_for_lookups(['objectId']) }}") }}
 {#- Grain: one row per (Rubin object, band): the flux statistics of its diaSources (silver.lsst_dia_source), Rubin's
     counterpart of ZTF's magstats, in nJy. weighted mean = sum(f/e^2)/sum(1/e^2), its error sqrt(1/sum(1/e^2));
     sigma: sample standard deviation (n - 1); chi2_ndof: sum(((f - weighted mean)/e)^2) / (n - 1); max_slope: the

@@ -1,7 +1,8 @@
 {%- set grain = ['objectId', 'fid'] -%}
 {#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the
     grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in gold.yml. -#}
-{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId'],
+          post_hook="{{ order_for_lookups(['objectId']) }}") }}
 {#- Grain: one row per (objectId, fid): ALeRCE's magnitude statistics over the band's detections (magpsf), the
     `_corr` ones over its corrected detections (mag_corr), saturation_rate, and dmdt_first from the band's upper
     limits more than 0.5 d before its first detection. Incremental: the touched objects are recomputed. -#}

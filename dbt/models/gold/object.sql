@@ -1,7 +1,8 @@
 {%- set grain = ['objectId'] -%}
 {#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the
     grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in gold.yml. -#}
-{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId'],
+          post_hook="{{ order_for_lookups(['objectId']) }}") }}
 {#- Grain: one row per object (objectId), both surveys (`survey`: ztf, lsst; a Rubin diaObjectId as its decimal
     digits, lsst_object_id(): never a ZTF id). ZTF positions are means weighted by 1/sigma^2 with the per-band
     astrometric sigma (var position_sigma_arcsec; sigma_ra = sigma / |cos dec|), Rubin's plain means of its

@@ -1,7 +1,8 @@
 {%- set grain = ['objectId', 'catalog'] -%}
 {#- unique_key is the delete scope of an incremental run (every held row of the touched objects), not the
     grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in gold.yml. -#}
-{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId']) }}
+{{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId'],
+          post_hook="{{ order_for_lookups(['objectId']) }}") }}
 {#- Grain: one row per (objectId, catalog): what the user-registered catalogs (`ateda catalog add`) say about an
     object. From silver.crossmatch_catalog, each alert's current answer (is_latest_version); per object and catalog
     the newest version matched against any of its alerts (latest matched_at, then the larger version string).

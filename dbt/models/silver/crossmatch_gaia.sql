@@ -1,7 +1,8 @@
 {%- set grain = ['candid', 'match_kind'] -%}
 {#- unique_key is the delete scope of an incremental run (the held rows of the new alerts), not the
     grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
-{{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid']) }}
+{{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid'],
+          post_hook="{{ order_for_lookups(['candid']) }}") }}
 {#- Grain: one row per alert and Gaia match (candid, match_kind): 'nearest' (neargaia, maggaia) and 'bright'
     (the nearest bright star: neargaiabright, maggaiabright), from the alert's own fields (schema >= 3.2). -#}
 with alerts as (

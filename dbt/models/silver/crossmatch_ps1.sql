@@ -1,7 +1,8 @@
 {%- set grain = ['candid', 'match_rank'] -%}
 {#- unique_key is the delete scope of an incremental run (the held rows of the new alerts), not the
     grain; the grain is meta.grain (and StarRocks' primary key, `keys`), tested unique in silver.yml. -#}
-{{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid']) }}
+{{ config(meta={'grain': grain}, unique_key='candid', keys=grain, distributed_by=['candid'],
+          post_hook="{{ order_for_lookups(['candid']) }}") }}
 {#- Grain: one row per alert and Pan-STARRS1 match (candid, match_rank 1..3), from the alert's own
     objectidps/sgscore/distpsnr fields (the three nearest PS1 sources within 30 arcsec). -#}
 with alerts as (

@@ -8,11 +8,14 @@ bytes, a file argument named like a temporary file), a dead-lettered ingestion e
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 from ateda.config import Settings
 from ateda.ingest import IngestFailed, InputRefused, NothingToIngest, run_ingest
@@ -36,6 +39,7 @@ def register(sub) -> None:  # noqa: ANN001
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     _interrupted.clear()
+    _raised.clear()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C (children included)
     signal.signal(signal.SIGINT, _interrupt)
     try:
@@ -66,11 +70,41 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _interrupted: list[int] = []  # the signals received: a KeyboardInterrupt raised in a __del__ is printed and dropped
+REDELIVER_S = 0.05  # an interrupt that arrived inside a finalizer is delivered again this much later
 
 
-def _interrupt(signum: int, *_: object) -> None:
+def _interrupt(signum: int, frame: FrameType | None = None) -> None:
+    """SIGINT/SIGTERM: a KeyboardInterrupt in the main thread, never inside a finalizer. Python runs the handler
+    between two bytecodes of whatever the main thread runs, a ``weakref.finalize`` callback or a ``__del__``
+    included; an exception raised there is printed as "Exception ignored in ..." with a traceback and dropped. So
+    there the signal is only noted, and delivered again a moment later (``_thread.interrupt_main`` calls this
+    handler again in the main thread), until it lands outside the finalizer."""
     _interrupted.append(signum)
+    if _in_finalizer(frame):
+        timer = threading.Timer(REDELIVER_S, _redeliver, (signum, len(_raised)))
+        timer.daemon = True
+        timer.start()
+        return
+    _raised.append(signum)
     raise KeyboardInterrupt
+
+
+_raised: list[int] = []  # the KeyboardInterrupts raised: a redelivery after one of them is moot
+
+
+def _redeliver(signum: int, raised_before: int) -> None:
+    if len(_raised) == raised_before:
+        _thread.interrupt_main(signum)
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name in ("__call__", "_exitfunc")
+                                         and Path(code.co_filename).name == "weakref.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def print_summary(summary, as_json: bool) -> None:  # noqa: ANN001
