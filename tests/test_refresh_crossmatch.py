@@ -315,7 +315,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     def row(candid: int, schema: pa.Schema) -> pa.Table:
         values = {"catalog": "w", "catalog_version": "v0", "candid": candid, "objectId": f"ZTF{candid}",
                   "match_id": "a", "match_ra": 1.0, "match_dec": 2.0, "dist_arcsec": 0.5, "night": None,
-                  "matched_at": None}
+                  "matched_at": None, "survey": None}
         return pa.Table.from_pylist([{n: values[n] for n in schema.names}], schema=schema)
 
     old = pa.schema([f for f in xm.CROSSMATCH if f.name != "matched_at"])
@@ -328,6 +328,45 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
     rows = ensure_crossmatch_table(s).scan().to_arrow().sort_by("candid")
     assert rows["candid"].to_pylist() == [1, 1, 2] and rows["matched_at"].null_count == 2
+
+
+def test_an_old_crossmatch_table_gains_survey_and_its_rows_read_as_ztf(lake_settings):
+    """bronze.crossmatch written before ``survey`` existed: DuckDB reads the column as NULL, the next commit adds it
+    in place (schema evolution, the old rows kept) and takes the old rows as ZTF's: a ZTF match already there is
+    not appended again, a Rubin match with the same number (a diaSourceId equal to a ZTF candid) is, and
+    ``ateda catalog add`` counts both."""
+    import duckdb
+    from ateda.backfill import matches_in_bronze
+    from ateda.lake.iceberg import CROSSMATCH_TABLE, TABLE_PROPERTIES, load_catalog
+
+    s = lake_settings
+    s.home.mkdir(parents=True, exist_ok=True)
+    old = pa.schema([f for f in xm.CROSSMATCH if f.name != "survey"])
+    assert len(old) == len(xm.CROSSMATCH) - 1
+    load_catalog(s).create_namespace_if_not_exists(s.namespace)
+    table = load_catalog(s).create_table(f"{s.namespace}.{CROSSMATCH_TABLE}", schema=old, properties=TABLE_PROPERTIES)
+    table.append(pa.Table.from_pylist([{"catalog": "w", "catalog_version": "v0", "candid": 7, "objectId": "ZTF7",
+                                        "match_id": "a", "match_ra": 1.0, "match_dec": 2.0, "dist_arcsec": 0.5,
+                                        "night": None, "matched_at": None}], schema=old))
+    with duckdb.connect(str(s.home / "w.duckdb")) as con:
+        bronze_views.prepare_bronze(con, s)
+        assert con.execute("select candid, survey from bronze.crossmatch").fetchall() == [(7, None)]
+    info = xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])
+    rows = pa.Table.from_pylist([
+        {"catalog": "w", "catalog_version": "v0", "candid": 7, "objectId": "ZTF7", "match_id": "a", "match_ra": 1.0,
+         "match_dec": 2.0, "dist_arcsec": 0.5, "night": None, "matched_at": None, "survey": "ztf"},
+        {"catalog": "w", "catalog_version": "v0", "candid": 7, "objectId": "1234567", "match_id": "a", "match_ra": 1.0,
+         "match_dec": 2.0, "dist_arcsec": 0.5, "night": None, "matched_at": None, "survey": "lsst"}],
+        schema=xm.CROSSMATCH)
+    assert xm.commit_matches(s, rows, [info], [7, 7])[0] == 1  # the Rubin one only
+    evolved = ensure_crossmatch_table(s)
+    assert evolved.schema().column_names == xm.CROSSMATCH.names
+    got = sorted(evolved.scan().to_arrow().select(["candid", "objectId", "survey"]).to_pylist(),
+                 key=lambda r: r["objectId"])
+    assert got == [{"candid": 7, "objectId": "1234567", "survey": "lsst"},
+                   {"candid": 7, "objectId": "ZTF7", "survey": None}]
+    assert xm.commit_matches(s, rows, [info], [7])[0] == 0  # both there now: a re-delivery adds nothing
+    assert matches_in_bronze(s, xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])) == 2
 
 
 # ---------------------------------------------------------------- dbt refresh
