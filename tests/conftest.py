@@ -156,8 +156,11 @@ def app(name: str, signature: str = "cloudevent"):  # noqa: ANN201
     return create_app("handle", str(REPO / "functions" / name / "main.py"), signature).test_client()
 
 
-def post(client, type_: str, data: dict, structured: bool = False):  # noqa: ANN001, ANN201
-    ce = CloudEvent({"type": type_, "source": "/test"}, data)
+def post(client, type_: str, data: dict, structured: bool = False,  # noqa: ANN001, ANN201
+         extensions: dict | None = None):
+    """``extensions``: CloudEvent extension attributes (e.g. ``{"survey": "lsst"}``), None values left out."""
+    attrs = {k: v for k, v in (extensions or {}).items() if v is not None}
+    ce = CloudEvent({"type": type_, "source": "/test", **attrs}, data)
     headers, body = (to_structured if structured else to_binary)(ce)
     return client.post("/", headers=headers, data=body)
 

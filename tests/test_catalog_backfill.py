@@ -1,6 +1,7 @@
 """A catalog applies to the past too (review 1.3, issue 12 design 2): `ateda catalog add` after the alerts are in
 bronze matches them through dev.ateda.catalog.registered, in bounded chunks, and silver/gold hold exactly the
-matches an independent haversine over the Avro files expects; a re-delivered chunk changes nothing."""
+matches an independent haversine over the Avro files expects, ZTF's and Rubin's; a re-delivered chunk changes
+nothing."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pyiceberg.exceptions import CommitFailedException
 
 from ateda.cli import main
 from ateda.config import Settings, settings
+from ateda.dev import synth_lsst
 from ateda.errors import BadInput
 from ateda.events import catalogue as events
 from ateda.lake.storage import lake_store
@@ -45,6 +47,10 @@ def test_plan_chunks_is_bounded_and_covers_every_row_once(max_rows):
     for name, n in files:  # every row of every file exactly once, none invented
         assert sorted(seen.get(name, [])) == list(range(n))
     assert xm.plan_chunks(files, max_rows) == chunks  # deterministic: a re-planned run has the same chunks
+    # files that name their survey (bronze.alert's, bronze.lsst_alert's): every slice says whose rows it holds
+    named = xm.plan_chunks([(f, n, "lsst" if f in "ceg" else "ztf") for f, n in files], max_rows)
+    assert [[{k: v for k, v in x.items() if k != "survey"} for x in c] for c in named] == chunks
+    assert all(x["survey"] == ("lsst" if x["file"] in "ceg" else "ztf") for c in named for x in c)
     with pytest.raises(ValueError):
         xm.plan_chunks(files, 0)
 
@@ -100,14 +106,21 @@ def test_a_chunk_whose_file_is_gone_is_bad_input_and_recorded(tmp_path):
 
 # ---------------------------------------------------------------- slow: the real thing, in the order of review 1.3
 
-def _positions(files) -> list[tuple[int, str, float, float]]:
-    """(candid, objectId, ra, dec) of every ZTF alert in ``files``, straight from fastavro."""
+def _positions(files) -> list[tuple[str, int, str, float, float]]:
+    """(survey, candid, objectId, ra, dec) of every alert in ``files``, straight from fastavro: ZTF's candidate, or
+    a Rubin alert's triggering diaSource (diaSourceId, diaObjectId as digits, None for a solar-system-only one)."""
     out = []
     for f in files:
         with open(f, "rb") as fh:
             for rec in fastavro.reader(fh):
+                if "diaSource" in rec:
+                    src = rec["diaSource"]
+                    oid = src.get("diaObjectId") or (rec.get("diaObject") or {}).get("diaObjectId")
+                    out.append(("lsst", src["diaSourceId"], None if oid is None else str(oid), float(src["ra"]),
+                                float(src["dec"])))
+                    continue
                 c = rec["candidate"]
-                out.append((c["candid"], rec["objectId"], float(c["ra"]), float(c["dec"])))
+                out.append(("ztf", c["candid"], rec["objectId"], float(c["ra"]), float(c["dec"])))
     return out
 
 
@@ -122,7 +135,7 @@ def _bronze_matches(s) -> list[tuple]:
     if table is None or table.current_snapshot() is None:
         return []
     rows = table.refresh().scan().to_arrow()
-    cols = ("catalog", "catalog_version", "candid", "match_id", "dist_arcsec", "matched_at")
+    cols = ("catalog", "catalog_version", "survey", "candid", "match_id", "dist_arcsec", "matched_at")
     return sorted(zip(*(rows[c].to_pylist() for c in cols)))
 
 
@@ -141,16 +154,19 @@ def test_catalog_added_after_the_alerts_matches_them(tmp_path, monkeypatch, caps
     s = settings()
     files = [f for f in alert_files() if f.name not in HALF_BROKEN and f.name != DAMAGED_TAIL][::15][:30]
     assert len(files) == 30
+    rubin = [p for p, _ in synth_lsst.write_containers(tmp_path / "rubin", 40, seed=3, per_file=20).files]
 
-    # 1. the alerts first
-    assert main(["ingest", "--json", *map(str, files)]) == 0
-    alerts = _positions(files)
+    # 1. the alerts first, both surveys
+    assert main(["ingest", "--json", *map(str, files), str(tmp_path / "rubin")]) == 0
+    alerts = _positions(files) + _positions(rubin)
     assert _bronze_matches(s) == []  # no catalog yet: nothing matched
 
-    # 2. a watchlist built from some of their positions, 1 arcsec north, and sources far from any alert
-    picked = alerts[::4]
-    rows = [(f"near{i}", ra, dec + 1.0 * ARCSEC) for i, (_, _, ra, dec) in enumerate(picked)]
-    rows += [(f"far{i}", (ra + 1.0) % 360, max(-89.0, min(89.0, dec - 1.0))) for i, (_, _, ra, dec) in
+    # 2. a watchlist built from some of their positions (both surveys, a solar-system-only Rubin alert among them),
+    # 1 arcsec north, and sources far from any alert
+    picked = alerts[::4] + [a for a in alerts if a[0] == "lsst" and a[2] is None][:1]
+    assert {a[0] for a in picked} == {"ztf", "lsst"} and any(a[2] is None for a in picked)
+    rows = [(f"near{i}", ra, dec + 1.0 * ARCSEC) for i, (_, _, _, ra, dec) in enumerate(picked)]
+    rows += [(f"far{i}", (ra + 1.0) % 360, max(-89.0, min(89.0, dec - 1.0))) for i, (_, _, _, ra, dec) in
              enumerate(picked[:5])]
     (tmp_path / "watch.csv").write_text("id,ra,dec\n" + "".join(f"{i},{r!r},{d!r}\n" for i, r, d in rows))
     radius = 2.0
@@ -160,23 +176,29 @@ def test_catalog_added_after_the_alerts_matches_them(tmp_path, monkeypatch, caps
     out = capsys.readouterr().out
 
     # the independent answer: haversine between every alert of the files and every source
-    expected = {(c, i): _haversine_arcsec(ra, dec, sra, sdec)
-                for c, _, ra, dec in alerts for i, sra, sdec in rows
+    expected = {(sv, c, i): _haversine_arcsec(ra, dec, sra, sdec)
+                for sv, c, _, ra, dec in alerts for i, sra, sdec in rows
                 if _haversine_arcsec(ra, dec, sra, sdec) <= radius}
-    expected_objects = {o for c, o, _, _ in alerts if any(k[0] == c for k in expected)}
-    assert len(expected) >= len(picked) and not any(i.startswith("far") for _, i in expected)
-    matched_alerts = len({c for c, _ in expected})
-    assert f"backfill: {matched_alerts} of the " in out, out
+    matched = {k[:2] for k in expected}
+    expected_objects = {(o, sv) for sv, c, o, _, _ in alerts if o is not None and (sv, c) in matched}
+    assert len(expected) >= len(picked) and not any(i.startswith("far") for _, _, i in expected)
+    assert {sv for sv, _, _ in expected} == {"ztf", "lsst"}
+    assert f"backfill: {len(matched)} of the {len(alerts)} past alerts" in out, out
 
-    # 3. silver and gold hold exactly those matches, at those distances
+    # 3. silver and gold hold exactly those matches, at those distances, each of its survey
     with connect(s) as con:
-        silver = con.execute("select candid, match_id, dist_arcsec from silver.crossmatch_catalog "
+        silver = con.execute("select survey, candid, match_id, dist_arcsec from silver.crossmatch_catalog "
                              "where catalog = 'watch'").fetchall()
-        gold = con.execute("select objectId from gold.object_catalog_match where catalog = 'watch'").fetchall()
-    assert {(c, m) for c, m, _ in silver} == set(expected) and len(silver) == len(expected)
-    for c, m, d in silver:
-        assert d == pytest.approx(expected[(c, m)], abs=1e-6)
-    assert {o for (o,) in gold} == expected_objects
+        gold = con.execute("select objectId, survey from gold.object_catalog_match where catalog = 'watch'").fetchall()
+    assert {r[:3] for r in silver} == set(expected) and len(silver) == len(expected)
+    for sv, c, m, d in silver:
+        assert d == pytest.approx(expected[(sv, c, m)], abs=1e-6)
+    assert set(gold) == expected_objects
+    rubin_object = next(o for o, sv in gold if sv == "lsst")
+    capsys.readouterr()
+    assert main(["object", rubin_object]) == 0
+    text = capsys.readouterr().out
+    assert f"Rubin diaObject {rubin_object}" in text and "catalog       watch: near" in text
 
     # 4. the backfill ran in bounded chunks, each recorded once
     version = xm.list_reference_catalogs(s)[0].version
@@ -184,6 +206,8 @@ def test_catalog_added_after_the_alerts_matches_them(tmp_path, monkeypatch, caps
     (plan_key,) = [i.key for i in lake.list(f"{xm.BACKFILL}watch/{version}/") if i.key.endswith("plan.json")]
     plan = json.loads(lake.get_bytes(plan_key))
     assert len(plan["chunks"]) >= 2 and all(sum(x["stop"] - x["start"] for x in c) <= 7 for c in plan["chunks"])
+    assert {x["survey"] for c in plan["chunks"] for x in c} == {"ztf", "lsst"}
+    assert plan["alerts"] == len(alerts) and set(plan["snapshot_ids"]) == {"alert", "lsst_alert"}
 
     # 5. re-delivering every chunk event of the run (as a broker retry would) appends nothing
     before = _bronze_matches(s)

@@ -46,6 +46,11 @@ def test_triggers_from_the_knative_manifests():
     staged = {"type": events.ALERTS_STAGED, "source": "/ateda/split"}
     assert [n for n, t in triggers.items() if t.matches(staged)] == ["bronze-on-alerts-staged"]
     assert not any(t.matches({"type": events.INPUT_REJECTED}) for t in triggers.values())
+    # the crossmatch and the refresh take every survey's bronze commits (the crossmatch reads the attribute)
+    for survey in ("ztf", "lsst", None):
+        committed = events.make_event(events.BRONZE_COMMITTED, "/ateda/bronze", {}, extensions={events.SURVEY: survey})
+        assert sorted(n for n, t in triggers.items() if t.matches(committed)) == [
+            "crossmatch-on-bronze-committed", "refresh-on-bronze-committed"], survey
 
 
 @pytest.mark.parametrize("filters, event, expected", [

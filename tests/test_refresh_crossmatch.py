@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 
+import fastavro
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -18,7 +20,7 @@ from ateda.lake import deadletters
 from ateda.lake.iceberg import ensure_crossmatch_table, existing_crossmatch_table
 from ateda.steps import crossmatch as xm, dbt_refresh as rf
 from ateda.warehouse import bronze_views
-from conftest import alert_files, put_alerts, validate_all
+from conftest import DAMAGED_TAIL, HALF_BROKEN, alert_files, put_alerts, validate_all
 from conftest import app, post
 
 
@@ -175,6 +177,113 @@ def test_crossmatch_function_on_real_alerts_is_idempotent(env_settings, sink, tm
     assert {e["data"]["matches"] for e in again} == {e["data"]["matches"] for e in told}
 
 
+def _ztf_alerts_in(files) -> list[tuple[str, int, str, float, float]]:
+    """("ztf", candid, objectId, ra, dec) of every alert in ``files``, read with fastavro (independent of ATEDA)."""
+    out = []
+    for f in files:
+        with open(f, "rb") as fh:
+            for rec in fastavro.reader(fh):
+                c = rec["candidate"]
+                out.append(("ztf", c["candid"], rec["objectId"], float(c["ra"]), float(c["dec"])))
+    return out
+
+
+def _rubin_alerts_in(files) -> list[tuple[str, int, str | None, float, float]]:
+    """("lsst", diaSourceId, diaObjectId as digits or None, ra, dec) of every Rubin alert's triggering diaSource in
+    ``files``, read with fastavro."""
+    out = []
+    for f in files:
+        with open(f, "rb") as fh:
+            for rec in fastavro.reader(fh):
+                src = rec["diaSource"]
+                oid = src.get("diaObjectId") or (rec.get("diaObject") or {}).get("diaObjectId")
+                out.append(("lsst", src["diaSourceId"], None if oid is None else str(oid), float(src["ra"]),
+                            float(src["dec"])))
+    return out
+
+
+def _haversine_arcsec(ra1, dec1, ra2, dec2) -> float:
+    p1, p2 = math.radians(dec1), math.radians(dec2)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(ra2 - ra1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h)))) * 3600
+
+
+def test_rubin_alerts_are_matched_live_as_ztfs_are(env_settings, sink, tmp_path):
+    """Generated Rubin alerts beside real ZTF ones, through split and bronze; a catalog with sources 1" from some
+    of each survey's alerts (a solar-system-only Rubin alert among them); every bronze.committed event delivered to
+    the crossmatch function with its `survey` attribute, as the broker does. The matches are exactly those an
+    independent haversine over the Avro files finds, per survey; re-deliveries (and a survey-less delivery) add
+    nothing; silver and gold hold both surveys and `ateda object` shows the Rubin object's match."""
+    from ateda.cli.science import format_object
+    from ateda.dev import synth_lsst
+    from ateda.warehouse import build as warehouse
+    from ateda.warehouse.queries import object_info
+
+    s = env_settings
+    truth = synth_lsst.write_containers(tmp_path / "rubin", 60, seed=5, per_file=30)
+    rubin_files = [p for p, _ in truth.files]
+    ztf_files = [f for f in alert_files() if f.name not in HALF_BROKEN and f.name != DAMAGED_TAIL][::15][:6]
+    objects = put_alerts(s, [*ztf_files, *rubin_files])
+    assert post(app("split"), events.OBJECT_CREATED, {"bucket": s.bucket, "objects": objects}).status_code == 200
+    bronze = app("bronze")
+    for e in sink.of(events.ALERTS_STAGED):
+        assert post(bronze, events.ALERTS_STAGED, e["data"], extensions={"survey": e.get("survey")}).status_code == 200
+    committed = sink.of(events.BRONZE_COMMITTED)
+    validate_all(committed)
+    assert {e.get("survey") for e in committed} == {"ztf", "lsst"}
+
+    alerts = _ztf_alerts_in(ztf_files) + _rubin_alerts_in(rubin_files)
+    rubin = [a for a in alerts if a[0] == "lsst"]
+    assert len(rubin) == 60 and any(a[2] is None for a in rubin), "a solar-system-only alert among them"
+    picked = [a for a in alerts if a[0] == "ztf"][::3] + rubin[::4] + [a for a in rubin if a[2] is None][:1]
+    rows = [(f"n{i}", ra, dec + 1.0 / 3600) for i, (_, _, _, ra, dec) in enumerate(picked)]
+    rows += [(f"far{i}", (ra + 1.0) % 360, max(-89.0, dec - 1.0)) for i, (_, _, _, ra, dec) in enumerate(picked[:5])]
+    _csv(tmp_path / "watch.csv", rows)
+    radius = 2.0
+    xm.add_reference_catalog(s, "watch", tmp_path / "watch.csv", radius_arcsec=radius)
+    expected = {(sv, c, i): _haversine_arcsec(ra, dec, sra, sdec) for sv, c, _, ra, dec in alerts
+                for i, sra, sdec in rows if _haversine_arcsec(ra, dec, sra, sdec) <= radius}
+    assert {k[0] for k in expected} == {"ztf", "lsst"} and not any(k[2].startswith("far") for k in expected)
+
+    client = app("crossmatch")
+    for e in committed:
+        assert post(client, events.BRONZE_COMMITTED, e["data"], extensions={"survey": e.get("survey")}
+                    ).status_code == 200
+    table = ensure_crossmatch_table(s)
+    got = table.scan().to_arrow()
+    keys = list(zip(got["survey"].to_pylist(), got["candid"].to_pylist(), got["match_id"].to_pylist()))
+    assert set(keys) == set(expected)
+    for k, d in zip(keys, got["dist_arcsec"].to_pylist()):
+        assert d == pytest.approx(expected[k], abs=1e-6), k
+    oid = {(sv, c): o for sv, c, o, _, _ in alerts}
+    assert all(o == oid[(sv, c)] for sv, c, o in zip(got["survey"].to_pylist(), got["candid"].to_pylist(),
+                                                       got["objectId"].to_pylist()))
+    told = sink.of(events.CROSSMATCH_COMMITTED)
+    validate_all(told)
+
+    snaps = len(table.refresh().metadata.snapshots)
+    for e in committed:  # the broker re-delivers, and an event without the attribute means every survey
+        for survey in (e.get("survey"), None):
+            assert post(client, events.BRONZE_COMMITTED, e["data"], extensions={"survey": survey}).status_code == 200
+    table = table.refresh()
+    assert table.scan().to_arrow().num_rows == got.num_rows and len(table.metadata.snapshots) == snaps
+
+    result = warehouse.refresh_models(s, test=True)
+    assert result.success and set(result.tests.values()) == {"pass"}, result.errors
+    with warehouse.connect(s) as con:
+        silver = con.execute("select survey, candid, match_id, dist_arcsec, objectId from silver.crossmatch_catalog"
+                             ).fetchall()
+        gold = dict(con.execute("select objectId, survey from gold.object_catalog_match").fetchall())
+    assert {r[:3] for r in silver} == set(expected) and len(silver) == len(expected)
+    assert any(r[0] == "lsst" and r[4] is None for r in silver), "the solar-system alert's match, without object"
+    want_objects = {oid[k[:2]]: k[0] for k in expected if oid[k[:2]] is not None}
+    assert gold == want_objects
+    rubin_object = next(o for o, sv in gold.items() if sv == "lsst")
+    info = object_info(s, rubin_object)
+    assert [c["catalog"] for c in info["catalogs"]] == ["watch"]
+    assert "catalog       watch: n" in format_object(info)
+
+
 def test_silver_crossmatch_catalog_holds_the_matches_once_per_version(env_settings, sink, tmp_path):
     """bronze.crossmatch -> silver.crossmatch_catalog with dbt on DuckDB: distances known by construction, a
     catalog id held twice kept once (the nearest), a re-registered catalog's new version flagged latest for the
@@ -315,7 +424,7 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     def row(candid: int, schema: pa.Schema) -> pa.Table:
         values = {"catalog": "w", "catalog_version": "v0", "candid": candid, "objectId": f"ZTF{candid}",
                   "match_id": "a", "match_ra": 1.0, "match_dec": 2.0, "dist_arcsec": 0.5, "night": None,
-                  "matched_at": None}
+                  "matched_at": None, "survey": None}
         return pa.Table.from_pylist([{n: values[n] for n in schema.names}], schema=schema)
 
     old = pa.schema([f for f in xm.CROSSMATCH if f.name != "matched_at"])
@@ -328,6 +437,45 @@ def test_a_crossmatch_table_from_before_matched_at_is_read_and_evolved(lake_sett
     assert xm.commit_matches(s, row(2, xm.CROSSMATCH), [xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])], [2])[0] == 1
     rows = ensure_crossmatch_table(s).scan().to_arrow().sort_by("candid")
     assert rows["candid"].to_pylist() == [1, 1, 2] and rows["matched_at"].null_count == 2
+
+
+def test_an_old_crossmatch_table_gains_survey_and_its_rows_read_as_ztf(lake_settings):
+    """bronze.crossmatch written before ``survey`` existed: DuckDB reads the column as NULL, the next commit adds it
+    in place (schema evolution, the old rows kept) and takes the old rows as ZTF's: a ZTF match already there is
+    not appended again, a Rubin match with the same number (a diaSourceId equal to a ZTF candid) is, and
+    ``ateda catalog add`` counts both."""
+    import duckdb
+    from ateda.backfill import matches_in_bronze
+    from ateda.lake.iceberg import CROSSMATCH_TABLE, TABLE_PROPERTIES, load_catalog
+
+    s = lake_settings
+    s.home.mkdir(parents=True, exist_ok=True)
+    old = pa.schema([f for f in xm.CROSSMATCH if f.name != "survey"])
+    assert len(old) == len(xm.CROSSMATCH) - 1
+    load_catalog(s).create_namespace_if_not_exists(s.namespace)
+    table = load_catalog(s).create_table(f"{s.namespace}.{CROSSMATCH_TABLE}", schema=old, properties=TABLE_PROPERTIES)
+    table.append(pa.Table.from_pylist([{"catalog": "w", "catalog_version": "v0", "candid": 7, "objectId": "ZTF7",
+                                        "match_id": "a", "match_ra": 1.0, "match_dec": 2.0, "dist_arcsec": 0.5,
+                                        "night": None, "matched_at": None}], schema=old))
+    with duckdb.connect(str(s.home / "w.duckdb")) as con:
+        bronze_views.prepare_bronze(con, s)
+        assert con.execute("select candid, survey from bronze.crossmatch").fetchall() == [(7, None)]
+    info = xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])
+    rows = pa.Table.from_pylist([
+        {"catalog": "w", "catalog_version": "v0", "candid": 7, "objectId": "ZTF7", "match_id": "a", "match_ra": 1.0,
+         "match_dec": 2.0, "dist_arcsec": 0.5, "night": None, "matched_at": None, "survey": "ztf"},
+        {"catalog": "w", "catalog_version": "v0", "candid": 7, "objectId": "1234567", "match_id": "a", "match_ra": 1.0,
+         "match_dec": 2.0, "dist_arcsec": 0.5, "night": None, "matched_at": None, "survey": "lsst"}],
+        schema=xm.CROSSMATCH)
+    assert xm.commit_matches(s, rows, [info], [7, 7])[0] == 1  # the Rubin one only
+    evolved = ensure_crossmatch_table(s)
+    assert evolved.schema().column_names == xm.CROSSMATCH.names
+    got = sorted(evolved.scan().to_arrow().select(["candid", "objectId", "survey"]).to_pylist(),
+                 key=lambda r: r["objectId"])
+    assert got == [{"candid": 7, "objectId": "1234567", "survey": "lsst"},
+                   {"candid": 7, "objectId": "ZTF7", "survey": None}]
+    assert xm.commit_matches(s, rows, [info], [7])[0] == 0  # both there now: a re-delivery adds nothing
+    assert matches_in_bronze(s, xm.ReferenceCatalog("w", "v0", 1.0, 64, 1, [])) == 2
 
 
 # ---------------------------------------------------------------- dbt refresh

@@ -1,7 +1,8 @@
 """crossmatch: match alerts against the catalogs registered in the lake -> bronze.crossmatch.
 
-Two event types, one handler: a bronze commit's alerts against every registered catalog (as they arrive), and a
-newly registered catalog against the alerts already in bronze (the backfill, in chunk events)."""
+Two event types, one handler: a bronze commit's alerts, ZTF's or Rubin's (its `survey` attribute), against every
+registered catalog (as they arrive), and a newly registered catalog against the alerts of both surveys already in
+bronze (the backfill, in chunk events)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 
 import functions_framework
 from ateda.config import settings
-from ateda.events.catalogue import CATALOG_REGISTERED, CROSSMATCH_COMMITTED
+from ateda.events.catalogue import CATALOG_REGISTERED, CROSSMATCH_COMMITTED, SURVEY
 from ateda.serving.request import emitter, request_scope
 from ateda.steps.crossmatch import backfill_chunk, crossmatch_commit, plan_backfill
 from cloudevents.http import CloudEvent
@@ -39,7 +40,7 @@ def handle(event: CloudEvent) -> None:
         if event["type"] == CATALOG_REGISTERED:
             summary = backfill_chunk(settings(), data)
         else:
-            summary = crossmatch_commit(settings(), data)
+            summary = crossmatch_commit(settings(), data, survey=event.get(SURVEY))
         log.info("crossmatch %s: %s", event["id"], summary)
         if summary["matches"]:
             emit(CROSSMATCH_COMMITTED, summary, str(summary["snapshot_id"]))

@@ -1,6 +1,6 @@
 """``ateda catalog add``'s second half: a newly registered catalog applies to the alerts already in bronze.
 
-:func:`run_backfill` sends ``dev.ateda.catalog.registered`` to the home's runtime (a temporary one when none runs,
+:func:`run_backfill` sends ``dev.ateda.catalog.registered`` (both surveys' alerts) to the home's runtime (a temporary one when none runs,
 as ``ateda ingest`` does), waits until the crossmatch function has matched every planned chunk (the ledger in the
 lake, ``crossmatch/backfill/<catalog>/<version>/<run>/``) and, when there were matches, until silver and gold hold
 them (the chunks' ``crossmatch.committed`` events trigger the dbt refresh). docs/crossmatch.md has the flow.
@@ -21,8 +21,8 @@ from ateda.lake import deadletters
 from ateda.lake.iceberg import existing_crossmatch_table
 from ateda.lake.storage import lake_store
 from ateda.local.runtime import running_runtime
-from ateda.steps.crossmatch import (CHUNK_ALERTS, BackfillProgress, ReferenceCatalog, backfill_progress,
-                                    bronze_alert_files, registered_data)
+from ateda.steps.crossmatch import (CHUNK_ALERTS, LEGACY_SURVEY, BackfillProgress, ReferenceCatalog,
+                                    backfill_progress, bronze_alert_files, registered_data)
 from ateda.warehouse.build import connect
 from ateda.warehouse.location import WarehouseError
 
@@ -60,12 +60,13 @@ def backfill_runtime(settings: Settings):  # noqa: ANN201
 
 def run_backfill(settings: Settings, info: ReferenceCatalog, chunk_alerts: int = CHUNK_ALERTS,
                  timeout: float = 3600.0) -> BackfillSummary:
-    """Match the registered catalog ``info`` against every alert in bronze, through the crossmatch function, and
-    wait until silver and gold hold the matches. Nothing in bronze yet: nothing to do (no runtime is started)."""
+    """Match the registered catalog ``info`` against every alert in bronze, ZTF's and Rubin's, through the
+    crossmatch function, and wait until silver and gold hold the matches of both. Nothing in bronze yet: nothing to
+    do (no runtime is started)."""
     start = time.monotonic()
     out = BackfillSummary(info.name, info.version)
-    snapshot_id, files = bronze_alert_files(settings)
-    if snapshot_id is None or not files:
+    _, files = bronze_alert_files(settings)
+    if not files:
         out.refreshed = True
         return out
     out.run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
@@ -108,19 +109,23 @@ def _wait_chunks(settings: Settings, info: ReferenceCatalog, run: str, letters: 
 
 
 def matches_in_bronze(settings: Settings, info: ReferenceCatalog) -> int:
-    """Distinct (candid, match_id) of this catalog version in bronze.crossmatch: what silver holds once refreshed."""
+    """Distinct (survey, candid, match_id) of this catalog version in bronze.crossmatch, both surveys (a NULL
+    survey is ZTF's): what silver holds once refreshed."""
     table = existing_crossmatch_table(settings)
     if table is None or table.current_snapshot() is None:
         return 0
-    rows = table.scan(selected_fields=("catalog", "catalog_version", "candid", "match_id")).to_arrow()
-    keys = zip(rows["catalog"].to_pylist(), rows["catalog_version"].to_pylist(), rows["candid"].to_pylist(),
+    names = set(table.schema().column_names)
+    fields = ("catalog", "catalog_version", "candid", "match_id") + (("survey",) if "survey" in names else ())
+    rows = table.scan(selected_fields=fields).to_arrow()
+    surveys = rows["survey"].to_pylist() if "survey" in names else [None] * rows.num_rows
+    keys = zip(rows["catalog"].to_pylist(), rows["catalog_version"].to_pylist(), surveys, rows["candid"].to_pylist(),
                rows["match_id"].to_pylist())
-    return len({(c, m) for cat, v, c, m in keys if cat == info.name and v == info.version})
+    return len({(s or LEGACY_SURVEY, c, m) for cat, v, s, c, m in keys if cat == info.name and v == info.version})
 
 
 def matches_in_silver(settings: Settings, info: ReferenceCatalog) -> int | None:
-    """Rows of this catalog version in silver.crossmatch_catalog; None while the warehouse cannot be read yet (no
-    refresh has run, or one holds it)."""
+    """Rows of this catalog version in silver.crossmatch_catalog (both surveys); None while the warehouse cannot be
+    read yet (no refresh has run, or one holds it)."""
     import duckdb  # heavy: only to name its errors (the warehouse module opens the connection)
 
     try:

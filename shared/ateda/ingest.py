@@ -610,9 +610,8 @@ def _summarise(settings: Settings, uploaded: list[Uploaded], manifests: dict, se
         objects=len(set(zip(surveys, alerts["objectId"].to_pylist())) - {(s, None) for s in surveys}),
         nights=sorted({str(n) for n in alerts["night"].to_pylist()}),
         rejected=rejected, seconds=seconds, commits=commits, new_alerts=new)
-    if stages:  # the crossmatch matches ZTF alerts (Rubin: not yet)
-        ztf = alerts.filter(pc.equal(alerts["survey"], "ztf")) if alerts.num_rows else alerts
-        summary.crossmatch = _matches(settings, set(ztf["candid"].to_pylist()))
+    if stages:  # the crossmatch matches both surveys' alerts
+        summary.crossmatch = _matches(settings, set(zip(surveys, alerts["candid"].to_pylist())))
     return summary
 
 
@@ -636,13 +635,16 @@ def _bronze_alerts(settings: Settings) -> pa.Table:
     return pa.concat_tables([x.cast(pieces[0].schema) for x in pieces])
 
 
-def _matches(settings: Settings, candids: set[int]) -> dict:
-    """How many crossmatch rows these alerts have (against every registered catalog, this run or before)."""
+def _matches(settings: Settings, alerts: set[tuple[str, int]]) -> dict:
+    """How many crossmatch rows these (survey, candid) alerts have (against every registered catalog, this run or
+    before); a row without a survey (written before the column) is ZTF's."""
     table = existing_crossmatch_table(settings)
     if table is None or table.current_snapshot() is None:
         return {"matches": 0}
-    rows = table.scan(selected_fields=("candid",)).to_arrow()["candid"].to_pylist()
-    return {"matches": sum(1 for c in rows if c in candids)}
+    has_survey = "survey" in table.schema().column_names
+    rows = table.scan(selected_fields=("candid", "survey") if has_survey else ("candid",)).to_arrow()
+    surveys = rows["survey"].to_pylist() if has_survey else [None] * rows.num_rows
+    return {"matches": sum(1 for s, c in zip(surveys, rows["candid"].to_pylist()) if (s or "ztf", c) in alerts)}
 
 
 def gold_rows(settings: Settings) -> dict[str, int] | None:

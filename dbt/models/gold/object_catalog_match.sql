@@ -4,18 +4,22 @@
 {{ config(meta={'grain': grain}, unique_key='objectId', keys=grain, distributed_by=['objectId'],
           post_hook="{{ order_for_lookups(['objectId']) }}") }}
 {#- Grain: one row per (objectId, catalog): what the user-registered catalogs (`ateda catalog add`) say about an
-    object. From silver.crossmatch_catalog, each alert's current answer (is_latest_version); per object and catalog
+    object of either survey (`survey`, as in gold.object: a ZTF objectId and a Rubin diaObjectId's digits never
+    collide, so the object id alone names the object; a solar-system-only Rubin alert has no object and is left
+    out). From silver.crossmatch_catalog, each alert's current answer (is_latest_version); per object and catalog
     the newest version matched against any of its alerts (latest matched_at, then the larger version string).
     The source named is the one nearest the object's weighted mean position (gold.object), over every source any
     of its alerts matched in that version; dist_arcsec is that distance (the nearest alert-level distance when the
     object has no mean position). Incremental: the objects with new alerts or new matches are recomputed whole. -#}
 {#- StarRocks: the primary-key columns come first, in `keys` order. -#}
 with matches as (
-    select objectId, catalog, catalog_version, candid, match_id, match_ra, match_dec, dist_arcsec, night, matched_at
+    select survey, objectId, catalog, catalog_version, candid, match_id, match_ra, match_dec, dist_arcsec, night,
+           matched_at
     from {{ ref('crossmatch_catalog') }}
     where is_latest_version and objectId is not null
     {%- if ateda_is_incremental() %}
       and (objectId in {{ touched_objects() }}
+           or objectId in {{ lsst_touched_objects() }}
            or objectId in (select objectId from {{ bronze_delta('crossmatch') }} as x where objectId is not null))
     {%- endif %}
 ),
@@ -63,6 +67,7 @@ totals as (
     select
         objectId,
         catalog,
+        max(survey) as survey,
         max(catalog_version) as catalog_version,
         count(distinct match_id) as n_sources,
         count(distinct candid) as n_alerts_matched,
@@ -77,6 +82,7 @@ totals as (
 select
     t.objectId,
     t.catalog,
+    t.survey,
     t.catalog_version,
     r.match_id,
     r.match_ra,

@@ -254,10 +254,7 @@ def format_object(info: dict) -> str:
                      f"({len(info['solar_system'])} alert(s))")
     for m in info.get("survey_match", []):
         lines.append(f"  also Rubin    diaObject {m['other']} at {_fmt(m['dist_arcsec'], '.2f')}\"")
-    for c in info["catalogs"]:
-        lines.append(f"  catalog       {c['catalog']}: {c['match_id']} at {_fmt(c['dist_arcsec'], '.2f')}\" from the mean "
-                     f"position ({c['n_alerts_matched']} alert(s) matched, {c['n_sources']} source(s); "
-                     f"version {c['catalog_version']})")
+    lines += _catalog_lines(info)
     lines.append("")
     cols = [("band", "band", "s"), ("ndet", "ndet", "d"), ("ndubious", "dub", "d"), ("magmean", "mean", ".3f"),
             ("magmedian", "median", ".3f"), ("magmin", "min", ".3f"), ("magmax", "max", ".3f"),
@@ -269,6 +266,13 @@ def format_object(info: dict) -> str:
     for m in info["magstats"]:
         lines.append("  " + "  ".join(f"{_fmt(m[k], spec):>{12 if k == 'firstmjd' else 10}}" for k, _, spec in cols))
     return "\n".join(lines) + "\n"
+
+
+def _catalog_lines(info: dict) -> list[str]:
+    """The user catalogs' nearest sources (gold.object_catalog_match), one line each: the same for both surveys."""
+    return [f"  catalog       {c['catalog']}: {c['match_id']} at {_fmt(c['dist_arcsec'], '.2f')}\" from the mean "
+            f"position ({c['n_alerts_matched']} alert(s) matched, {c['n_sources']} source(s); "
+            f"version {c['catalog_version']})" for c in info.get("catalogs", [])]
 
 
 def _format_rubin_object(info: dict) -> str:
@@ -284,6 +288,7 @@ def _format_rubin_object(info: dict) -> str:
     ]
     for m in info.get("survey_match", []):
         lines.append(f"  also ZTF      {m['other']} at {_fmt(m['dist_arcsec'], '.2f')}\"")
+    lines += _catalog_lines(info)
     cols = [("band", "band", "s"), ("ndata", "n", "d"), ("weighted_mean", "wmean", ".1f"),
             ("weighted_mean_err", "wmean_err", ".1f"), ("mean", "mean", ".1f"), ("sigma", "sigma", ".1f"),
             ("chi2_ndof", "chi2/ndof", ".2f"), ("min_flux", "min", ".1f"), ("max_flux", "max", ".1f"),

@@ -13,7 +13,8 @@ import time
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import (CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError,
+                                  TableAlreadyExistsError)
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
 from pyiceberg.schema import assign_fresh_schema_ids
 from pyiceberg.table import Table
@@ -44,12 +45,16 @@ LEDGER = pa.schema([
     ("arrived_at", pa.timestamp("us", tz="UTC")), ("committed_at", pa.timestamp("us", tz="UTC")),
 ])
 # bronze.crossmatch: one row per (catalog, version, alert) match; written by the crossmatch function only, created
-# by it on its first match (readers see None before: existing_crossmatch_table)
+# by it on its first match (readers see None before: existing_crossmatch_table). Both surveys: ``survey`` says
+# which ("ztf" | "lsst"; NULL in rows written before it existed, which are ZTF's), since a ZTF candid and a Rubin
+# diaSourceId can be equal; a Rubin row's candid is the diaSourceId, its objectId the diaObjectId's decimal digits
+# (NULL for a solar-system-only alert). New columns go last: an older table is evolved by appending them.
 CROSSMATCH_TABLE = "crossmatch"
 CROSSMATCH = pa.schema([
     ("catalog", pa.string()), ("catalog_version", pa.string()), ("candid", pa.int64()), ("objectId", pa.string()),
     ("match_id", pa.string()), ("match_ra", pa.float64()), ("match_dec", pa.float64()),
     ("dist_arcsec", pa.float64()), ("night", pa.date32()), ("matched_at", pa.timestamp("us", tz="UTC")),
+    ("survey", pa.string()),
 ])
 
 # pyiceberg re-bases a failed append onto the new snapshot by itself (the table's retries), which would append again
@@ -217,11 +222,17 @@ def ensure_crossmatch_table(settings: Settings) -> Table:
 
 
 def _with_current_schema(table: Table) -> Table:
-    """A table created before a column of CROSSMATCH existed (``matched_at``) gets it (NULL in its old rows); one
-    created before the work keys gets :data:`NO_RETRIES`."""
+    """A table created before a column of CROSSMATCH existed (``matched_at``, ``survey``) gets it (NULL in its old
+    rows: readers take a NULL survey as ZTF's); one created before the work keys gets :data:`NO_RETRIES`. Two pods
+    evolving it at once: the loser finds the winner's schema."""
     if set(CROSSMATCH.names) - set(table.schema().column_names):
-        with table.update_schema() as upd:
-            upd.union_by_name(CROSSMATCH)
+        try:
+            with table.update_schema() as upd:
+                upd.union_by_name(CROSSMATCH)
+        except CommitFailedException:
+            table = table.refresh()
+            if set(CROSSMATCH.names) - set(table.schema().column_names):
+                raise
     if any(table.properties.get(k) != v for k, v in NO_RETRIES.items()):
         with table.transaction() as tx:
             tx.set_properties(NO_RETRIES)

@@ -8,19 +8,26 @@ non-empty cells). A match computes, for each alert, the cells that a cone of the
 (its own cell and the neighbours the radius reaches), reads only those cells' files, and keeps the pairs whose
 great-circle distance (Vincenty formula, exact at the poles and across ra = 0/360) is at most the radius.
 
+Both surveys are matched alike: ZTF's alerts (bronze.alert: candid, objectId, the candidate's ra/dec) and Rubin's
+(bronze.lsst_alert: the triggering diaSource's diaSourceId as candid, its diaObjectId's digits as objectId, the
+diaSource's ra/dec); each match row says its ``survey``, as the ids of the two surveys can be equal. A Rubin alert
+without a diaObject (solar-system only) is matched too, its row's objectId NULL (silver keeps it, gold has no
+object to put it on).
+
 The crossmatch function finds the alerts of a ``bronze.committed`` event through the ingest ledger (the parts of
-the event's ``chunks``) and appends the matches to the Iceberg table ``bronze.crossmatch``, skipping candids already
-matched against the same catalog version, so a re-delivered event adds nothing. Each appended row carries
-``matched_at`` (when it was committed): it orders a catalog's versions for silver and is the cluster refresh's
-"new rows" filter, as ``ingested_at`` is bronze.alert's.
+the event's ``chunks``) in the alert table of the event's ``survey`` attribute (every survey's without one) and
+appends the matches to the Iceberg table ``bronze.crossmatch``, skipping (survey, candid)s already matched against
+the same catalog version, so a re-delivered event adds nothing. Each appended row carries ``matched_at`` (when it
+was committed): it orders a catalog's versions for silver and is the cluster refresh's "new rows" filter, as
+``ingested_at`` is bronze.alert's.
 
 A catalog also applies to the past (``dev.ateda.catalog.registered``, docs/crossmatch.md): the event that
-``ateda catalog add`` sends is planned by :func:`plan_backfill` into bounded chunks of bronze.alert's data files at
-one snapshot (:func:`plan_chunks`: at most ``chunk_alerts`` alerts each, every row of every file in exactly one
-chunk), each sent as its own event; :func:`backfill_chunk` matches one chunk against that one catalog version. Every
-append carries a work key in its snapshot summary (``ateda.work``: the bronze commit's chunks and the catalog
-versions, or the backfill chunk), checked again after a lost commit race, so a re-delivered event appends nothing,
-in one process or several.
+``ateda catalog add`` sends is planned by :func:`plan_backfill` into bounded chunks of the data files of
+bronze.alert and bronze.lsst_alert at one snapshot each (:func:`plan_chunks`: at most ``chunk_alerts`` alerts each,
+every row of every file in exactly one chunk, each slice naming its survey), each sent as its own event;
+:func:`backfill_chunk` matches one chunk against that one catalog version. Every append carries a work key in its
+snapshot summary (``ateda.work``: the bronze commit's chunks, surveys and catalog versions, or the backfill chunk),
+checked again after a lost commit race, so a re-delivered event appends nothing, in one process or several.
 """
 
 from __future__ import annotations
@@ -49,8 +56,8 @@ from pyiceberg.exceptions import (CommitFailedException, NamespaceAlreadyExistsE
 
 from ateda.config import Settings
 from ateda.errors import AtedaError, BadInput, ConfigError, TransientError
-from ateda.lake.iceberg import (CROSSMATCH, TABLE_PROPERTIES, ensure_crossmatch_table, ensure_tables,
-                                load_catalog)
+from ateda.lake.iceberg import (CROSSMATCH, LSST_ALERT_TABLE, TABLE_PROPERTIES, ensure_crossmatch_table,
+                                ensure_tables, existing_lsst_table, load_catalog)
 from ateda.lake.storage import arrow_filesystem, lake_store
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,14 @@ WORK_KEY = "ateda.work"  # snapshot summary property: the work an append did (it
 COMMIT_ATTEMPTS = 8  # a lost optimistic-commit race (another pod appended) is re-checked and retried this often
 BACKFILL = "crossmatch/backfill/"  # <catalog>/<version>/<run>/plan.json and chunk-<i>.json: the backfill's ledger
 CHUNK_ALERTS = 20000  # default bound of a backfill chunk (alerts)
+SURVEYS = ("ztf", "lsst")
+LEGACY_SURVEY = "ztf"  # a match row, backfill slice or alert table without a survey is ZTF's (it predates Rubin)
+# where a survey's alerts are in bronze: table, alert id (the candid of a match), object id, the struct with ra/dec
+ALERT_SOURCES = {"ztf": ("alert", "candid", "objectId", "candidate"),
+                 "lsst": (LSST_ALERT_TABLE, "diaSourceId", "diaObjectId", "diaSource")}
+# what match() takes: one row per alert, either survey
+ALERTS = pa.schema([("candid", pa.int64()), ("objectId", pa.string()), ("ra", pa.float64()), ("dec", pa.float64()),
+                    ("night", pa.date32()), ("survey", pa.string())])
 
 
 class CrossmatchError(AtedaError):
@@ -213,7 +228,8 @@ class MatchStats:
 
 def match(settings: Settings, alerts: pa.Table, catalogs: list[ReferenceCatalog] | None = None,
           stats: MatchStats | None = None) -> pa.Table:
-    """Matches of ``alerts`` (columns candid, objectId, ra, dec, night) against every registered catalog."""
+    """Matches of ``alerts`` (columns candid, objectId, ra, dec, night and survey, as :data:`ALERTS`; without a
+    survey column they are ZTF's) against every registered catalog."""
 
     catalogs = list_reference_catalogs(settings) if catalogs is None else catalogs
     stats = stats if stats is not None else MatchStats()
@@ -221,6 +237,8 @@ def match(settings: Settings, alerts: pa.Table, catalogs: list[ReferenceCatalog]
     ra = np.asarray(alerts["ra"].to_numpy(zero_copy_only=False), dtype=float)
     dec = np.asarray(alerts["dec"].to_numpy(zero_copy_only=False), dtype=float)
     ok = np.isfinite(ra) & np.isfinite(dec)
+    surveys = (alerts["survey"].to_pylist() if "survey" in alerts.column_names
+               else [LEGACY_SURVEY] * alerts.num_rows)
     pieces = []
     for cat in catalogs:
         have = set(cat.cells)
@@ -247,42 +265,72 @@ def match(settings: Settings, alerts: pa.Table, catalogs: list[ReferenceCatalog]
                     rows["dist_arcsec"].append(float(d[j]))
                     rows["night"].append(alerts["night"][i].as_py() if "night" in alerts.column_names else None)
                     rows["matched_at"].append(None)  # set by commit_matches
+                    rows["survey"].append(surveys[i] or LEGACY_SURVEY)
         pieces.append(pa.table(rows, schema=CROSSMATCH))
     return pa.concat_tables(pieces) if pieces else CROSSMATCH.empty_table()
 
 
 # ---------------------------------------------------------------- the alerts of a commit, the Iceberg table
 
-def alerts_of_commit(settings: Settings, data: dict) -> pa.Table:
-    """candid, objectId, ra, dec, night of the alerts of the event's chunks (found through the ingest ledger)."""
+def _as_alerts(rows: pa.Table, survey: str) -> pa.Table:
+    """Rows of ``survey``'s alert table (its id, object id, night and ra/dec struct columns) as :data:`ALERTS`:
+    a Rubin diaObjectId becomes its decimal digits, gold.object's id of it (NULL stays NULL: solar-system only)."""
+    _, alert_id, object_id, position = ALERT_SOURCES[survey]
+    pos = rows[position].combine_chunks()
+    return pa.table({"candid": rows[alert_id].cast(pa.int64()), "objectId": rows[object_id].cast(pa.string()),
+                     "ra": pos.field("ra").cast(pa.float64()), "dec": pos.field("dec").cast(pa.float64()),
+                     "night": rows["night"], "survey": pa.array([survey] * rows.num_rows, pa.string())},
+                    schema=ALERTS)
 
+
+def _alert_table(settings: Settings, survey: str):  # noqa: ANN202
+    """``survey``'s alert table, None while it does not exist (bronze creates bronze.lsst_alert with Rubin's first
+    chunk: a ZTF-only lake has none)."""
+    catalog = load_catalog(settings)
+    if survey == "lsst":
+        return existing_lsst_table(catalog, settings)
+    return ensure_tables(catalog, settings)[ALERT_SOURCES[survey][0]]
+
+
+def event_surveys(survey: str | None) -> list[str]:
+    """The surveys a ``bronze.committed`` event is about: its ``survey`` attribute, every survey without one (an
+    event from before the attribute; bronze emits one per survey of a batch). An unknown survey: none."""
+    if survey is None:
+        return list(SURVEYS)
+    return [survey] if survey in SURVEYS else []
+
+
+def alerts_of_commit(settings: Settings, data: dict, survey: str | None = None) -> pa.Table:
+    """The alerts (:data:`ALERTS`) of the event's chunks in the alert table(s) of ``survey`` (every survey's when
+    None), found through the ingest ledger."""
 
     chunks = list(data.get("chunks") or [])
-    empty = pa.table({"candid": pa.array([], pa.int64()), "objectId": pa.array([], pa.string()),
-                      "ra": pa.array([], pa.float64()), "dec": pa.array([], pa.float64()),
-                      "night": pa.array([], pa.date32())})
-    if not chunks:
-        return empty
+    surveys = event_surveys(survey)
+    if not chunks or not surveys:
+        return ALERTS.empty_table()
     tables = ensure_tables(load_catalog(settings), settings)
     ledger = tables["ingest_ledger"].scan(
         row_filter=In("chunk", chunks),
         selected_fields=("source_bucket", "source_key", "source_etag", "part")).to_arrow()
     parts = set(zip(*(ledger[c].to_pylist() for c in ledger.column_names)))
     if not parts:
-        return empty
+        return ALERTS.empty_table()
     keys = sorted({p[1] for p in parts})
-    rows = tables["alert"].scan(
-        row_filter=In("source_key", keys),
-        selected_fields=("candid", "objectId", "night", "candidate", "source_bucket", "source_key", "source_etag",
-                         "part")).to_arrow()
-    if not rows.num_rows:
-        return empty
-    own = zip(*(rows[c].to_pylist() for c in ("source_bucket", "source_key", "source_etag", "part")))
-    rows = rows.filter(pa.array([k in parts for k in own]))
-    cand = rows["candidate"].combine_chunks()
-    return pa.table({"candid": rows["candid"], "objectId": rows["objectId"],
-                     "ra": cand.field("ra").cast(pa.float64()), "dec": cand.field("dec").cast(pa.float64()),
-                     "night": rows["night"]})
+    pieces = [ALERTS.empty_table()]
+    for name in surveys:
+        table = _alert_table(settings, name)
+        if table is None:
+            continue
+        _, alert_id, object_id, position = ALERT_SOURCES[name]
+        rows = table.scan(
+            row_filter=In("source_key", keys),
+            selected_fields=(alert_id, object_id, "night", position, "source_bucket", "source_key", "source_etag",
+                             "part")).to_arrow()
+        if not rows.num_rows:
+            continue
+        own = zip(*(rows[c].to_pylist() for c in ("source_bucket", "source_key", "source_etag", "part")))
+        pieces.append(_as_alerts(rows.filter(pa.array([k in parts for k in own], pa.bool_())), name))
+    return pa.concat_tables(pieces)
 
 
 def commit_matches(settings: Settings, found: pa.Table, catalogs: list[ReferenceCatalog],
@@ -326,11 +374,10 @@ def _append_new(table, found: pa.Table, candids: list[int], note: str,  # noqa: 
     done: set[tuple] = set()
     if table.current_snapshot() is not None:
         old = table.scan(row_filter=In("candid", sorted(set(candids))),
-                         selected_fields=("catalog", "catalog_version", "candid")).to_arrow()
-        done = set(zip(old["catalog"].to_pylist(), old["catalog_version"].to_pylist(), old["candid"].to_pylist()))
+                         selected_fields=("catalog", "catalog_version", "survey", "candid")).to_arrow()
+        done = set(_match_keys(old))
     if done and found.num_rows:
-        keys = zip(found["catalog"].to_pylist(), found["catalog_version"].to_pylist(), found["candid"].to_pylist())
-        found = found.filter(pa.array([k not in done for k in keys]))
+        found = found.filter(pa.array([k not in done for k in _match_keys(found)], pa.bool_()))
     if found.num_rows:
         now = dt.datetime.now(dt.timezone.utc)
         found = found.set_column(found.schema.get_field_index("matched_at"), CROSSMATCH.field("matched_at"),
@@ -343,15 +390,27 @@ def _append_new(table, found: pa.Table, candids: list[int], note: str,  # noqa: 
     return found.num_rows, (snapshot.snapshot_id if snapshot is not None else None)
 
 
-def _commit_work(chunks: list[str], catalogs: list[ReferenceCatalog]) -> str:
-    """The work key of a bronze commit's match: its chunks against these catalog versions (a re-delivery after a
-    catalog was re-registered matches the new version; one with the same catalogs appends nothing)."""
+def _match_keys(rows: pa.Table):  # noqa: ANN202
+    """(catalog, version, survey, candid) of match rows: what one match of one alert is, a NULL survey (a row from
+    before the column) being ZTF's."""
+    return zip(rows["catalog"].to_pylist(), rows["catalog_version"].to_pylist(),
+               [s or LEGACY_SURVEY for s in rows["survey"].to_pylist()], rows["candid"].to_pylist())
+
+
+def _commit_work(chunks: list[str], catalogs: list[ReferenceCatalog], surveys: list[str]) -> str:
+    """The work key of a bronze commit's match: its chunks' alerts of these surveys against these catalog versions
+    (a re-delivery after a catalog was re-registered matches the new version; one with the same catalogs appends
+    nothing). ZTF's alone keep the key they had before Rubin was matched, so an older delivery is recognised."""
     text = ",".join(sorted(chunks)) + "|" + ",".join(sorted(f"{c.name}@{c.version}" for c in catalogs))
+    if list(surveys) != [LEGACY_SURVEY]:
+        text += "|" + ",".join(sorted(surveys))
     return "commit:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None = None) -> dict:
-    """The function's work for one ``bronze.committed`` event.
+def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None = None,
+                      survey: str | None = None) -> dict:
+    """The function's work for one ``bronze.committed`` event, of the survey its ``survey`` attribute names
+    (:func:`event_surveys`).
 
     The summary is also the ``data`` of ``dev.ateda.crossmatch.committed``, which the function emits whenever the
     commit's alerts have matches (``matches`` > 0), newly appended or already there from an earlier delivery: a
@@ -362,10 +421,11 @@ def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None =
     if not catalogs:
         return {"catalogs": [], "alerts": 0, "matches": 0, "appended": 0, "snapshot_id": None, "nights": [],
                 "chunks": chunks}
-    alerts = alerts_of_commit(settings, data)
+    alerts = alerts_of_commit(settings, data, survey)
     found = match(settings, alerts, catalogs, stats)
     appended, snapshot_id = commit_matches(settings, found, catalogs, alerts["candid"].to_pylist(),
-                                           ",".join(chunks), work=_commit_work(chunks, catalogs))
+                                           ",".join(chunks), work=_commit_work(chunks, catalogs,
+                                                                               event_surveys(survey)))
     nights = sorted({str(n) for n in found["night"].to_pylist() if n is not None})
     return {"catalogs": [c.name for c in catalogs], "alerts": alerts.num_rows, "matches": found.num_rows,
             "appended": appended, "snapshot_id": snapshot_id, "nights": nights, "chunks": chunks}
@@ -375,25 +435,27 @@ def crossmatch_commit(settings: Settings, data: dict, stats: MatchStats | None =
 
 def registered_data(info: ReferenceCatalog, run: str, chunk_alerts: int = CHUNK_ALERTS) -> dict:
     """The ``data`` of the ``dev.ateda.catalog.registered`` event ``ateda catalog add`` sends: the catalog version
-    and the range of work, every alert in bronze (the crossmatch function plans it into chunks)."""
+    and the range of work, every alert in bronze, both surveys (the crossmatch function plans it into chunks)."""
     return {"catalog": info.name, "version": info.version, "radius_arcsec": info.radius_arcsec, "run": run,
             "range": {"kind": "bronze", "chunk_alerts": int(chunk_alerts)}}
 
 
-def plan_chunks(files: list[tuple[str, int]], max_rows: int) -> list[list[dict]]:
-    """Bounded chunks over data files: each chunk holds at most ``max_rows`` rows, as ``{"file", "start", "stop"}``
-    row ranges; every row of every file is in exactly one chunk (a file larger than the bound is cut in ranges,
-    small files share a chunk). Deterministic: the same files give the same chunks."""
+def plan_chunks(files: list[tuple], max_rows: int) -> list[list[dict]]:
+    """Bounded chunks over data files, ``(path, rows)`` or ``(path, rows, survey)``: each chunk holds at most
+    ``max_rows`` rows, as ``{"file", "start", "stop"}`` row ranges (and ``"survey"``, when the file names one);
+    every row of every file is in exactly one chunk (a file larger than the bound is cut in ranges, small files share
+    a chunk). Deterministic: the same files give the same chunks."""
     if max_rows <= 0:
         raise ValueError("max_rows must be positive")
     chunks: list[list[dict]] = []
     current: list[dict] = []
     room = max_rows
-    for path, rows in files:
+    for path, rows, *survey in files:
         start = 0
         while start < rows:
             take = min(room, rows - start)
-            current.append({"file": path, "start": start, "stop": start + take})
+            piece = {"file": path, "start": start, "stop": start + take}
+            current.append({**piece, "survey": survey[0]} if survey else piece)
             start += take
             room -= take
             if room == 0:
@@ -404,18 +466,25 @@ def plan_chunks(files: list[tuple[str, int]], max_rows: int) -> list[list[dict]]
     return chunks
 
 
-def bronze_alert_files(settings: Settings) -> tuple[int | None, list[tuple[str, int]]]:
-    """bronze.alert's current snapshot id and its data files with their row counts (None, [] while empty)."""
-    table = ensure_tables(load_catalog(settings), settings)["alert"]
-    snap = table.current_snapshot()
-    if snap is None:
-        return None, []
-    files = []
-    for task in table.scan(snapshot_id=snap.snapshot_id).plan_files():
-        if task.delete_files:  # bronze is append-only; a row-level delete would need a merge this reader lacks
-            raise BadInput("merge_on_read", f"bronze.alert has delete files ({task.file.file_path})")
-        files.append((task.file.file_path, int(task.file.record_count)))
-    return snap.snapshot_id, sorted(files)
+def bronze_alert_files(settings: Settings) -> tuple[dict[str, int | None], list[tuple[str, int, str]]]:
+    """The alert tables' current snapshot ids (``{"alert": .., "lsst_alert": ..}``, None while one is empty or
+    absent) and their data files as (path, row count, survey): ZTF's first, then Rubin's."""
+    snapshot_ids: dict[str, int | None] = {}
+    files: list[tuple[str, int, str]] = []
+    for survey in SURVEYS:
+        name = ALERT_SOURCES[survey][0]
+        table = _alert_table(settings, survey)
+        snap = table.current_snapshot() if table is not None else None
+        snapshot_ids[name] = snap.snapshot_id if snap is not None else None
+        if snap is None:
+            continue
+        own = []
+        for task in table.scan(snapshot_id=snap.snapshot_id).plan_files():
+            if task.delete_files:  # bronze is append-only; a row-level delete would need a merge this reader lacks
+                raise BadInput("merge_on_read", f"bronze.{name} has delete files ({task.file.file_path})")
+            own.append((task.file.file_path, int(task.file.record_count), survey))
+        files += sorted(own)
+    return snapshot_ids, files
 
 
 def _run_prefix(catalog: str, version: str, run: str) -> str:
@@ -426,9 +495,10 @@ def _run_prefix(catalog: str, version: str, run: str) -> str:
 
 
 def plan_backfill(settings: Settings, data: dict) -> list[dict]:
-    """The chunk events' ``data`` for a registration event: bronze.alert at its current snapshot, cut by
-    :func:`plan_chunks`. The plan is written first (``plan.json``) and reused by a re-delivery, so the chunks of one
-    run never change. A registration superseded by a newer version of the catalog plans nothing."""
+    """The chunk events' ``data`` for a registration event: bronze.alert and bronze.lsst_alert at their current
+    snapshots, cut by :func:`plan_chunks` (a chunk may hold slices of both). The plan is written first
+    (``plan.json``) and reused by a re-delivery, so the chunks of one run never change. A registration superseded by
+    a newer version of the catalog plans nothing."""
     lake = lake_store(settings)
     prefix = _run_prefix(data["catalog"], data["version"], data["run"])
     try:
@@ -438,15 +508,17 @@ def plan_backfill(settings: Settings, data: dict) -> list[dict]:
     if plan is None:
         current = _current_version(settings, data["catalog"])
         max_rows = int(data["range"].get("chunk_alerts") or CHUNK_ALERTS)
-        snapshot_id, files = bronze_alert_files(settings) if current == data["version"] else (None, [])
+        snapshot_ids, files = bronze_alert_files(settings) if current == data["version"] else ({}, [])
         chunks = plan_chunks(files, max_rows)
         plan = {"catalog": data["catalog"], "version": data["version"], "run": data["run"],
-                "superseded": current != data["version"], "snapshot_id": snapshot_id,
-                "alerts": sum(n for _, n in files), "chunk_alerts": max_rows, "chunks": chunks}
+                "superseded": current != data["version"], "snapshot_id": snapshot_ids.get("alert"),
+                "snapshot_ids": snapshot_ids,
+                "alerts": sum(f[1] for f in files), "chunk_alerts": max_rows, "chunks": chunks}
         lake.put_bytes(prefix + "plan.json", json.dumps(plan).encode())
     n = len(plan["chunks"])
     return [{"catalog": data["catalog"], "version": data["version"], "radius_arcsec": data["radius_arcsec"],
-             "run": data["run"], "range": {"kind": "files", "snapshot_id": plan["snapshot_id"], "chunk": i,
+             "run": data["run"], "range": {"kind": "files", "snapshot_id": plan["snapshot_id"],
+                                           "snapshot_ids": plan.get("snapshot_ids", {}), "chunk": i,
                                            "chunks": n, "slices": chunk}}
             for i, chunk in enumerate(plan["chunks"])]
 
@@ -459,7 +531,8 @@ def _current_version(settings: Settings, name: str) -> str | None:
 
 
 def _read_slices(settings: Settings, slices: list[dict]) -> pa.Table:
-    """candid, objectId, ra, dec, night of the rows of ``slices`` (only the row groups they reach are read)."""
+    """The alerts (:data:`ALERTS`) of the rows of ``slices``, each of its ``survey``'s alert table (ZTF's when it
+    names none: a plan from before Rubin was matched); only the row groups they reach are read."""
     pieces = []
     for sl in slices:
         fs, local = arrow_filesystem(sl["file"].removeprefix("file://"), settings)
@@ -477,17 +550,13 @@ def _read_slices(settings: Settings, slices: list[dict]) -> pa.Table:
             offset += n
         if not groups:
             continue
-        t = pf.read_row_groups(groups, columns=["candid", "objectId", "night", "candidate"])
-        t = t.slice(start - first, stop - start)
-        cand = t["candidate"].combine_chunks()
-        pieces.append(pa.table({"candid": t["candid"], "objectId": t["objectId"],
-                                "ra": cand.field("ra").cast(pa.float64()), "dec": cand.field("dec").cast(pa.float64()),
-                                "night": t["night"]}))
-    if not pieces:
-        return pa.table({"candid": pa.array([], pa.int64()), "objectId": pa.array([], pa.string()),
-                         "ra": pa.array([], pa.float64()), "dec": pa.array([], pa.float64()),
-                         "night": pa.array([], pa.date32())})
-    return pa.concat_tables(pieces, promote_options="permissive")
+        survey = sl.get("survey") or LEGACY_SURVEY
+        if survey not in ALERT_SOURCES:
+            raise BadInput("bad_backfill", f"{sl['file']}: unknown survey {survey!r}")
+        _, alert_id, object_id, position = ALERT_SOURCES[survey]
+        t = pf.read_row_groups(groups, columns=[alert_id, object_id, "night", position])
+        pieces.append(_as_alerts(t.slice(start - first, stop - start), survey))
+    return pa.concat_tables([ALERTS.empty_table(), *pieces])
 
 
 def backfill_chunk(settings: Settings, data: dict, stats: MatchStats | None = None) -> dict:
@@ -509,8 +578,9 @@ def backfill_chunk(settings: Settings, data: dict, stats: MatchStats | None = No
         lake.put_bytes(done_key, json.dumps(record).encode())
         raise
     found = match(settings, alerts, catalogs, stats) if not superseded else CROSSMATCH.empty_table()
-    matched = sorted(set(found["candid"].to_pylist()))
-    appended, snapshot_id = commit_matches(settings, found, catalogs, matched, f"backfill {data['catalog']}", work)
+    matched = sorted(set(zip(found["survey"].to_pylist(), found["candid"].to_pylist())))
+    appended, snapshot_id = commit_matches(settings, found, catalogs, [c for _, c in matched],
+                                           f"backfill {data['catalog']}", work)
     nights = sorted({str(n) for n in found["night"].to_pylist() if n is not None})
     summary = {"catalogs": [data["catalog"]], "alerts": alerts.num_rows, "matches": found.num_rows,
                "appended": appended, "snapshot_id": snapshot_id, "nights": nights, "chunks": [],

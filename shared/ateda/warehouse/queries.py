@@ -88,10 +88,14 @@ def object_info_on(con, settings: Settings, object_id: str) -> dict:  # noqa: AN
         con, "select case when ztf_objectId = ? then lsst_objectId else ztf_objectId end as other, dist_arcsec "
              "from gold.survey_match where ztf_objectId = ? or lsst_objectId = ? order by dist_arcsec",
         [object_id, object_id, object_id])
-    if obj[0].get("survey") == "lsst":  # Rubin: flux statistics; the ZTF crossmatches do not apply
+    # the user catalogs (`ateda catalog add`) match both surveys' alerts
+    info["catalogs"] = records(con, "select catalog, catalog_version, match_id, dist_arcsec, n_sources, "
+                                     "n_alerts_matched from gold.object_catalog_match where objectId = ? "
+                                     "order by catalog", [object_id])
+    if obj[0].get("survey") == "lsst":  # Rubin: flux statistics; the ZTF crossmatches (PS1, Gaia, asteroids) do not
         info["fluxstats"] = records(con, "select * from gold.lsst_fluxstats where objectId = ? order by "
                                          "position(band in 'ugrizy')", [object_id])
-        info.update(magstats=[], ps1=[], gaia=[], solar_system=[], catalogs=[], is_transient_candidate=False)
+        info.update(magstats=[], ps1=[], gaia=[], solar_system=[], is_transient_candidate=False)
         return info
     info["magstats"] = records(con, "select * from gold.magstats where objectId = ? order by fid", [object_id])
     last = obj[0]["last_candid"]
@@ -101,9 +105,6 @@ def object_info_on(con, settings: Settings, object_id: str) -> dict:  # noqa: AN
                                  "where candid = ? order by match_kind desc", [last])
     info["solar_system"] = records(con, "select candid, ss_name, dist_arcsec, ss_mag from silver.crossmatch_ss "
                                          "where objectId = ? order by candid", [object_id])
-    info["catalogs"] = records(con, "select catalog, catalog_version, match_id, dist_arcsec, n_sources, "
-                                     "n_alerts_matched from gold.object_catalog_match where objectId = ? "
-                                     "order by catalog", [object_id])
     info["is_transient_candidate"] = bool(con.execute(
         "select count(*) from gold.transient_candidates where objectId = ?", [object_id]).fetchone()[0])
     return info
