@@ -316,6 +316,7 @@ def _refresh_local(settings: Settings, full_refresh: bool, test: bool, select: s
         snapshots: dict[str, dict] = {}
         with open_warehouse(settings, building) as con:
             files, new = prepare_bronze(con, settings, snapshots)
+            upgrade_tables(con)
         n_new = sum(len(v) for v in new.values())
         res = run_dbt(settings, _dbt_args("build" if test else "run", full_refresh, select), "local", building)
         result = _result("local", res, time.perf_counter() - start, n_new)
@@ -332,6 +333,32 @@ def _refresh_local(settings: Settings, full_refresh: bool, test: bool, select: s
     finally:
         _discard(building)  # after a publish only DuckDB's spill folder is left
     return result
+
+
+# Columns added to incremental models after warehouses were built without them, with the value their old rows take.
+# dbt's append_new_columns adds a new column only after the model's query ran, and a model that reads its held rows
+# back (kept_copies: the touched alerts' rows already in the table) names the column in that query, which fails on
+# the old table; so a refresh adds such columns to the copy it builds, before dbt runs.
+ADDED_COLUMNS = (
+    ("silver", "crossmatch_catalog", "survey", "varchar", "ztf"),  # user-catalog matches of Rubin alerts (2026-12)
+    ("gold", "object_catalog_match", "survey", "varchar", "ztf"),
+)
+
+
+def upgrade_tables(con) -> list[str]:  # noqa: ANN001
+    """Add the :data:`ADDED_COLUMNS` an existing table lacks, old rows given the column's old value; returns
+    ``schema.table.column`` of each added."""
+    added = []
+    for schema, table, column, sql_type, old_value in ADDED_COLUMNS:
+        have = {r[0].lower() for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+            [schema, table]).fetchall()}
+        if have and column.lower() not in have:
+            con.execute(f'alter table "{schema}"."{table}" add column "{column}" {sql_type} '
+                        f"default '{old_value}'")
+            added.append(f"{schema}.{table}.{column}")
+            log.info("warehouse: added %s.%s.%s (old rows: %r)", schema, table, column, old_value)
+    return added
 
 
 def _dbt_args(command: str, full_refresh: bool, select: str | None, vars_: dict | None = None) -> list[str]:
