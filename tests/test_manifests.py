@@ -57,7 +57,8 @@ IMAGE_TAG = "0.1.0"
 # Knative Services that are apps, not functions (no functions-framework, no Trigger): name -> the env they need
 APPS = {
     "ateda-explorer": {"ATEDA_EXPLORER_TOKEN", "ATEDA_LAKE", "ATEDA_WAREHOUSE", "ATEDA_CATALOG_URI",
-                       "ATEDA_S3_ENDPOINT", "ATEDA_STARROCKS_HOST"},
+                       "ATEDA_S3_ENDPOINT", "ATEDA_EXPLORER_BACKEND", "ATEDA_STARROCKS_HOST", "ATEDA_STARROCKS_PORT",
+                       "ATEDA_STARROCKS_USER", "ATEDA_STARROCKS_PASSWORD"},
 }
 
 # Trigger -> (subscriber Service, event type)
@@ -101,7 +102,11 @@ ENV_NAMES = {
     "ATEDA_MAINTENANCE_BUDGET_S",
     "ATEDA_EXPLORER_TOKEN",
     "ATEDA_EXPLORER_SQL_TIMEOUT_S",
+    "ATEDA_EXPLORER_BACKEND",
     "ATEDA_STARROCKS_HOST",
+    "ATEDA_STARROCKS_PORT",
+    "ATEDA_STARROCKS_USER",
+    "ATEDA_STARROCKS_PASSWORD",
 }
 # Set by Knative (PORT, K_SERVICE, ...) or by the SinkBinding (K_SINK, K_CE_OVERRIDES): never by hand.
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION", "K_SINK", "K_CE_OVERRIDES"}
@@ -110,6 +115,7 @@ SECRET_ENV = {
     "AWS_SECRET_ACCESS_KEY": ("ateda-s3", "AWS_SECRET_ACCESS_KEY"),
     "ATEDA_BRIDGE_TOKEN": ("ateda-bridge-token", "token"),
     "ATEDA_EXPLORER_TOKEN": ("ateda-explorer-token", "token"),
+    "ATEDA_STARROCKS_PASSWORD": ("starrocks-superset", "password"),  # the read-only user's (docs/explorer.md)
 }
 FIXED_ENV = {
     "ATEDA_BUCKET": "alerts",
@@ -588,6 +594,10 @@ def test_the_explorer_service():
         assert quantity(resources["requests"][resource]) <= quantity(resources["limits"][resource])
     assert "ateda-explorer" not in {t["spec"]["subscriber"]["ref"]["name"] for t in triggers().values()}
     assert svc["metadata"].get("labels", {}).get(EMITS_LABEL) != "true"
+    # the cluster's warehouse, StarRocks, as the read-only user the starrocks-catalog Job creates (SELECT only)
+    assert env["ATEDA_EXPLORER_BACKEND"]["value"] == "starrocks"
+    assert env["ATEDA_STARROCKS_USER"]["value"] == "superset" and env["ATEDA_STARROCKS_PORT"]["value"] == "9030"
+    assert env["ATEDA_STARROCKS_HOST"]["value"].startswith("starrocks-fe-service.starrocks.")
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

@@ -13,7 +13,8 @@
 #   ATEDA_SUPERSET_PG_PASSWORD                   PostgreSQL password of user `superset` (Superset's metadata)
 #   ATEDA_SUPERSET_SECRET_KEY                    Superset's Flask SECRET_KEY (sessions, stored credentials)
 #   ATEDA_SUPERSET_ADMIN_PASSWORD                Superset admin password (user admin)
-#   ATEDA_SUPERSET_STARROCKS_PASSWORD            StarRocks password of the read-only user `superset`
+#   ATEDA_SUPERSET_STARROCKS_PASSWORD            StarRocks password of the read-only user `superset` (Superset, and
+#                                                the explorer in namespace ateda: knative/27-svc-explorer.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENV_NAME="${1:-kind}"
@@ -70,6 +71,7 @@ secret ateda ateda-postgres --type=kubernetes.io/basic-auth \
   --from-literal=username=nessie --from-literal=password="$ATEDA_PG_PASSWORD"
 secret starrocks starrocks-root --from-literal=password="$ATEDA_STARROCKS_PASSWORD"
 secret starrocks starrocks-superset --from-literal=password="$ATEDA_SUPERSET_STARROCKS_PASSWORD"
+secret ateda starrocks-superset --from-literal=password="$ATEDA_SUPERSET_STARROCKS_PASSWORD"
 superset_pg=(--type=kubernetes.io/basic-auth --from-literal=username=superset --from-literal=password="$ATEDA_SUPERSET_PG_PASSWORD")
 secret ateda superset-postgres "${superset_pg[@]}"
 secret superset superset-postgres "${superset_pg[@]}"

@@ -96,6 +96,8 @@ class ExplorerSettings:
     port: int = 8080
     token: str = ""  # empty: no token asked (then `ateda serve` listens on loopback only)
     sql_timeout_s: float = 10.0
+    backend: str = "duckdb"  # duckdb (the published local file) | starrocks (the cluster's warehouse)
+    database_prefix: str = ""  # starrocks: gold, silver are read as <prefix>gold, <prefix>silver
 
 
 @dataclass(frozen=True)
@@ -231,9 +233,11 @@ VARIABLES: tuple[Var, ...] = (
     _v("ATEDA_DUCKDB_PATH", "str", "", "paths", "duckdb_path", "The local warehouse file.",
        shown_default="$ATEDA_HOME/warehouse/ateda.duckdb"),
     # dbt cluster target
-    _v("ATEDA_STARROCKS_HOST", "str", "starrocks-fe", "dbt", "starrocks_host", "StarRocks FE host."),
+    _v("ATEDA_STARROCKS_HOST", "str", "starrocks-fe", "dbt", "starrocks_host", "StarRocks FE host (dbt's cluster "
+       "target, and the explorer with ATEDA_EXPLORER_BACKEND=starrocks)."),
     _v("ATEDA_STARROCKS_PORT", "int", 9030, "dbt", "starrocks_port", "StarRocks MySQL port."),
-    _v("ATEDA_STARROCKS_USER", "str", "root", "dbt", "starrocks_user", "StarRocks user."),
+    _v("ATEDA_STARROCKS_USER", "str", "root", "dbt", "starrocks_user", "StarRocks user (the explorer's starrocks "
+       "backend: a read-only one, as the cluster's `superset`)."),
     _v("ATEDA_STARROCKS_PASSWORD", "str", "", "dbt", "starrocks_password", "StarRocks password.", secret=True),
     _v("ATEDA_STARROCKS_VERSION", "str", "3.4.0", "dbt", "starrocks_version", "StarRocks version (dbt need not "
        "ask the server)."),
@@ -247,6 +251,11 @@ VARIABLES: tuple[Var, ...] = (
        "(`Authorization: Bearer <token>` or `?token=`).", secret=True),
     _v("ATEDA_EXPLORER_SQL_TIMEOUT_S", "float", 10.0, "explorer", "sql_timeout_s", "A statement of the explorer's "
        "SQL endpoint is interrupted after this long (s): HTTP 408."),
+    _v("ATEDA_EXPLORER_BACKEND", "str", "duckdb", "explorer", "backend", "The warehouse the explorer reads: duckdb "
+       "(the published local file) or starrocks (the cluster's, over the MySQL protocol with ATEDA_STARROCKS_*; "
+       "give it a read-only user)."),
+    _v("ATEDA_EXPLORER_DATABASE_PREFIX", "str", "", "explorer", "database_prefix", "StarRocks backend only: the "
+       "databases gold and silver are read as <prefix>gold and <prefix>silver (empty: as named)."),
     # the local runtime
     _v("ATEDA_MAINTENANCE_EVERY_S", "float", 3600.0, "local", "maintenance_every_s", "The local runtime pings the "
        "maintenance function this often (s; 0: never)."),

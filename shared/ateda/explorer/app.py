@@ -20,7 +20,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ateda.config import Settings
+from ateda.errors import ConfigError
 from ateda.explorer import api, pages, scs
+from ateda.explorer.starrocks import StarRocksStore
 from ateda.explorer.store import NoWarehouse, Store
 from ateda.warehouse.location import WarehouseError
 
@@ -43,7 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
                               "stamps, cone search (also IVOA SCS 1.03 at /scs), nightly summaries, read-only SQL. "
                               "64-bit identifiers are JSON strings.")
     app.state.settings = settings
-    app.state.store = Store(settings)
+    app.state.store = open_store(settings)
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(scs.router)
     app.include_router(pages.router)
@@ -83,6 +85,16 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 SESSION_COOKIE = "ateda_session"
+BACKENDS = {"duckdb": Store, "starrocks": StarRocksStore}
+
+
+def open_store(settings: Settings) -> Store | StarRocksStore:
+    """The store of ``ATEDA_EXPLORER_BACKEND``: duckdb (the published local file, :mod:`ateda.explorer.store`) or
+    starrocks (the cluster's warehouse, :mod:`ateda.explorer.starrocks`)."""
+    backend = settings.explorer.backend.strip().lower()
+    if backend not in BACKENDS:
+        raise ConfigError(f"ATEDA_EXPLORER_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return BACKENDS[backend](settings)
 
 
 def _session_value(token: str) -> str:

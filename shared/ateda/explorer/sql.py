@@ -12,13 +12,13 @@ one slipped through. A watchdog interrupts a statement past its time limit (:cla
 
 from __future__ import annotations
 
-import threading
-
 import sqlglot
 from sqlglot import exp
 
 from ateda.errors import AtedaError
-from ateda.explorer.store import Store
+from ateda.explorer.store import SqlFailed, SqlTimeout, Store, first_line
+
+__all__ = ["SqlFailed", "SqlRefused", "SqlTimeout", "check", "run"]
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
@@ -29,21 +29,15 @@ REFUSED_PREFIXES = ("read_", "duckdb_", "pragma_", "parquet_", "iceberg_", "sqli
                     "delta_", "load_", "sniff_", "json_execute", "glob", "query")
 REFUSED_SUFFIXES = ("_scan",)
 REFUSED_NAMES = {"current_setting", "getvariable", "getenv", "read_text", "read_blob", "file", "from_csv_auto",
-                 "checkpoint", "force_checkpoint", "enable_profiling", "which_secret"}
+                 "checkpoint", "force_checkpoint", "enable_profiling", "which_secret",
+                 # the MySQL protocol's servers (StarRocks, and MariaDB in the tests): file readers, time burners
+                 "load_file", "files", "sleep", "benchmark", "get_lock"}
 PATH_CHARS = set("/\\.:*?~$")
 SYSTEM_TABLE_PREFIXES = ("duckdb_", "pragma_", "sqlite_")
 
 
 class SqlRefused(AtedaError):
     """Not one read-only query (HTTP 400)."""
-
-
-class SqlTimeout(AtedaError):
-    """Past the time limit (HTTP 408)."""
-
-
-class SqlFailed(AtedaError):
-    """DuckDB could not run it (a parser, binder or catalog error: HTTP 400)."""
 
 
 def check(text: str) -> exp.Expression:
@@ -53,7 +47,7 @@ def check(text: str) -> exp.Expression:
     try:
         trees = [t for t in sqlglot.parse(text, read="duckdb") if t is not None]
     except sqlglot.errors.SqlglotError as exc:  # a parse or a tokenizer error
-        raise SqlRefused(f"not SQL this endpoint reads: {_first_line(exc)}") from None
+        raise SqlRefused(f"not SQL this endpoint reads: {first_line(exc)}") from None
     if len(trees) != 1:
         raise SqlRefused(f"exactly one statement, please (got {len(trees)})")
     tree = trees[0]
@@ -62,7 +56,7 @@ def check(text: str) -> exp.Expression:
         raise SqlRefused(f"only SELECT (or WITH ... SELECT) is allowed, not {_kind(tree)}")
     for node in tree.walk():
         if isinstance(node, (exp.Command, exp.DDL, exp.DML, exp.Set, exp.Pragma, exp.Use, exp.Copy, exp.Attach,
-                             exp.Detach, exp.Install, exp.Describe, exp.Show, exp.Summarize)):
+                             exp.Detach, exp.Install, exp.Describe, exp.Show, exp.Summarize, exp.Into)):
             raise SqlRefused(f"only SELECT is allowed, not {_kind(node)} inside it")
         if isinstance(node, exp.Table):
             _check_table(node)
@@ -101,36 +95,12 @@ def _kind(node: exp.Expression) -> str:
     return type(node).__name__.upper()
 
 
-def _first_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]
-
-
 def run(store: Store, text: str, limit: int = DEFAULT_LIMIT,
         timeout_s: float = 10.0) -> tuple[list[str], list[str], list[tuple], bool]:
-    """Run one checked query: (columns, their DuckDB types, at most ``limit`` rows, whether there were more)."""
-    import duckdb  # heavy (the warehouse extra): only its exceptions are needed here
-
-    check(text)
+    """Run one checked query: (columns, their DuckDB types, at most ``limit`` rows, whether there were more). The
+    store's connection runs it under the time limit (DuckDB: a watchdog; StarRocks: the session's query_timeout)."""
+    tree = check(text)
     limit = max(1, min(int(limit), MAX_LIMIT))
     with store.connect() as con:
-        timed_out = threading.Event()
-
-        def interrupt() -> None:
-            timed_out.set()
-            con.interrupt()
-
-        watchdog = threading.Timer(timeout_s, interrupt)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            rel = con.execute(text, record=False)
-            columns = [d[0] for d in rel.description]
-            types = [str(d[1]) for d in rel.description]
-            rows = rel.fetchmany(limit + 1)
-        except duckdb.Error as exc:
-            if timed_out.is_set() or isinstance(exc, duckdb.InterruptException):
-                raise SqlTimeout(f"the statement ran past its time limit of {timeout_s:g} s") from None
-            raise SqlFailed(_first_line(exc)) from None
-        finally:
-            watchdog.cancel()
+        columns, types, rows = con.run_select(text, limit + 1, timeout_s, tree)
     return columns, types, rows[:limit], len(rows) > limit

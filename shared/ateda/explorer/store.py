@@ -45,6 +45,14 @@ class NoWarehouse(AtedaError):
     """Nothing is published yet (HTTP 503: run `ateda refresh`)."""
 
 
+class SqlTimeout(AtedaError):
+    """A statement of the SQL endpoint ran past its time limit (HTTP 408)."""
+
+
+class SqlFailed(AtedaError):
+    """The warehouse could not run a statement of the SQL endpoint (a parser, binder or catalog error: HTTP 400)."""
+
+
 @dataclass
 class ConeIndex:
     """gold.object's positions sorted by their HEALPix pixel (nested, :data:`HEALPIX_LEVEL`)."""
@@ -128,6 +136,34 @@ class Connection:
     def interrupt(self) -> None:
         self.reusable = False
         self.cursor.interrupt()
+
+    def run_select(self, text: str, limit: int, timeout_s: float,
+                   tree=None) -> tuple[list[str], list[str], list[tuple]]:  # noqa: ANN001
+        """A statement of the SQL endpoint (``tree``: its parse by :func:`ateda.explorer.sql.check`, unused here):
+        (columns, their DuckDB types, at most ``limit`` rows); a watchdog interrupts it past ``timeout_s``
+        (:class:`SqlTimeout`)."""
+        import duckdb  # heavy (the warehouse extra): loaded already when the generation was opened
+
+        timed_out = threading.Event()
+
+        def interrupt() -> None:
+            timed_out.set()
+            self.interrupt()
+
+        watchdog = threading.Timer(timeout_s, interrupt)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            rel = self.execute(text, record=False)
+            columns = [d[0] for d in rel.description]
+            types = [str(d[1]) for d in rel.description]
+            return columns, types, rel.fetchmany(limit)
+        except duckdb.Error as exc:
+            if timed_out.is_set() or isinstance(exc, duckdb.InterruptException):
+                raise SqlTimeout(f"the statement ran past its time limit of {timeout_s:g} s") from None
+            raise SqlFailed(first_line(exc)) from None
+        finally:
+            watchdog.cancel()
 
     def has_object(self, object_id: str) -> bool | None:
         """Whether gold.object has ``object_id`` (None: not known here, ask the warehouse)."""
@@ -277,6 +313,11 @@ def settle_optional_imports() -> None:
     latency"). A ``None`` in ``sys.modules`` makes that import fail at once; ``find_spec`` still answers None."""
     if "pandas" not in sys.modules and find_spec("pandas") is None:
         sys.modules["pandas"] = None  # type: ignore[assignment]
+
+
+def first_line(exc: BaseException) -> str:
+    """An error as one line of at most 300 characters."""
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]
 
 
 def _sql_string(text: str) -> str:
