@@ -233,7 +233,8 @@ SLOW_MODULES = {"test_hostile_e2e", "test_bronze_safety", "test_maintenance", "t
                 "test_dbt", "test_refresh_memory", "test_refresh_crossmatch", "test_prometheus_scrape", "test_demo",
                 "test_runtime_safety", "test_freshness", "test_copy_conflicts", "test_one_shot", "test_runtime_lock",
                 "test_ceph_e2e", "test_rest_catalog", "test_newcomer", "test_rubin_bronze", "test_rubin_warehouse",
-                "test_explorer_api", "test_explorer_schemathesis", "test_explorer_browser", "test_tom"}
+                "test_explorer_api", "test_explorer_schemathesis", "test_explorer_browser", "test_tom",
+                "test_explorer_starrocks"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -70,6 +70,7 @@ secret ateda ateda-explorer-token --from-literal=token="$ATEDA_EXPLORER_TOKEN"
 secret ateda ateda-postgres --type=kubernetes.io/basic-auth \
   --from-literal=username=nessie --from-literal=password="$ATEDA_PG_PASSWORD"
 secret starrocks starrocks-root --from-literal=password="$ATEDA_STARROCKS_PASSWORD"
+secret ateda starrocks-root --from-literal=password="$ATEDA_STARROCKS_PASSWORD"  # the dbt-refresh function's
 secret starrocks starrocks-superset --from-literal=password="$ATEDA_SUPERSET_STARROCKS_PASSWORD"
 secret ateda starrocks-superset --from-literal=password="$ATEDA_SUPERSET_STARROCKS_PASSWORD"
 superset_pg=(--type=kubernetes.io/basic-auth --from-literal=username=superset --from-literal=password="$ATEDA_SUPERSET_PG_PASSWORD")
