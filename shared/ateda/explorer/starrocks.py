@@ -44,7 +44,7 @@ import sqlglot
 from sqlglot import exp
 
 from ateda.config import Settings
-from ateda.explorer.store import MEMO_ENTRIES, ConeIndex, NoWarehouse, SqlFailed, SqlTimeout, first_line
+from ateda.explorer.store import ConeIndex, GenerationAnswers, NoWarehouse, SqlFailed, SqlTimeout, first_line
 
 SCHEMAS = ("gold", "silver")  # the databases the explorer reads (bronze is the lake's, in an external catalog)
 CHECK_EVERY_S = 5.0  # the change signal is read at most this often
@@ -118,7 +118,7 @@ class Result:
         return None if row is None else self._rows([row])[0]
 
 
-class Connection:
+class Connection(GenerationAnswers):
     """One request's connection to StarRocks, with the DuckDB store's interface (:class:`ateda.explorer.store.
     Connection`): ``execute`` takes the explorer's neutral SQL with ``?`` parameters."""
 
@@ -154,20 +154,6 @@ class Connection:
         """Stop the statement running on this connection (``KILL QUERY`` from another connection)."""
         self.reusable = False
         self._store.kill_query(self.raw.connection_id)
-
-    def has_object(self, object_id: str) -> bool | None:
-        return None if self._gen is None else object_id in self._gen.object_ids
-
-    def memo(self, key: tuple, compute):  # noqa: ANN001, ANN201
-        """``compute()``, once per generation and ``key`` (a new generation starts when the warehouse changed)."""
-        if self._gen is None:
-            return compute()
-        memo = self._gen.memo
-        if key not in memo:
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            memo[key] = compute()
-        return memo[key]
 
     def run_select(self, text: str, limit: int, timeout_s: float,
                    tree: exp.Expression | None = None) -> tuple[list[str], list[str], list[tuple]]:

@@ -108,7 +108,29 @@ def great_circle_arcsec(ra1: float, dec1: float, ra2: np.ndarray, dec2: np.ndarr
     return 3600.0 * np.degrees(np.arctan2(num, den))
 
 
-class Connection:
+class GenerationAnswers:
+    """What a request's connection answers from its generation (``_gen``: one published state of the warehouse,
+    with ``object_ids`` and a ``memo`` dict), for both backends."""
+
+    _gen = None
+
+    def has_object(self, object_id: str) -> bool | None:
+        """Whether gold.object has ``object_id`` (None: not known here, ask the warehouse)."""
+        return None if self._gen is None else object_id in self._gen.object_ids
+
+    def memo(self, key: tuple, compute):  # noqa: ANN001, ANN201
+        """``compute()``, once per generation and ``key`` (at most :data:`MEMO_ENTRIES` kept)."""
+        if self._gen is None:
+            return compute()
+        memo = self._gen.memo
+        if key not in memo:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[key] = compute()
+        return memo[key]
+
+
+class Connection(GenerationAnswers):
     """One request's connection: ``execute`` as DuckDB's, every statement's text recorded in ``issued``.
 
     ``has_object`` answers from the generation's set of gold.object ids, and ``memo`` keeps a value (a count) for
@@ -164,21 +186,6 @@ class Connection:
             raise SqlFailed(first_line(exc)) from None
         finally:
             watchdog.cancel()
-
-    def has_object(self, object_id: str) -> bool | None:
-        """Whether gold.object has ``object_id`` (None: not known here, ask the warehouse)."""
-        return None if self._gen is None else object_id in self._gen.object_ids
-
-    def memo(self, key: tuple, compute):  # noqa: ANN001, ANN201
-        """``compute()``, once per generation and ``key`` (at most :data:`MEMO_ENTRIES` kept)."""
-        if self._gen is None:
-            return compute()
-        memo = self._gen.memo
-        if key not in memo:
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            memo[key] = compute()
-        return memo[key]
 
 
 MEMO_ENTRIES = 1024
