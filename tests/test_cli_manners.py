@@ -62,6 +62,12 @@ def test_a_users_mistake_is_one_line_exit_2(tmp_path, args, words):
     assert not (tmp_path / "home" / "demo-input").exists()  # nothing was started before the mistake was seen
 
 
+def test_serve_with_an_unknown_backend_is_one_line_and_never_says_it_serves(tmp_path):
+    run = ateda("serve", "--port", "18199", home=tmp_path / "home", env={"ATEDA_EXPLORER_BACKEND": "mysql"})
+    one_line_no_traceback(run, 2, "ATEDA_EXPLORER_BACKEND", "duckdb, starrocks", "mysql")
+    assert run.stdout == ""  # not "ateda explorer on http://..." first
+
+
 def test_a_bad_setting_is_one_line_naming_it_and_debug_shows_the_traceback(tmp_path):
     env = {"ATEDA_COMMIT_WINDOW_MS": "soon"}
     one_line_no_traceback(ateda("config", home=tmp_path, env=env), 2, "ATEDA_COMMIT_WINDOW_MS", "soon", "integer")

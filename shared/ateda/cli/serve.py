@@ -40,6 +40,7 @@ def cmd_serve(args, settings: Settings) -> int:  # noqa: ANN001
         raise ConfigError(f"refusing to listen on {host} without ATEDA_EXPLORER_TOKEN (anyone there could read "
                           "the warehouse); give the explorer a token, or listen on 127.0.0.1")
     settings = replace(settings, explorer=replace(settings.explorer, host=host, port=port))
+    app = create_app(settings)  # a bad setting (the backend's name...) stops here, before the line below says "on"
     print(f"ateda explorer on http://{host}:{port}/ (API /api/v1, spec /openapi.json, cone search /scs)", flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
