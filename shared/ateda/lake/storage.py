@@ -89,15 +89,26 @@ class LocalStore:
     def __init__(self, root: Path, etags: bool = True) -> None:
         self.root = Path(root)
         self.etags = etags  # the lake needs no ETags: skip hashing what only the functions write
+        self._real_root: str | None = None
 
     def _path(self, key: str) -> Path:
         """The file of ``key``: a safe key whose real path (symlinks resolved) stays under the root's."""
         check_key(key)
         path = self.root / key
         real = os.path.realpath(path)
-        if not _under(real, os.path.realpath(self.root)):
+        if not _under(real, self._root_resolved()):
             raise UnsafeName(f"object key {key!r} resolves outside its store")
         return path
+
+    def _root_resolved(self) -> str:
+        """The root's real path, resolved once it exists: the bucket watcher checks a key on each of its passes
+        (``os.path.realpath`` is an ``lstat`` per path component, in Python), and resolved the root every time."""
+        if self._real_root is not None:
+            return self._real_root
+        real = os.path.realpath(self.root)
+        if os.path.isdir(real):
+            self._real_root = real
+        return real
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
